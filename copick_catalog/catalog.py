@@ -1,0 +1,246 @@
+"""The :class:`Catalog`: one project's config, roots and catalog database, and what to do with them.
+
+``Catalog.open(config)`` is the entry point for everything: it loads the config, opens (and if
+needed creates or upgrades) the database, registers the project, and then offers indexing,
+queries (:mod:`copick_catalog.queries`) and ``.open()`` of payloads behind rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import payloads
+from .config import CopickConfig, load_config
+from .db import create_engine, ensure_schema, normalize_url, write_tx
+from .errors import CatalogError, StaleRowError
+from .indexer import Indexer, IndexReport
+from .locking import project_lock
+from .queries import QueryMixin
+from .schema import (
+    DensityMap,
+    Feature,
+    Filament,
+    FileBacked,
+    IndexErrorRow,
+    IndexRun,
+    Mesh,
+    Pick,
+    PickableObject,
+    Project,
+    Segmentation,
+    Tomogram,
+)
+from .storage import Root
+
+log = logging.getLogger(__name__)
+
+DB_ENV = "COPICK_CATALOG_DB"
+
+
+def default_db_for(config_path: Path) -> str:
+    """``<config stem>.catalog.sqlite`` next to the config, unless ``$COPICK_CATALOG_DB`` says otherwise."""
+    env = os.environ.get(DB_ENV)
+    if env:
+        return normalize_url(env)
+    return normalize_url(config_path.with_name(f"{config_path.stem}.catalog.sqlite"))
+
+
+class Catalog(QueryMixin):
+    """A copick project together with its SQL catalog."""
+
+    def __init__(self, config: CopickConfig, config_path: Path, engine: Engine, project_id: int) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.engine = engine
+        self.project_id = project_id
+        self.roots = build_roots(config, config_path.parent)
+        self._sessions = sessionmaker(engine, expire_on_commit=False, info={"catalog": self})
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, config: str | os.PathLike[str], db: str | None = None, *, upgrade: bool = True) -> Catalog:
+        """Open the catalog of the project described by ``config`` (a copick_config.json path).
+
+        ``db`` is a SQLAlchemy URL or a SQLite file path; by default a SQLite file next to the
+        config. An empty or older database is migrated to the current schema first.
+        """
+        config_path = Path(config).expanduser().resolve()
+        cfg = load_config(config_path)
+        url = normalize_url(db) if db else default_db_for(config_path)
+        engine = create_engine(url)
+        try:
+            if upgrade:
+                ensure_schema(engine)
+            project_id = register_project(engine, cfg, config_path)
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            raise CatalogError(f"cannot use catalog database {engine.url.render_as_string(hide_password=True)}: "
+                               f"{exc.orig}") from None
+        return cls(cfg, config_path, engine, project_id)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"<Catalog {self.config.name!r} db={self.db_url}>"
+
+    # ------------------------------------------------------------------ indexing
+
+    def index(self, *, trigger: str = "api", wait: bool = True, timeout: float | None = None,
+              scopes: Iterable[tuple[str, str]] | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> IndexReport:
+        """Bring the catalog up to date with the files (incremental) and return a report.
+
+        Holds the project's index lock for the run: with ``wait=False`` a busy lock raises
+        :class:`~copick_catalog.errors.LockBusyError` instead of queueing.
+        """
+        with project_lock(self.engine, self.project_id, wait=wait, timeout=timeout):
+            register_project(self.engine, self.config, self.config_path)
+            indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
+                              progress=progress)
+            return indexer.run(trigger, scopes)
+
+    # ------------------------------------------------------------------ sessions and payloads
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A SQLAlchemy session whose rows can ``.open()`` their files."""
+        with self._sessions() as s:
+            yield s
+
+    def root_of(self, row: FileBacked) -> Root:
+        try:
+            return self.roots[row.layer]
+        except KeyError:
+            raise CatalogError(f"row {row.path!r} is in the {row.layer} layer, which this project's config "
+                               "does not define") from None
+
+    def check_fresh(self, row: FileBacked) -> None:
+        """Raise :class:`StaleRowError` if the file behind ``row`` changed or vanished since indexing."""
+        root = self.root_of(row)
+        entry = root.fingerprint(row.path)
+        where = root.url_of(row.path)
+        if entry is None:
+            raise StaleRowError(f"{where} has vanished since it was indexed; run `copick-catalog index` "
+                                "(or Catalog.index()) to update the catalog")
+        if entry.fingerprint != row.fingerprint.split("|", 1)[0]:
+            raise StaleRowError(f"{where} changed since it was indexed; call Catalog.refresh(row) or reindex "
+                                "to get the current row")
+
+    def open_row(self, row: FileBacked, *, check: bool = True) -> Any:
+        if check:
+            self.check_fresh(row)
+        root = self.root_of(row)
+        if isinstance(row, Pick):
+            return payloads.parse_picks(root.read_bytes(row.path), root.url_of(row.path))
+        if isinstance(row, Filament):
+            return payloads.parse_filaments(root.read_bytes(row.path), root.url_of(row.path))
+        if isinstance(row, Mesh):
+            return payloads.load_scene(root.read_bytes(row.path))
+        if isinstance(row, DensityMap) and row.fmt == "mrc":
+            return payloads.read_mrc_array(root.read_bytes(row.path), root.url_of(row.path))
+        import zarr
+
+        return zarr.open_group(self.store_of(row), mode="r" if row.read_only else "r+")
+
+    def store_of(self, row: FileBacked) -> Any:
+        """The zarr store behind a tomogram/feature/segmentation row (read-only for static rows)."""
+        return self.root_of(row).zarr_store(row.path, read_only=row.read_only)
+
+    def refresh(self, row: FileBacked) -> FileBacked | None:
+        """Reindex the file behind ``row`` and return its current row (None if it is gone)."""
+        self.index(scopes=[(row.layer, row.path)])
+        model = type(row)
+        with self.session() as s:
+            return s.scalars(sa.select(model).where(model.project_id == self.project_id,
+                                                    model.layer == row.layer, model.path == row.path)).first()
+
+    # ------------------------------------------------------------------ status
+
+    def errors(self, severity: str | None = None) -> list[IndexErrorRow]:
+        with self.session() as s:
+            q = sa.select(IndexErrorRow).where(IndexErrorRow.project_id == self.project_id)
+            if severity:
+                q = q.where(IndexErrorRow.severity == severity)
+            return list(s.scalars(q.order_by(IndexErrorRow.layer, IndexErrorRow.path)))
+
+    def last_runs(self, n: int = 5) -> list[IndexRun]:
+        with self.session() as s:
+            return list(s.scalars(sa.select(IndexRun).where(IndexRun.project_id == self.project_id)
+                                  .order_by(IndexRun.started_at.desc()).limit(n)))
+
+
+def build_roots(config: CopickConfig, base_dir: Path) -> dict[str, Root]:
+    """The project's roots by layer; a static root equal to the overlay (or absent) is not a layer."""
+    overlay = Root(config.overlay_root, "overlay", config.overlay_fs_args, base_dir)
+    roots = {"overlay": overlay}
+    if config.static_root:
+        static = Root(config.static_root, "static", config.static_fs_args, base_dir)
+        if static.url != overlay.url:
+            roots = {"static": static, "overlay": overlay}
+    return roots
+
+
+def register_project(engine: Engine, config: CopickConfig, config_path: Path) -> int:
+    """Create or update the project row and its pickable objects; return the project id."""
+    roots = build_roots(config, config_path.parent)
+    values = {"name": config.name, "config_path": str(config_path), "config": config.redacted(),
+              "static_url": roots["static"].url if "static" in roots else None,
+              "overlay_url": roots["overlay"].url}
+    with write_tx(engine) as conn:
+        pid = conn.execute(sa.select(Project.id).where(Project.name == config.name,
+                                                       Project.config_path == str(config_path))).scalar()
+        if pid is None:
+            pid = conn.execute(sa.insert(Project).values(**values).returning(Project.id)).scalar_one()
+        else:
+            current = conn.execute(sa.select(Project.config, Project.static_url, Project.overlay_url)
+                                   .where(Project.id == pid)).one()
+            if tuple(current) != (values["config"], values["static_url"], values["overlay_url"]):
+                conn.execute(sa.update(Project).where(Project.id == pid).values(**values))
+        _sync_objects(conn, pid, config)
+    return pid
+
+
+def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) -> None:
+    existing = {row.name: row for row in conn.execute(
+        sa.select(PickableObject.__table__).where(PickableObject.project_id == project_id))}
+    wanted = {}
+    for o in config.pickable_objects:
+        wanted[o.name] = {
+            "project_id": project_id, "name": o.name, "is_particle": o.is_particle, "label": o.label,
+            "color": list(o.color) if o.color is not None else None, "emdb_id": o.emdb_id,
+            "pdb_id": o.pdb_id, "identifier": o.identifier, "map_threshold": o.map_threshold,
+            "radius": o.radius, "metadata": o.metadata,
+        }
+    for name, vals in wanted.items():
+        old = existing.get(name)
+        if old is None:
+            conn.execute(sa.insert(PickableObject.__table__).values(**vals))
+        elif any(getattr(old, k) != v for k, v in vals.items()):
+            conn.execute(sa.update(PickableObject.__table__).where(PickableObject.id == old.id).values(**vals))
+    gone = [row.id for name, row in existing.items() if name not in wanted]
+    if gone:
+        conn.execute(sa.delete(PickableObject).where(PickableObject.id.in_(gone)))
+
+
+__all__ = ["Catalog", "Feature", "Segmentation", "Tomogram", "build_roots", "register_project"]

@@ -1,0 +1,191 @@
+"""Pydantic models of ``copick_config.json``, compatible with what the copick package writes.
+
+The catalog must index any project copick can open, so reading is lenient where copick is
+lenient (unknown keys are kept, not dropped) and strict only where a bad value would make the
+project unusable (no overlay root, a malformed colour). Object names that copick's own validator
+would refuse are accepted with a warning: refusing them would make the whole project unindexable
+over one odd entry, and the path grammar can still resolve them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+#: Characters copick replaces with ``-`` when it sanitises a name (``copick.util.escape``).
+FORBIDDEN_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1F\x7F\s_]')
+
+#: Keys in fs_args that hold credentials; they never reach the catalog database or logs.
+SECRET_KEYS = frozenset(
+    {"key", "secret", "password", "token", "session_token", "aws_secret_access_key",
+     "aws_access_key_id", "aws_session_token", "client_secret", "passphrase"}
+)
+
+
+class PickableObject(BaseModel):
+    """One entry of ``pickable_objects``: a particle or segmentation target."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str
+    is_particle: bool
+    label: int | None = 1
+    color: tuple[int, int, int, int] | None = (100, 100, 100, 255)
+    emdb_id: str | None = None
+    pdb_id: str | None = None
+    identifier: str | None = Field(default=None, validation_alias=AliasChoices("identifier", "go_id"))
+    map_threshold: float | None = None
+    radius: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("pickable object name cannot be empty")
+        if FORBIDDEN_NAME_CHARS.search(value):
+            warnings.warn(
+                f"pickable object name {value!r} contains characters copick does not allow "
+                "(underscore, whitespace or one of <>:\"/\\|?*); copick itself will refuse this config",
+                UserWarning,
+                stacklevel=2,
+            )
+        return value
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("label 0 is reserved for background; use 1 or higher")
+        return value
+
+    @field_validator("color")
+    @classmethod
+    def _color(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is not None and not all(0 <= c <= 255 for c in value):
+            raise ValueError("color components must be integers in 0..255 (RGBA)")
+        return value
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class CopickConfig(BaseModel):
+    """A filesystem copick project config (``config_type: filesystem``).
+
+    Unknown keys are kept (``extra="allow"``) so a config round-trips unchanged through us.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    config_type: str = "filesystem"
+    name: str = "CoPick"
+    description: str = "Let's CoPick!"
+    version: str = "0.2.0"
+    pickable_objects: list[PickableObject]
+    user_id: str | None = None
+    session_id: str | None = None
+    overlay_root: str
+    static_root: str | None = None
+    overlay_fs_args: dict[str, Any] = Field(default_factory=dict)
+    static_fs_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config_type")
+    @classmethod
+    def _config_type(cls, value: str) -> str:
+        if value != "filesystem":
+            raise ValueError(
+                f"config_type {value!r} is not supported; copick-catalog indexes filesystem projects "
+                "(static_root/overlay_root)"
+            )
+        return value
+
+    @field_validator("overlay_fs_args", "static_fs_args", mode="before")
+    @classmethod
+    def _fs_args(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    def get_object(self, name: str) -> PickableObject | None:
+        """The pickable object called ``name``, or None."""
+        for obj in self.pickable_objects:
+            if obj.name == name:
+                return obj
+        return None
+
+    @property
+    def object_names(self) -> list[str]:
+        return [o.name for o in self.pickable_objects]
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON-able data with credentials replaced, safe to store and print."""
+        data = self.model_dump(mode="json", by_alias=False)
+        for key in ("overlay_fs_args", "static_fs_args"):
+            data[key] = redact(data.get(key) or {})
+        return data
+
+
+def redact(value: Any) -> Any:
+    """Replace every credential-looking entry in nested fs_args with ``"***"``."""
+    if isinstance(value, dict):
+        return {k: ("***" if k.lower() in SECRET_KEYS else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _format_validation_error(path: str, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid copick config"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  - field '{where}': {err['msg']}")
+    lines.append("Fix these fields (see the copick config reference) and try again.")
+    return "\n".join(lines)
+
+
+def parse_config(data: str | bytes | dict[str, Any], source: str = "<string>") -> CopickConfig:
+    """Validate config data; errors name the source file and each bad field."""
+    if not isinstance(data, dict):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                "fix the syntax and try again"
+            ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a copick config must be a JSON object, got {type(data).__name__}")
+    if "overlay_root" not in data and "static_root" in data:
+        raise ConfigError(f"{source}: field 'overlay_root' is required (the writable root of the project)")
+    try:
+        return CopickConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path) -> CopickConfig:
+    """Read and validate a config file from local disk."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; pass the path of a copick_config.json") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    return parse_config(text, source=str(path))
+
+
+def save_config(config: CopickConfig, path: str | Path) -> None:
+    """Write a config the way copick does (indent 4, every field), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config.model_dump(mode="json"), indent=4), encoding="utf-8")
+    tmp.replace(path)

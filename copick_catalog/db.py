@@ -1,0 +1,225 @@
+"""Engines, sessions and schema upgrades for SQLite (embedded default) and PostgreSQL.
+
+SQLite gets WAL, foreign keys, a busy timeout and ``BEGIN IMMEDIATE`` for writers (so two
+writers queue on the lock instead of failing half-way with "database is locked"); readers keep
+plain deferred transactions so queries never wait on each other. WAL needs shared memory, which
+network filesystems do not provide, so a database on NFS/SMB/GPFS/Lustre falls back to a rollback
+journal with a warning that recommends PostgreSQL.
+
+The schema is created and changed only by the Alembic migrations shipped in this package;
+:func:`ensure_schema` runs them on open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import CatalogError, SchemaVersionError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+NETWORK_FS_TYPES = ("nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "gpfs", "lustre", "ceph", "glusterfs",
+                    "fuse.sshfs", "beegfs", "9p", "afs")
+BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(db: str | os.PathLike[str]) -> str:
+    """Accept a SQLAlchemy URL or a plain file path (which means SQLite)."""
+    text = os.fspath(db)
+    if "://" in text:
+        if text.startswith(("postgresql://", "postgres://")):
+            # psycopg 3 is the driver we ship; the bare scheme would ask for psycopg2.
+            text = "postgresql+psycopg://" + text.split("://", 1)[1]
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The mount type holding ``path`` (Linux ``/proc/mounts``), or None when unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = str(path.resolve())
+    best, best_type = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mnt = fields[1].replace("\\040", " ")
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+            best, best_type = mnt, fields[2]
+    return best_type
+
+
+def is_network_fs(path: Path) -> bool:
+    fstype = filesystem_type(path) or ""
+    return fstype in NETWORK_FS_TYPES or (fstype.startswith("fuse.") and fstype != "fuse.overlay")
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine with the pragmas and transaction rules this catalog relies on."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, **kwargs)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise CatalogError(f"database driver missing for {sa.make_url(url).drivername}: {exc}; "
+                           "install copick-catalog[postgres]") from None
+    except sa.exc.ArgumentError as exc:
+        raise CatalogError(f"bad database URL: {exc}") from None
+
+
+def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+    db_path = sa.make_url(url).database
+    journal = "wal"
+    if db_path and db_path != ":memory:":
+        parent = Path(db_path).parent
+        if not parent.exists():
+            raise CatalogError(f"cannot create catalog {db_path}: directory {parent} does not exist")
+        if is_network_fs(parent):
+            journal = "delete"
+            warnings.warn(
+                f"catalog {db_path} is on a network filesystem ({filesystem_type(parent)}), where SQLite's "
+                "WAL mode is unsafe; using a rollback journal instead. For a catalog shared between "
+                "machines use PostgreSQL (--db postgresql+psycopg://...)",
+                UserWarning, stacklevel=3,
+            )
+    engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy pysqlite recipe)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA journal_mode = {journal}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A short write transaction: ``BEGIN IMMEDIATE`` on SQLite, a plain one on PostgreSQL."""
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        yield conn
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+# ------------------------------------------------------------------------------------------
+# Migrations
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if len(heads) != 1:
+        raise CatalogError(f"migrations have {len(heads)} heads; expected one")
+    return heads[0]
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def ensure_schema(engine: Engine) -> str:
+    """Create or upgrade the schema to head; refuse a database from a newer copick-catalog.
+
+    A SQLite file that needs upgrading is copied to ``<file>.bak-<revision>`` first, so a
+    failed migration never costs the catalog.
+    """
+    script = ScriptDirectory.from_config(alembic_config())
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return head
+    if current is not None:
+        try:
+            script.get_revision(current)
+        except Exception:
+            raise SchemaVersionError(
+                f"catalog database {engine.url.render_as_string(hide_password=True)} has schema revision "
+                f"{current!r}, which this copick-catalog does not know (it was written by a newer version); "
+                "upgrade copick-catalog or point --db at another catalog"
+            ) from None
+        _backup_sqlite(engine, current)
+    cfg = alembic_config()
+    with engine.connect().execution_options(write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        conn.commit()
+    log.info("catalog schema at %s (was %s)", head, current)
+    return head
+
+
+def _backup_sqlite(engine: Engine, revision: str) -> None:
+    if not is_sqlite(engine):
+        return
+    path = sa.make_url(str(engine.url)).database
+    if not path or path == ":memory:" or not os.path.exists(path):
+        return
+    backup = f"{path}.bak-{revision}"
+    src = sqlite3.connect(path)
+    try:
+        dst = sqlite3.connect(backup)
+        with dst:
+            src.backup(dst)
+        dst.close()
+    finally:
+        src.close()
+    log.warning("backed up %s to %s before upgrading its schema", path, backup)
+
+
+def wait_for_database(engine: Engine, timeout: float = 30.0) -> None:
+    """Retry connecting with back-off until the server answers (daemon start-up, restarts)."""
+    delay, deadline = 0.2, time.monotonic() + timeout
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return
+        except sa.exc.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def copy_file(src: str, dst: str) -> None:
+    shutil.copyfile(src, dst)

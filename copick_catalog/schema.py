@@ -1,0 +1,448 @@
+"""Catalog tables as typed SQLAlchemy 2 ORM classes, and ``.open()`` on each file-backed row.
+
+Table and column names are the public face of the catalog (people query them with plain SQL), so
+they speak copick's words: ``picks.user_id``, ``tomograms.tomo_type``, ``segmentations.is_multilabel``.
+Every file-backed row records its ``layer`` (static/overlay), its ``path`` relative to that root and
+the ``fingerprint`` the indexer compares, so a moved or remounted project keeps its catalog.
+
+Nothing here creates tables: the Alembic migrations in ``copick_catalog/migrations`` do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session, relationship
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+LAYERS = ("static", "overlay")
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: sa.JSON, list[Any]: sa.JSON}
+
+
+def _fk(target: str, nullable: bool = False, ondelete: str = "CASCADE") -> Any:
+    return mapped_column(sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=True)
+
+
+class Project(Base):
+    """One copick project (a config file); a catalog may hold several."""
+
+    __tablename__ = "projects"
+    __table_args__ = (sa.UniqueConstraint("name", "config_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    config_path: Mapped[str] = mapped_column(sa.String(2048))
+    config: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    static_url: Mapped[str | None] = mapped_column(sa.String(2048))
+    overlay_url: Mapped[str] = mapped_column(sa.String(2048))
+    last_indexed_at: Mapped[float | None] = mapped_column(sa.Float)
+
+    runs: Mapped[list[Run]] = relationship(back_populates="project", passive_deletes=True)
+    pickable_objects: Mapped[list[PickableObject]] = relationship(back_populates="project",
+                                                                    passive_deletes=True)
+
+    def __repr__(self) -> str:
+        return f"<Project {self.name!r} id={self.id}>"
+
+
+class PickableObject(Base):
+    __tablename__ = "pickable_objects"
+    __table_args__ = (sa.UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    name: Mapped[str] = mapped_column(sa.String(255))
+    is_particle: Mapped[bool]
+    label: Mapped[int | None]
+    color: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    emdb_id: Mapped[str | None] = mapped_column(sa.String(64))
+    pdb_id: Mapped[str | None] = mapped_column(sa.String(64))
+    identifier: Mapped[str | None] = mapped_column(sa.String(255))
+    map_threshold: Mapped[float | None] = mapped_column(sa.Float)
+    radius: Mapped[float | None] = mapped_column(sa.Float)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", sa.JSON)
+
+    project: Mapped[Project] = relationship(back_populates="pickable_objects")
+
+    def __repr__(self) -> str:
+        return f"<PickableObject {self.name!r} label={self.label}>"
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (sa.UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    name: Mapped[str] = mapped_column(sa.String(255), index=True)
+    in_static: Mapped[bool] = mapped_column(default=False)
+    in_overlay: Mapped[bool] = mapped_column(default=False)
+    indexed_at: Mapped[float] = mapped_column(sa.Float, default=0.0)
+
+    project: Mapped[Project] = relationship(back_populates="runs")
+    voxel_spacings: Mapped[list[VoxelSpacing]] = relationship(back_populates="run", passive_deletes=True,
+                                                              order_by="VoxelSpacing.voxel_size")
+    picks: Mapped[list[Pick]] = relationship(back_populates="run", passive_deletes=True)
+    meshes: Mapped[list[Mesh]] = relationship(back_populates="run", passive_deletes=True)
+    segmentations: Mapped[list[Segmentation]] = relationship(back_populates="run", passive_deletes=True)
+    filaments: Mapped[list[Filament]] = relationship(back_populates="run", passive_deletes=True)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.name!r}>"
+
+
+class VoxelSpacing(Base):
+    __tablename__ = "voxel_spacings"
+    __table_args__ = (sa.UniqueConstraint("run_id", "voxel_size"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    run_id: Mapped[int] = _fk("runs.id")
+    voxel_size: Mapped[float] = mapped_column(sa.Float, index=True)
+    in_static: Mapped[bool] = mapped_column(default=False)
+    in_overlay: Mapped[bool] = mapped_column(default=False)
+    indexed_at: Mapped[float] = mapped_column(sa.Float, default=0.0)
+
+    run: Mapped[Run] = relationship(back_populates="voxel_spacings")
+    tomograms: Mapped[list[Tomogram]] = relationship(back_populates="voxel_spacing", passive_deletes=True)
+
+    def __repr__(self) -> str:
+        return f"<VoxelSpacing {self.voxel_size:.3f}>"
+
+
+class FileBacked:
+    """Columns and behaviour shared by every row that stands for a file or zarr group."""
+
+    layer: Mapped[str] = mapped_column(sa.String(8))
+    path: Mapped[str] = mapped_column(sa.String(2048))
+    fingerprint: Mapped[str] = mapped_column(sa.String(128))
+    mtime: Mapped[float | None] = mapped_column(sa.Float)
+    indexed_at: Mapped[float] = mapped_column(sa.Float)
+    stale: Mapped[bool] = mapped_column(default=False)
+
+    @property
+    def read_only(self) -> bool:
+        """Static rows are read-only, like copick's static layer."""
+        return self.layer == "static"
+
+    def catalog(self) -> Catalog:
+        cat = self.__dict__.get("_catalog")
+        if cat is None:
+            session = object_session(self)
+            cat = session.info.get("catalog") if session is not None else None
+        if cat is None:
+            from .errors import CatalogError
+
+            raise CatalogError(
+                f"{type(self).__name__} row {self.path!r} is not attached to a Catalog; load it through "
+                "Catalog.find/picks/... or Catalog.session() to call .open()"
+            )
+        return cat
+
+    def open(self, *, check: bool = True) -> Any:
+        """The payload behind this row, read from the files (see each class for what comes back).
+
+        With ``check`` (default) the file's fingerprint is compared with the indexed one first, and
+        a changed or vanished file raises :class:`~copick_catalog.errors.StaleRowError`.
+        """
+        return self.catalog().open_row(self, check=check)
+
+
+class Tomogram(FileBacked, Base):
+    """A reconstructed volume; ``open()`` gives the multiscale zarr group."""
+
+    __tablename__ = "tomograms"
+    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),
+                      sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "layer"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    run_id: Mapped[int] = _fk("runs.id")
+    voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
+    tomo_type: Mapped[str] = mapped_column(sa.String(255), index=True)
+    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    dtype: Mapped[str | None] = mapped_column(sa.String(32))
+    n_levels: Mapped[int] = mapped_column(default=0)
+    zarr_format: Mapped[int | None]
+
+    run: Mapped[Run] = relationship()
+    voxel_spacing: Mapped[VoxelSpacing] = relationship(back_populates="tomograms")
+    features: Mapped[list[Feature]] = relationship(back_populates="tomogram", passive_deletes=True)
+
+    @property
+    def voxel_size(self) -> float:
+        return self.voxel_spacing.voxel_size
+
+    def zarr(self) -> Any:
+        """The zarr store of the group (read-only for static rows), as in the copick spec."""
+        return self.catalog().store_of(self)
+
+    def __repr__(self) -> str:
+        return f"<Tomogram {self.tomo_type!r} {self.layer} {self.path!r}>"
+
+
+class Feature(FileBacked, Base):
+    """A feature map computed from a tomogram (``<tomo_type>_<feature_type>_features.zarr``)."""
+
+    __tablename__ = "features"
+    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),
+                      sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "feature_type", "layer"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    run_id: Mapped[int] = _fk("runs.id")
+    voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
+    tomogram_id: Mapped[int | None] = _fk("tomograms.id", nullable=True, ondelete="SET NULL")
+    tomo_type: Mapped[str] = mapped_column(sa.String(255), index=True)
+    feature_type: Mapped[str] = mapped_column(sa.String(255), index=True)
+    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    dtype: Mapped[str | None] = mapped_column(sa.String(32))
+    n_levels: Mapped[int] = mapped_column(default=0)
+    zarr_format: Mapped[int | None]
+
+    run: Mapped[Run] = relationship()
+    voxel_spacing: Mapped[VoxelSpacing] = relationship()
+    tomogram: Mapped[Tomogram | None] = relationship(back_populates="features")
+
+    def zarr(self) -> Any:
+        return self.catalog().store_of(self)
+
+    def __repr__(self) -> str:
+        return f"<Feature {self.tomo_type}/{self.feature_type!r} {self.layer}>"
+
+
+class _Annotation:
+    """Columns shared by picks, meshes and filaments: who made it, of what."""
+
+    object_name: Mapped[str] = mapped_column(sa.String(255), index=True)
+    user_id: Mapped[str] = mapped_column(sa.String(255), index=True)
+    session_id: Mapped[str] = mapped_column(sa.String(255), index=True)
+
+    @property
+    def from_tool(self) -> bool:
+        """copick's convention: session ``"0"`` means a tool wrote it."""
+        return self.session_id == "0"
+
+    @property
+    def from_user(self) -> bool:
+        return self.session_id != "0"
+
+    @property
+    def pickable_object_name(self) -> str:
+        return self.object_name
+
+
+class Pick(FileBacked, _Annotation, Base):
+    """A pick file; ``open()`` gives the validated :class:`~copick_catalog.payloads.PickFile`."""
+
+    __tablename__ = "picks"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "layer", "path"),
+        sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
+        sa.Index(None, "project_id", "object_name", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    run_id: Mapped[int] = _fk("runs.id")
+    n_points: Mapped[int] = mapped_column(default=0)
+    unit: Mapped[str | None] = mapped_column(sa.String(32))
+    trust_orientation: Mapped[bool | None]
+    voxel_spacing: Mapped[float | None] = mapped_column(sa.Float)
+
+    run: Mapped[Run] = relationship(back_populates="picks")
+    points: Mapped[list[Point]] = relationship(back_populates="pick", passive_deletes=True,
+                                               order_by="Point.idx")
+
+    def __repr__(self) -> str:
+        return (f"<Pick {self.user_id}/{self.session_id}/{self.object_name} n={self.n_points} "
+                f"{self.layer}>")
+
+
+class Point(Base):
+    """One point of a pick file, so point-level questions are answered in SQL."""
+
+    __tablename__ = "points"
+
+    pick_id: Mapped[int] = mapped_column(sa.ForeignKey("picks.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    x: Mapped[float] = mapped_column(sa.Float)
+    y: Mapped[float] = mapped_column(sa.Float)
+    z: Mapped[float] = mapped_column(sa.Float)
+    instance_id: Mapped[int] = mapped_column(default=0)
+    score: Mapped[float] = mapped_column(sa.Float, default=1.0)
+    transform: Mapped[list[Any] | None] = mapped_column(sa.JSON)  # NULL means identity
+
+    pick: Mapped[Pick] = relationship(back_populates="points")
+
+    def __repr__(self) -> str:
+        return f"<Point {self.idx} ({self.x:.1f}, {self.y:.1f}, {self.z:.1f})>"
+
+
+class Mesh(FileBacked, _Annotation, Base):
+    """A GLB mesh; ``open()`` gives a ``trimesh.Scene``."""
+
+    __tablename__ = "meshes"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "layer", "path"),
+        sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    run_id: Mapped[int] = _fk("runs.id")
+    n_vertices: Mapped[int] = mapped_column(default=0)
+    n_faces: Mapped[int] = mapped_column(default=0)
+
+    run: Mapped[Run] = relationship(back_populates="meshes")
+
+    def __repr__(self) -> str:
+        return f"<Mesh {self.user_id}/{self.session_id}/{self.object_name} {self.layer}>"
+
+
+class Filament(FileBacked, _Annotation, Base):
+    """A filament annotation (copick 1.31 ``Filaments/``): a picks-like JSON file."""
+
+    __tablename__ = "filaments"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "layer", "path"),
+        sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    run_id: Mapped[int] = _fk("runs.id")
+    n_filaments: Mapped[int] = mapped_column(default=0)
+    n_points: Mapped[int] = mapped_column(default=0)
+
+    run: Mapped[Run] = relationship(back_populates="filaments")
+
+
+class Segmentation(FileBacked, Base):
+    """A label volume; ``open()`` gives the zarr group. ``kind`` is semantic, instance or panoptic."""
+
+    __tablename__ = "segmentations"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "layer", "path"),
+        sa.Index(None, "run_id", "voxel_size", "name", "user_id", "session_id", "is_multilabel"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    run_id: Mapped[int] = _fk("runs.id")
+    voxel_size: Mapped[float] = mapped_column(sa.Float, index=True)
+    name: Mapped[str] = mapped_column(sa.String(255), index=True)
+    user_id: Mapped[str] = mapped_column(sa.String(255), index=True)
+    session_id: Mapped[str] = mapped_column(sa.String(255), index=True)
+    is_multilabel: Mapped[bool] = mapped_column(default=False)
+    kind: Mapped[str] = mapped_column(sa.String(16), default="semantic")
+    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    dtype: Mapped[str | None] = mapped_column(sa.String(32))
+    n_levels: Mapped[int] = mapped_column(default=0)
+    zarr_format: Mapped[int | None]
+
+    run: Mapped[Run] = relationship(back_populates="segmentations")
+
+    @property
+    def from_tool(self) -> bool:
+        return self.session_id == "0"
+
+    @property
+    def from_user(self) -> bool:
+        return self.session_id != "0"
+
+    def zarr(self) -> Any:
+        return self.catalog().store_of(self)
+
+    def __repr__(self) -> str:
+        ml = " multilabel" if self.is_multilabel else ""
+        return f"<Segmentation {self.voxel_size:.3f} {self.user_id}/{self.session_id}/{self.name}{ml}>"
+
+
+class DensityMap(FileBacked, Base):
+    """A per-object density map: copick's ``Objects/<name>.zarr`` or the seed's ``ParticleMrcs/*.mrc``."""
+
+    __tablename__ = "density_maps"
+    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    object_name: Mapped[str] = mapped_column(sa.String(255), index=True)
+    fmt: Mapped[str] = mapped_column(sa.String(8), default="zarr")
+    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    dtype: Mapped[str | None] = mapped_column(sa.String(32))
+    voxel_size: Mapped[float | None] = mapped_column(sa.Float)
+
+    def __repr__(self) -> str:
+        return f"<DensityMap {self.object_name!r} {self.fmt} {self.layer}>"
+
+
+class IndexRun(Base):
+    """One indexing pass: when, by what, how long, and what it found."""
+
+    __tablename__ = "index_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    trigger: Mapped[str] = mapped_column(sa.String(16))  # cli, cron, watch, api
+    status: Mapped[str] = mapped_column(sa.String(16))  # running, ok, failed
+    started_at: Mapped[float] = mapped_column(sa.Float, index=True)
+    finished_at: Mapped[float | None] = mapped_column(sa.Float)
+    duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    added: Mapped[int] = mapped_column(default=0)
+    changed: Mapped[int] = mapped_column(default=0)
+    removed: Mapped[int] = mapped_column(default=0)
+    unchanged: Mapped[int] = mapped_column(default=0)
+    errors: Mapped[int] = mapped_column(default=0)
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    pid: Mapped[int | None]
+    message: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class IndexErrorRow(Base):
+    """A file the indexer could not read; kept until the file is fixed or removed."""
+
+    __tablename__ = "index_errors"
+    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = _fk("projects.id")
+    layer: Mapped[str] = mapped_column(sa.String(8))
+    path: Mapped[str] = mapped_column(sa.String(2048))
+    kind: Mapped[str] = mapped_column(sa.String(32))  # parse, name, io, ambiguous_name
+    severity: Mapped[str] = mapped_column(sa.String(8), default="error")  # error, warning
+    message: Mapped[str] = mapped_column(sa.Text)
+    first_seen: Mapped[float] = mapped_column(sa.Float)
+    last_seen: Mapped[float] = mapped_column(sa.Float)
+
+    def __repr__(self) -> str:
+        return f"<IndexError {self.severity} {self.layer}:{self.path}: {self.message[:60]}>"
+
+
+
+
+#: Entity tables the indexer fills from files, by layout kind name.
+FILE_MODELS: dict[str, type[FileBacked]] = {
+    "tomogram": Tomogram,
+    "feature": Feature,
+    "pick": Pick,
+    "mesh": Mesh,
+    "filament": Filament,
+    "segmentation": Segmentation,
+    "density_map": DensityMap,
+}
