@@ -108,7 +108,7 @@ class Catalog(QueryMixin):
 
     def index(self, *, trigger: str = "api", wait: bool = True, timeout: float | None = None,
               scopes: Iterable[tuple[str, str]] | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> IndexReport:
+              progress: Callable[[str, int, int], None] | None = None, record: bool = True) -> IndexReport:
         """Bring the catalog up to date with the files (incremental) and return a report.
 
         Holds the project's index lock for the run: with ``wait=False`` a busy lock raises
@@ -118,7 +118,7 @@ class Catalog(QueryMixin):
             register_project(self.engine, self.config, self.config_path)
             indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
                               progress=progress)
-            return indexer.run(trigger, scopes)
+            return indexer.run(trigger, scopes, record=record)
 
     # ------------------------------------------------------------------ sessions and payloads
 

@@ -148,11 +148,22 @@ class Indexer:
 
     # ------------------------------------------------------------------ public
 
-    def run(self, trigger: str = "api", scopes: Iterable[tuple[str, str]] | None = None) -> IndexReport:
-        """Index everything (``scopes=None``) or only the given ``(layer, relative prefix)`` subtrees."""
+    def run(self, trigger: str = "api", scopes: Iterable[tuple[str, str]] | None = None,
+            record: bool = True) -> IndexReport:
+        """Index everything (``scopes=None``) or only the given ``(layer, relative prefix)`` subtrees.
+
+        ``record=False`` skips the ``index_runs`` bookkeeping (used for write-through of single files).
+        """
         t0 = time.time()
         report = IndexReport()
         scope_list = [(layer, "") for layer in self.roots] if scopes is None else _minimal_scopes(scopes)
+        unknown = [layer for layer, _ in scope_list if layer not in self.roots]
+        if unknown:
+            raise ValueError(f"unknown layer(s) {unknown}; this project has {sorted(self.roots)}")
+        if not record:
+            self._index(scope_list, t0, report)
+            report.duration_s = time.time() - t0
+            return report
         run_id = self._start_run(trigger, t0)
         try:
             self._index(scope_list, t0, report)

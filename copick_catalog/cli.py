@@ -1,0 +1,179 @@
+"""``copick-catalog``: a thin click skin over the Python API (each command calls the library).
+
+Errors a user can cause are printed as one line (no traceback) and exit with status 2; ``--debug``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import CatalogError, LockBusyError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+DB_OPTION = click.option("--db", "db", default=None, metavar="URL",
+                         help="Catalog database: SQLAlchemy URL or SQLite file "
+                              "(default: $COPICK_CATALOG_DB or <config stem>.catalog.sqlite next to the config).")
+CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our own exceptions into a one-line message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LockBusyError as exc:
+            err_console.print(f"[yellow]busy:[/] {exc}")
+            sys.exit(75)  # EX_TEMPFAIL: cron wrappers can tell "busy" from "broken"
+        except CatalogError as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            err_console.print(f"[red]error:[/] {exc}")
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Verbose logging and full tracebacks.")
+@click.version_option(package_name="copick-catalog")
+def main(debug: bool) -> None:
+    """SQL-indexed catalog for copick cryo-ET projects."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def open_catalog(config: Path, db: str | None) -> Any:
+    from .catalog import Catalog
+
+    return Catalog.open(config, db=db)
+
+
+@main.command()
+@CONFIG_ARG
+@DB_OPTION
+@click.option("--trigger", type=click.Choice(["cli", "cron", "watch", "api"]), default="cli",
+              help="Recorded in index_runs so `status` can tell cron runs from manual ones.")
+@click.option("--wait/--skip-if-busy", default=True,
+              help="When another index run holds the lock: queue behind it (default) or exit 75 at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@friendly
+def index(config: Path, db: str | None, trigger: str, wait: bool, as_json: bool, quiet: bool) -> None:
+    """Index (incrementally) the project described by CONFIG into the catalog."""
+    from rich.progress import Progress
+
+    cat = open_catalog(config, db)
+    with cat:
+        if quiet or as_json or not console.is_terminal:
+            report = cat.index(trigger=trigger, wait=wait)
+        else:
+            with Progress(console=err_console, transient=True) as progress:
+                task = progress.add_task("reading changed files", total=None)
+
+                def tick(_stage: str, done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                report = cat.index(trigger=trigger, wait=wait, progress=tick)
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2))
+            return
+        print_report(report)
+        for msg in report.error_messages[:20]:
+            err_console.print(f"[red]  ! {msg}[/]")
+
+
+def print_report(report: Any) -> None:
+    t = Table(title="index report", show_header=True)
+    for col in ("added", "changed", "removed", "unchanged", "errors", "runs", "files read", "seconds"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(v) for v in (report.added, report.changed, report.removed, report.unchanged, report.errors,
+                                 report.runs, report.files_read, f"{report.duration_s:.2f}")))
+    console.print(t)
+
+
+@main.command()
+@CONFIG_ARG
+@DB_OPTION
+@click.option("--warnings/--no-warnings", default=True, help="Also list warnings (names resolved with a guess).")
+@friendly
+def errors(config: Path, db: str | None, warnings: bool) -> None:
+    """List files the indexer could not read, and what to do about each."""
+    with open_catalog(config, db) as cat:
+        rows = cat.errors(None if warnings else "error")
+        if not rows:
+            console.print("no index errors")
+            return
+        t = Table("severity", "layer", "path", "problem")
+        for e in rows:
+            t.add_row(e.severity, e.layer, e.path, e.message)
+        console.print(t)
+
+
+@main.group()
+def db() -> None:
+    """Catalog database maintenance."""
+
+
+@db.command("upgrade")
+@click.option("--db", "url", required=True, metavar="URL", help="Database URL or SQLite file.")
+@friendly
+def db_upgrade(url: str) -> None:
+    """Create or upgrade the catalog schema to the current version."""
+    from .db import create_engine, current_revision, ensure_schema
+
+    engine = create_engine(url)
+    before = current_revision(engine)
+    head = ensure_schema(engine)
+    console.print(f"schema at {head}" + ("" if before == head else f" (was {before or 'empty'})"))
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-project"),
+              show_default=True, help="Where to write the sample project.")
+@click.option("--runs", type=int, default=200, show_default=True)
+@click.option("--picks-per-run", type=int, default=12, show_default=True)
+@click.option("--tomogram-runs", type=int, default=3, show_default=True)
+@friendly
+def sample(out: Path, runs: int, picks_per_run: int, tomogram_runs: int) -> None:
+    """Write a generated sample copick project (static + overlay roots) to OUT."""
+    from .sample import make_sample_project
+
+    s = make_sample_project(out, runs=runs, picks_per_run=picks_per_run, tomogram_runs=tomogram_runs)
+    console.print(f"wrote {s.runs} runs, {s.pick_files} pick files ({s.points} points), {s.tomograms} tomograms")
+    console.print(f"config: {s.config}")
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (query, watch, status) register here."""
+    import importlib
+
+    for module in ("cli_query", "cli_watch"):
+        try:
+            mod = importlib.import_module(f"copick_catalog.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"copick_catalog.{module}":
+                raise
+            continue
+        for cmd in getattr(mod, "COMMANDS", ()):
+            main.add_command(cmd)
+
+
+_register_optional()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

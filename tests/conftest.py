@@ -1,0 +1,98 @@
+"""Shared fixtures: real catalog databases (SQLite files and PostgreSQL), real generated projects.
+
+Every catalog test that takes ``db_url`` runs twice: on a SQLite file and on a fresh PostgreSQL
+database. Without a reachable server the PostgreSQL half skips with a loud reason, unless
+``COPICK_CATALOG_REQUIRE_PG=1`` (set by ``.ci/run``) turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from copick_catalog.sample import SampleSummary, make_sample_project
+
+PG_URL = os.environ.get("COPICK_CATALOG_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("COPICK_CATALOG_REQUIRE_PG") == "1"
+_pg_state: dict[str, object] = {}
+
+
+def _pg_admin() -> sa.Engine | None:
+    """An AUTOCOMMIT engine on the admin database, or None (with the reason stored) if unreachable."""
+    if "engine" in _pg_state:
+        return _pg_state["engine"]  # type: ignore[return-value]
+    try:
+        engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        _pg_state["engine"] = None
+        _pg_state["reason"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None
+    _pg_state["engine"] = engine
+    return engine
+
+
+def pg_reachable() -> bool:
+    return _pg_admin() is not None
+
+
+def skip_or_fail_without_pg() -> None:
+    if _pg_admin() is None:
+        msg = (f"PostgreSQL NOT TESTED: no server at {PG_URL} ({_pg_state.get('reason')}). "
+               "Start one (see README) or set COPICK_CATALOG_TEST_PG.")
+        if REQUIRE_PG:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    skip_or_fail_without_pg()
+    admin = _pg_admin()
+    assert admin is not None
+    name = f"cc_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A catalog database URL: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def _sample_template(tmp_path_factory: pytest.TempPathFactory) -> SampleSummary:
+    return make_sample_project(tmp_path_factory.mktemp("sample") / "project", runs=12, tomogram_runs=2, size=32)
+
+
+@pytest.fixture
+def sample(_sample_template: SampleSummary, tmp_path: Path) -> SampleSummary:
+    """A private copy of a small generated project (12 runs, tomograms on 2) that a test may change."""
+    src = _sample_template.config.parent
+    dst = tmp_path / "project"
+    shutil.copytree(src, dst, symlinks=True)
+    cfg = dst / "copick_config.json"
+    text = cfg.read_text().replace(str(src), str(dst))
+    cfg.write_text(text)
+    return SampleSummary(cfg, _sample_template.runs, _sample_template.pick_files, _sample_template.points,
+                         _sample_template.tomograms)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = "reachable, tests use it" if pg_reachable() else f"NOT reachable ({_pg_state.get('reason')})"
+    return [f"copick-catalog: PostgreSQL at {PG_URL}: {state}; required={REQUIRE_PG}"]
