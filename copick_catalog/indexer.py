@@ -468,7 +468,13 @@ class Indexer:
             if r.points is not None:
                 points_by_path[where] = r.points
             scanned_ok.add(where)
-            report.count(r.seen.key.kind.value, "changed" if olds[where] is not None else "added")
+            old = olds[where]
+            if old is None:
+                report.count(r.seen.key.kind.value, "added")
+            elif old.fingerprint == r.seen.entry.fingerprint + "|racy":
+                report.count(r.seen.key.kind.value, "unchanged")  # a racily-clean re-check, not a change
+            else:
+                report.count(r.seen.key.kind.value, "changed")
         with write_tx(self.engine) as conn:
             for kind, rows in rows_by_kind.items():
                 model = KIND_MODELS[kind]

@@ -31,7 +31,7 @@ def _pg_admin() -> sa.Engine | None:
         engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+    except Exception as exc:
         _pg_state["engine"] = None
         _pg_state["reason"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return None
