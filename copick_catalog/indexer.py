@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import layout, payloads
 from .db import is_sqlite, write_tx
-from .errors import PayloadError
+from .errors import PayloadError, RootError
 from .schema import (
     DensityMap,
     Feature,
@@ -214,6 +214,14 @@ class Indexer:
             root = self.roots[layer]
             stats = ListingStats()
             root.invalidate()
+            if not prefix and not root.exists():
+                has_rows = any(lay == layer for _k, lay, _p in snapshot.files) or any(
+                    old[1 if layer == "static" else 2] for old in snapshot.runs.values())
+                if layer == "static" or has_rows:
+                    raise RootError(
+                        f"{layer} root {root.url} does not exist or is not reachable (unmounted?); the catalog "
+                        "was left as it was. Fix the path in the config or mount the root, then index again")
+                continue  # a fresh project whose overlay nobody has written to yet
             for entry in root.walk(stats, under=prefix):
                 parsed = layout.parse(entry.path, self.objects, is_dir=entry.is_dir)
                 if parsed is None:

@@ -421,7 +421,7 @@ def parse(path: str, objects: Sequence[str] = (), *, is_dir: bool | None = None)
     if sub.startswith(VS_PREFIX) and not sub.startswith("."):
         vs = _parse_voxel_dir(sub)
         if isinstance(vs, Malformed):
-            return vs
+            return vs if n == 3 else None  # reported once, for the directory itself
         if n == 3 or (n == 4 and parts[3] == META_MARKER):
             return Parsed(VoxelSpacingKey(run, vs))
         if n == 4 and parts[3].endswith(".zarr") and not parts[3].startswith(".") and is_dir is not False:

@@ -13,10 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session, relationship
 
 if TYPE_CHECKING:
     from .catalog import Catalog
+
+#: JSON on SQLite, JSONB on PostgreSQL (comparable, indexable, what people expect to query).
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -31,7 +35,7 @@ LAYERS = ("static", "overlay")
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: sa.JSON, list[Any]: sa.JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 def _fk(target: str, nullable: bool = False, ondelete: str = "CASCADE") -> Any:
@@ -47,7 +51,7 @@ class Project(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(255))
     config_path: Mapped[str] = mapped_column(sa.String(2048))
-    config: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     static_url: Mapped[str | None] = mapped_column(sa.String(2048))
     overlay_url: Mapped[str] = mapped_column(sa.String(2048))
     last_indexed_at: Mapped[float | None] = mapped_column(sa.Float)
@@ -69,13 +73,13 @@ class PickableObject(Base):
     name: Mapped[str] = mapped_column(sa.String(255))
     is_particle: Mapped[bool]
     label: Mapped[int | None]
-    color: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    color: Mapped[list[Any] | None] = mapped_column(JSON)
     emdb_id: Mapped[str | None] = mapped_column(sa.String(64))
     pdb_id: Mapped[str | None] = mapped_column(sa.String(64))
     identifier: Mapped[str | None] = mapped_column(sa.String(255))
     map_threshold: Mapped[float | None] = mapped_column(sa.Float)
     radius: Mapped[float | None] = mapped_column(sa.Float)
-    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", sa.JSON)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
 
     project: Mapped[Project] = relationship(back_populates="pickable_objects")
 
@@ -175,7 +179,7 @@ class Tomogram(FileBacked, Base):
     run_id: Mapped[int] = _fk("runs.id")
     voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
     tomo_type: Mapped[str] = mapped_column(sa.String(255), index=True)
-    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    shape: Mapped[list[Any] | None] = mapped_column(JSON)
     dtype: Mapped[str | None] = mapped_column(sa.String(32))
     n_levels: Mapped[int] = mapped_column(default=0)
     zarr_format: Mapped[int | None]
@@ -210,7 +214,7 @@ class Feature(FileBacked, Base):
     tomogram_id: Mapped[int | None] = _fk("tomograms.id", nullable=True, ondelete="SET NULL")
     tomo_type: Mapped[str] = mapped_column(sa.String(255), index=True)
     feature_type: Mapped[str] = mapped_column(sa.String(255), index=True)
-    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    shape: Mapped[list[Any] | None] = mapped_column(JSON)
     dtype: Mapped[str | None] = mapped_column(sa.String(32))
     n_levels: Mapped[int] = mapped_column(default=0)
     zarr_format: Mapped[int | None]
@@ -286,7 +290,7 @@ class Point(Base):
     z: Mapped[float] = mapped_column(sa.Float)
     instance_id: Mapped[int] = mapped_column(default=0)
     score: Mapped[float] = mapped_column(sa.Float, default=1.0)
-    transform: Mapped[list[Any] | None] = mapped_column(sa.JSON)  # NULL means identity
+    transform: Mapped[list[Any] | None] = mapped_column(JSON)  # NULL means identity
 
     pick: Mapped[Pick] = relationship(back_populates="points")
 
@@ -351,7 +355,7 @@ class Segmentation(FileBacked, Base):
     session_id: Mapped[str] = mapped_column(sa.String(255), index=True)
     is_multilabel: Mapped[bool] = mapped_column(default=False)
     kind: Mapped[str] = mapped_column(sa.String(16), default="semantic")
-    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    shape: Mapped[list[Any] | None] = mapped_column(JSON)
     dtype: Mapped[str | None] = mapped_column(sa.String(32))
     n_levels: Mapped[int] = mapped_column(default=0)
     zarr_format: Mapped[int | None]
@@ -384,7 +388,7 @@ class DensityMap(FileBacked, Base):
     project_id: Mapped[int] = _fk("projects.id")
     object_name: Mapped[str] = mapped_column(sa.String(255), index=True)
     fmt: Mapped[str] = mapped_column(sa.String(8), default="zarr")
-    shape: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    shape: Mapped[list[Any] | None] = mapped_column(JSON)
     dtype: Mapped[str | None] = mapped_column(sa.String(32))
     voxel_size: Mapped[float | None] = mapped_column(sa.Float)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,8 +90,20 @@ def sample(_sample_template: SampleSummary, tmp_path: Path) -> SampleSummary:
     cfg = dst / "copick_config.json"
     text = cfg.read_text().replace(str(src), str(dst))
     cfg.write_text(text)
+    age_tree(dst)
     return SampleSummary(cfg, _sample_template.runs, _sample_template.pick_files, _sample_template.points,
                          _sample_template.tomograms)
+
+
+def age_tree(root: Path, seconds: float = 3600.0) -> None:
+    """Set every mtime under ``root`` into the past, as on a project nobody touched for a while.
+
+    Without it, files written moments ago are "racily clean" and get re-read on the next index.
+    """
+    past = time.time() - seconds
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            os.utime(os.path.join(dirpath, name), (past, past))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

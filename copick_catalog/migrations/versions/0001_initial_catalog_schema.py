@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 13:52:05.461908
+Create Date: 2026-11-24 13:55:43.844833
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy import Text
+from sqlalchemy.dialects import postgresql
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -24,7 +26,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('config_path', sa.String(length=2048), nullable=False),
-    sa.Column('config', sa.JSON(), nullable=False),
+    sa.Column('config', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('static_url', sa.String(length=2048), nullable=True),
     sa.Column('overlay_url', sa.String(length=2048), nullable=False),
     sa.Column('last_indexed_at', sa.Float(), nullable=True),
@@ -36,7 +38,7 @@ def upgrade() -> None:
     sa.Column('project_id', sa.Integer(), nullable=False),
     sa.Column('object_name', sa.String(length=255), nullable=False),
     sa.Column('fmt', sa.String(length=8), nullable=False),
-    sa.Column('shape', sa.JSON(), nullable=True),
+    sa.Column('shape', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('dtype', sa.String(length=32), nullable=True),
     sa.Column('voxel_size', sa.Float(), nullable=True),
     sa.Column('layer', sa.String(length=8), nullable=False),
@@ -99,13 +101,13 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('is_particle', sa.Boolean(), nullable=False),
     sa.Column('label', sa.Integer(), nullable=True),
-    sa.Column('color', sa.JSON(), nullable=True),
+    sa.Column('color', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('emdb_id', sa.String(length=64), nullable=True),
     sa.Column('pdb_id', sa.String(length=64), nullable=True),
     sa.Column('identifier', sa.String(length=255), nullable=True),
     sa.Column('map_threshold', sa.Float(), nullable=True),
     sa.Column('radius', sa.Float(), nullable=True),
-    sa.Column('metadata', sa.JSON(), nullable=True),
+    sa.Column('metadata', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_pickable_objects_project_id_projects'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_pickable_objects')),
     sa.UniqueConstraint('project_id', 'name', name=op.f('uq_pickable_objects_project_id_name'))
@@ -225,7 +227,7 @@ def upgrade() -> None:
     sa.Column('session_id', sa.String(length=255), nullable=False),
     sa.Column('is_multilabel', sa.Boolean(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('shape', sa.JSON(), nullable=True),
+    sa.Column('shape', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('dtype', sa.String(length=32), nullable=True),
     sa.Column('n_levels', sa.Integer(), nullable=False),
     sa.Column('zarr_format', sa.Integer(), nullable=True),
@@ -275,7 +277,7 @@ def upgrade() -> None:
     sa.Column('z', sa.Float(), nullable=False),
     sa.Column('instance_id', sa.Integer(), nullable=False),
     sa.Column('score', sa.Float(), nullable=False),
-    sa.Column('transform', sa.JSON(), nullable=True),
+    sa.Column('transform', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.ForeignKeyConstraint(['pick_id'], ['picks.id'], name=op.f('fk_points_pick_id_picks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('pick_id', 'idx', name=op.f('pk_points'))
     )
@@ -285,7 +287,7 @@ def upgrade() -> None:
     sa.Column('run_id', sa.Integer(), nullable=False),
     sa.Column('voxel_spacing_id', sa.Integer(), nullable=False),
     sa.Column('tomo_type', sa.String(length=255), nullable=False),
-    sa.Column('shape', sa.JSON(), nullable=True),
+    sa.Column('shape', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('dtype', sa.String(length=32), nullable=True),
     sa.Column('n_levels', sa.Integer(), nullable=False),
     sa.Column('zarr_format', sa.Integer(), nullable=True),
@@ -316,7 +318,7 @@ def upgrade() -> None:
     sa.Column('tomogram_id', sa.Integer(), nullable=True),
     sa.Column('tomo_type', sa.String(length=255), nullable=False),
     sa.Column('feature_type', sa.String(length=255), nullable=False),
-    sa.Column('shape', sa.JSON(), nullable=True),
+    sa.Column('shape', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('dtype', sa.String(length=32), nullable=True),
     sa.Column('n_levels', sa.Integer(), nullable=False),
     sa.Column('zarr_format', sa.Integer(), nullable=True),

@@ -1,0 +1,241 @@
+"""The indexer on real projects and real databases (SQLite file and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from copick_catalog import Catalog
+from copick_catalog.sample import SampleSummary
+from copick_catalog.schema import IndexErrorRow, IndexRun, Pick, Point, Run, Segmentation, Tomogram, VoxelSpacing
+
+TABLES = ("runs", "voxel_spacings", "tomograms", "features", "picks", "meshes", "segmentations", "filaments",
+          "density_maps")
+
+
+def snapshot(cat: Catalog) -> dict[str, set[tuple]]:
+    """The catalog's content, independent of row ids and racy fingerprint marks."""
+    out: dict[str, set[tuple]] = {}
+    with cat.engine.connect() as conn:
+        out["runs"] = set(conn.execute(sa.text("SELECT name, in_static, in_overlay FROM runs")).all())
+        out["voxel_spacings"] = set(conn.execute(sa.text(
+            "SELECT r.name, v.voxel_size, v.in_static, v.in_overlay FROM voxel_spacings v JOIN runs r "
+            "ON r.id = v.run_id")).all())
+        for t in TABLES[2:]:
+            rows = conn.execute(sa.text(f"SELECT layer, path, fingerprint FROM {t}")).all()
+            out[t] = {(layer, path, fp.split("|")[0]) for layer, path, fp in rows}
+        out["points"] = set(conn.execute(sa.text(
+            "SELECT p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
+            "JOIN picks p ON p.id = pt.pick_id")).all())
+        out["n_points"] = set(conn.execute(sa.text("SELECT path, n_points FROM picks")).all())
+    return out
+
+
+def pick_path(sample: SampleSummary, run: str = "TS_0001", name: str = "alice_1_ribosome.json") -> Path:
+    return sample.config.parent / "overlay" / "ExperimentRuns" / run / "Picks" / name
+
+
+def test_full_index_records_everything(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        report = cat.index()
+        assert report.errors == 0
+        assert report.added == report.files_read
+        with cat.session() as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Run)) == sample.runs
+            assert s.scalar(sa.select(sa.func.count()).select_from(Pick)) == sample.pick_files
+            assert s.scalar(sa.select(sa.func.sum(Pick.n_points))) == sample.points
+            assert s.scalar(sa.select(sa.func.count()).select_from(Point)) == sample.points
+            # every run has its static voxel spacing; tomograms only on the first runs
+            assert s.scalar(sa.select(sa.func.count()).select_from(VoxelSpacing)) == sample.runs
+            tomos = s.scalars(sa.select(Tomogram).order_by(Tomogram.path)).all()
+            assert {t.tomo_type for t in tomos} == {"wbp", "denoised"}
+            wbp = next(t for t in tomos if t.tomo_type == "wbp")
+            assert wbp.shape == [32, 32, 32] and wbp.dtype == "float32" and wbp.n_levels == 3
+            assert wbp.layer == "static" and wbp.zarr_format == 2
+            segs = s.scalars(sa.select(Segmentation)).all()
+            assert {(g.name, g.is_multilabel) for g in segs} == {("membrane", False), ("prediction", True)}
+            # tool picks live in static, user picks in the overlay
+            layers = dict(s.execute(sa.select(Pick.session_id == "0", Pick.layer).distinct()).all())
+            assert layers == {True: "static", False: "overlay"}
+
+
+def test_noop_reindex_reads_nothing_and_writes_nothing(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        first = cat.index()
+        before = snapshot(cat)
+        report = cat.index()
+        assert report.files_read == 0
+        assert report.nothing_changed
+        assert report.unchanged == first.added  # every entity seen again, none re-read
+        assert report.added == report.changed == report.removed == 0
+        assert snapshot(cat) == before
+
+
+def test_touching_one_pick_rereads_only_it(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        p = pick_path(sample)
+        data = json.loads(p.read_text())
+        data["points"] = data["points"][:3]
+        p.write_text(json.dumps(data, indent=4))
+        old = time.time() - 30
+        os.utime(p, (old, old))  # not racy: a settled edit
+        report = cat.index()
+        assert report.files_read == 1
+        assert report.changed == 1 and report.added == 0 and report.removed == 0
+        with cat.session() as s:
+            row = s.scalars(sa.select(Pick).where(Pick.path.endswith("TS_0001/Picks/alice_1_ribosome.json"))).one()
+            assert row.n_points == 3
+            assert len(row.points) == 3
+            assert row.points[0].x == data["points"][0]["location"]["x"]
+
+
+def test_deleting_a_pick_removes_its_row_and_points(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        p = pick_path(sample)
+        p.unlink()
+        report = cat.index()
+        assert report.removed == 1 and report.files_read == 0
+        with cat.session() as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Pick)) == sample.pick_files - 1
+            assert s.scalar(sa.select(sa.func.count()).select_from(Pick).where(Pick.path.endswith(
+                "TS_0001/Picks/alice_1_ribosome.json"))) == 0
+            orphan = s.scalar(sa.select(sa.func.count()).select_from(Point).outerjoin(Pick).where(Pick.id.is_(None)))
+            assert orphan == 0
+
+
+def test_deleting_a_run_removes_it(sample: SampleSummary, db_url: str) -> None:
+    import shutil
+
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        for layer in ("static", "overlay"):
+            shutil.rmtree(sample.config.parent / layer / "ExperimentRuns" / "TS_0012", ignore_errors=True)
+        cat.index()
+        with cat.session() as s:
+            names = set(s.scalars(sa.select(Run.name)))
+            assert "TS_0012" not in names and len(names) == sample.runs - 1
+
+
+def test_corrupted_pick_keeps_previous_row_and_records_error(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        with cat.session() as s:
+            good = s.scalars(sa.select(Pick).where(Pick.path.endswith("TS_0002/Picks/bob_2_ribosome.json"))).one()
+            good_n = good.n_points
+        p = pick_path(sample, "TS_0002", "bob_2_ribosome.json")
+        p.write_text(p.read_text()[:200])  # truncated mid-write
+        old = time.time() - 30
+        os.utime(p, (old, old))
+        report = cat.index()
+        assert report.errors == 1
+        errs = cat.errors()
+        assert len(errs) == 1 and errs[0].path.endswith("bob_2_ribosome.json") and errs[0].kind == "parse"
+        assert "bob_2_ribosome.json" in errs[0].message and "not valid JSON" in errs[0].message
+        with cat.session() as s:
+            row = s.scalars(sa.select(Pick).where(Pick.path == good.path)).one()
+            assert row.n_points == good_n and row.stale  # previous good row kept, marked stale
+            assert s.scalar(sa.select(sa.func.count()).select_from(Pick)) == sample.pick_files
+        # the error survives a no-op reindex and clears once the file is fixed
+        cat.index()
+        assert len(cat.errors()) == 1
+        p.unlink()
+        cat.index()
+        assert cat.errors() == []
+
+
+def test_malformed_names_are_reported_not_fatal(sample: SampleSummary, db_url: str) -> None:
+    run = sample.config.parent / "overlay" / "ExperimentRuns" / "TS_0003"
+    (run / "Picks" / "foo.json").write_text("{}")
+    (run / "Picks" / "x_y_z_w_q.json").write_text("{}")
+    bad_vs = sample.config.parent / "static" / "ExperimentRuns" / "TS_0003" / "VoxelSpacingX"
+    bad_vs.mkdir()
+    (bad_vs / "wbp.zarr").mkdir()
+    # a user id with an underscore (possible in copick via root.user_id = ...) resolves via the object name
+    src = pick_path(sample, "TS_0003", "alice_1_ribosome.json")
+    (run / "Picks" / "my_user_5_ribosome.json").write_text(src.read_text())
+    with Catalog.open(sample.config, db=db_url) as cat:
+        report = cat.index()
+        errs = {Path(e.path).name: e for e in cat.errors()}
+        assert errs["foo.json"].severity == "error" and "<user>_<session>_<object>" in errs["foo.json"].message
+        assert errs["x_y_z_w_q.json"].severity == "error"
+        assert errs["VoxelSpacingX"].severity == "error" and "VoxelSpacing10.000" in errs["VoxelSpacingX"].message
+        assert errs["my_user_5_ribosome.json"].severity == "warning"
+        assert report.errors == 3 and report.warnings == 1
+        with cat.session() as s:
+            odd = s.scalars(sa.select(Pick).where(Pick.path.endswith("my_user_5_ribosome.json"))).one()
+            assert (odd.user_id, odd.session_id, odd.object_name) == ("my_user", "5", "ribosome")
+            # the rest of the run is intact
+            n = s.scalar(sa.select(sa.func.count()).select_from(Pick).join(Run).where(Run.name == "TS_0003"))
+            assert n == len(list((run / "Picks").glob("*_*_*.json"))) - 1 + len(
+                list((sample.config.parent / "static/ExperimentRuns/TS_0003/Picks").glob("*.json")))
+
+
+def test_index_runs_are_recorded(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index(trigger="cron")
+        with cat.session() as s:
+            run = s.scalars(sa.select(IndexRun)).one()
+            assert run.trigger == "cron" and run.status == "ok" and run.added > 0 and run.duration_s >= 0
+            assert s.scalar(sa.select(sa.func.count()).select_from(IndexErrorRow)) == 0
+
+
+KILL_SCRIPT = """
+import sys, os, signal, threading
+from copick_catalog import Catalog
+from copick_catalog import indexer
+indexer.BATCH_FILES = 10  # many small commits, so a kill lands between and inside them
+cat = Catalog.open(sys.argv[1], db=sys.argv[2])
+batches = 0
+orig = indexer.Indexer._write_batch
+def counting(self, *a, **k):
+    global batches
+    orig(self, *a, **k)
+    batches += 1
+    if batches == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+indexer.Indexer._write_batch = counting
+cat.index()
+"""
+
+
+@pytest.mark.parametrize("kill_after", [1, 7])
+def test_killed_indexer_then_rerun_equals_clean_run(sample: SampleSummary, db_url: str, tmp_path: Path,
+                                                    kill_after: int) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(sample.config), db_url, str(kill_after)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with Catalog.open(sample.config, db=db_url) as cat:
+        with cat.session() as s:
+            partial = s.scalar(sa.select(sa.func.count()).select_from(Pick))
+            assert 0 < partial < sample.pick_files  # it really died half-way
+            assert s.scalars(sa.select(IndexRun.status)).one() == "running"
+        cat.index()
+        resumed = snapshot(cat)
+        with cat.session() as s:
+            assert set(s.scalars(sa.select(IndexRun.status))) == {"interrupted", "ok"}
+    clean_db = f"sqlite:///{tmp_path / 'clean.sqlite'}"
+    with Catalog.open(sample.config, db=clean_db) as clean:
+        clean.index()
+        assert snapshot(clean) == resumed
+
+
+def test_missing_static_root_is_a_clear_error(sample: SampleSummary, tmp_path: Path) -> None:
+    cfg = json.loads(sample.config.read_text())
+    cfg["static_root"] = f"local://{tmp_path / 'nope'}"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(cfg))
+    with Catalog.open(bad) as cat:
+        from copick_catalog.errors import RootError
+
+        with pytest.raises(RootError, match="nope"):
+            cat.index()
