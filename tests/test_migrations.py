@@ -1,0 +1,81 @@
+"""The schema comes only from Alembic migrations, and the migrations match the models."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from copick_catalog import Catalog
+from copick_catalog.db import alembic_config, create_engine, current_revision, ensure_schema, head_revision
+from copick_catalog.errors import SchemaVersionError
+from copick_catalog.sample import SampleSummary
+from copick_catalog.schema import Base
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_one_head() -> None:
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def test_models_and_migrations_agree(db_url: str) -> None:
+    engine = create_engine(db_url)
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_open_creates_schema_and_refuses_newer(sample: SampleSummary, db_url: str) -> None:
+    Catalog.open(sample.config, db=db_url).close()
+    engine = create_engine(db_url)
+    assert current_revision(engine) == head_revision()
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match="newer version"):
+        Catalog.open(sample.config, db=db_url)
+
+
+def test_emptied_database_is_upgraded_on_open(tmp_path: Path, sample: SampleSummary) -> None:
+    db = tmp_path / "old.sqlite"
+    engine = create_engine(str(db))
+    ensure_schema(engine)
+    engine.dispose()
+    # take the file back to an empty schema (downgrade to base), then reopen: Catalog.open migrates it
+    from alembic import command
+
+    cfg = alembic_config(f"sqlite:///{db}")
+    command.downgrade(cfg, "base")
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+    con.commit()
+    con.close()
+    assert current_revision(create_engine(str(db))) is None
+    with Catalog.open(sample.config, db=str(db)) as cat:
+        assert cat.index().added > 0
+    assert current_revision(create_engine(str(db))) == head_revision()
+
+
+def test_cli_and_alembic_upgrade(tmp_path: Path) -> None:
+    db = tmp_path / "cli.sqlite"
+    out = subprocess.run([sys.executable, "-m", "copick_catalog.cli", "db", "upgrade", "--db", str(db)],
+                         capture_output=True, text=True, check=True)
+    assert head_revision() in out.stdout
+    db2 = tmp_path / "alembic.sqlite"
+    subprocess.run([sys.executable, "-m", "alembic", "-x", f"db={db2}", "upgrade", "head"], cwd=REPO, check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert current_revision(create_engine(str(db2))) == head_revision()
+    tables = set(sa.inspect(create_engine(str(db2))).get_table_names())
+    assert {"runs", "voxel_spacings", "tomograms", "features", "picks", "points", "meshes", "segmentations",
+            "index_errors", "index_runs", "projects", "pickable_objects"} <= tables
