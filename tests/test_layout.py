@@ -117,7 +117,7 @@ def test_names_that_leave_the_root_are_refused(bad: str) -> None:
 
 
 def test_names_that_would_not_read_back_are_refused() -> None:
-    with pytest.raises(InvalidNameError, match="underscore|'_'"):
+    with pytest.raises(InvalidNameError, match=r"contains '_'"):
         layout.path_of(PickKey("TS_1", "my_user", "1", "ribosome"))
     with pytest.raises(InvalidNameError, match="features"):
         layout.path_of(TomogramKey("TS_1", 10, "myfeatures"))
