@@ -89,6 +89,9 @@ class Catalog(QueryMixin):
         return cls(cfg, config_path, engine, project_id)
 
     def close(self) -> None:
+        if self._read_session is not None:
+            self._read_session.close()
+            self._read_session = None
         self.engine.dispose()
 
     def __enter__(self) -> Catalog:
@@ -118,7 +121,10 @@ class Catalog(QueryMixin):
             register_project(self.engine, self.config, self.config_path)
             indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
                               progress=progress)
-            return indexer.run(trigger, scopes, record=record)
+            report = indexer.run(trigger, scopes, record=record)
+        if self._read_session is not None:
+            self._read_session.expire_all()  # rows handed out before now reload on next access
+        return report
 
     # ------------------------------------------------------------------ sessions and payloads
 

@@ -1,7 +1,293 @@
-"""Query helpers on :class:`~copick_catalog.catalog.Catalog` (filled in by the query API)."""
+"""Query helpers on :class:`~copick_catalog.catalog.Catalog`: filters in, ORM rows or tables out.
+
+Each helper takes any combination of filters (a value, or a list meaning "any of") and returns a
+list of rows of one table, with the parents a caller always wants (the run; for volumes the voxel
+spacing) loaded in the same query, so a loop over the result never issues one query per row.
+Aggregates answer the daily questions in one SQL statement each, and :meth:`QueryMixin.points_table`
+hands all points of a filter to pandas or Arrow for ML pipelines without building ORM objects.
+"""
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, contains_eager
+
+from .errors import CatalogError
+from .schema import (
+    Base,
+    DensityMap,
+    Feature,
+    Filament,
+    Mesh,
+    Pick,
+    Point,
+    Run,
+    Segmentation,
+    Tomogram,
+    VoxelSpacing,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+Filter = Any  # a value or an iterable of values
+
+
+def _match(column: Any, value: Filter) -> Any:
+    """``column == value``, or ``IN`` for a list/tuple/set; floats compare to 3 decimals like copick paths."""
+    if isinstance(value, str | bytes | int | float | bool):
+        values: list[Any] = [value]
+    elif isinstance(value, Iterable):
+        values = list(value)
+    else:
+        values = [value]
+    if isinstance(column.type, sa.Float):
+        return sa.or_(*[sa.func.abs(column - float(v)) < 5e-4 for v in values])
+    return column == values[0] if len(values) == 1 else column.in_(values)
+
+
+def _where(stmt: Any, pairs: Sequence[tuple[Any, Filter]]) -> Any:
+    for column, value in pairs:
+        if value is not None:
+            stmt = stmt.where(_match(column, value))
+    return stmt
+
+
+def _table_path(start: sa.Table, goal: sa.Table) -> list[tuple[sa.Table, Any]]:
+    """Shortest chain of foreign-key joins from ``start`` to ``goal`` (breadth-first over the schema)."""
+    tables = Base.metadata.tables.values()
+    edges: dict[sa.Table, list[tuple[sa.Table, Any]]] = {t: [] for t in tables}
+    for t in tables:
+        for fk in t.foreign_keys:
+            ref = fk.column.table
+            on = fk.parent == fk.column
+            edges[t].append((ref, on))
+            edges[ref].append((t, on))
+    prev: dict[sa.Table, tuple[sa.Table, Any] | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        t = queue.popleft()
+        if t is goal:
+            break
+        # prefer direct parents (e.g. picks -> runs) by visiting FK targets first
+        for nxt, on in sorted(edges[t], key=lambda e: e[0] not in {fk.column.table for fk in t.foreign_keys}):
+            if nxt not in prev:
+                prev[nxt] = (t, on)
+                queue.append(nxt)
+    if goal not in prev:
+        raise CatalogError(f"cannot join {start.name} to {goal.name}")
+    path: list[tuple[sa.Table, Any]] = []
+    node = goal
+    while prev[node] is not None:
+        parent, on = prev[node]  # type: ignore[misc]
+        path.append((node, on))
+        node = parent
+    return list(reversed(path))
+
 
 class QueryMixin:
-    """Placeholder mixin; query helpers live here."""
+    """Query helpers; mixed into :class:`Catalog` (needs ``engine``, ``project_id``, ``session()``)."""
+
+    engine: Engine
+    project_id: int
+    _read_session: Session | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _session(self) -> Session:
+        """A long-lived session owned by the catalog, so returned rows keep working relationships."""
+        if self._read_session is None:
+            self._read_session = self._sessions()  # type: ignore[attr-defined]
+        return self._read_session
+
+    def _rows(self, stmt: Any) -> list[Any]:
+        s = self._session()
+        try:
+            rows = list(s.scalars(stmt.execution_options(populate_existing=True)).unique())
+        finally:
+            s.commit()  # end the read transaction: SQLite readers must not pin old WAL snapshots
+        return rows
+
+    # ------------------------------------------------------------------ row helpers
+
+    def runs(self, name: Filter = None) -> list[Run]:
+        """Runs of the project, by name."""
+        stmt = sa.select(Run).where(Run.project_id == self.project_id)
+        return self._rows(_where(stmt, [(Run.name, name)]).order_by(Run.name))
+
+    def voxel_spacings(self, run: Filter = None, voxel_size: Filter = None) -> list[VoxelSpacing]:
+        stmt = (sa.select(VoxelSpacing).join(VoxelSpacing.run).options(contains_eager(VoxelSpacing.run))
+                .where(Run.project_id == self.project_id))
+        stmt = _where(stmt, [(Run.name, run), (VoxelSpacing.voxel_size, voxel_size)])
+        return self._rows(stmt.order_by(Run.name, VoxelSpacing.voxel_size))
+
+    def tomograms(self, run: Filter = None, voxel_size: Filter = None, tomo_type: Filter = None,
+                  layer: Filter = None) -> list[Tomogram]:
+        stmt = (sa.select(Tomogram).join(Tomogram.voxel_spacing).join(VoxelSpacing.run)
+                .options(contains_eager(Tomogram.voxel_spacing).contains_eager(VoxelSpacing.run))
+                .where(Tomogram.project_id == self.project_id))
+        stmt = _where(stmt, [(Run.name, run), (VoxelSpacing.voxel_size, voxel_size), (Tomogram.tomo_type, tomo_type),
+                             (Tomogram.layer, layer)])
+        return self._rows(stmt.order_by(Run.name, VoxelSpacing.voxel_size, Tomogram.tomo_type, Tomogram.layer))
+
+    def features(self, run: Filter = None, voxel_size: Filter = None, tomo_type: Filter = None,
+                 feature_type: Filter = None, layer: Filter = None) -> list[Feature]:
+        stmt = (sa.select(Feature).join(Feature.voxel_spacing).join(VoxelSpacing.run)
+                .options(contains_eager(Feature.voxel_spacing).contains_eager(VoxelSpacing.run))
+                .where(Feature.project_id == self.project_id))
+        stmt = _where(stmt, [(Run.name, run), (VoxelSpacing.voxel_size, voxel_size), (Feature.tomo_type, tomo_type),
+                             (Feature.feature_type, feature_type), (Feature.layer, layer)])
+        return self._rows(stmt.order_by(Run.name, Feature.tomo_type, Feature.feature_type, Feature.layer))
+
+    def _annotations(self, model: Any, run: Filter, object_name: Filter, user_id: Filter, session_id: Filter,
+                     layer: Filter) -> list[Any]:
+        stmt = (sa.select(model).join(model.run).options(contains_eager(model.run))
+                .where(model.project_id == self.project_id))
+        stmt = _where(stmt, [(Run.name, run), (model.object_name, object_name), (model.user_id, user_id),
+                             (model.session_id, session_id), (model.layer, layer)])
+        return self._rows(stmt.order_by(Run.name, model.object_name, model.user_id, model.session_id, model.layer))
+
+    def picks(self, run: Filter = None, object_name: Filter = None, user_id: Filter = None,
+              session_id: Filter = None, layer: Filter = None) -> list[Pick]:
+        """Pick files matching every given filter; ``.open()`` on a row reads its points."""
+        return self._annotations(Pick, run, object_name, user_id, session_id, layer)
+
+    def meshes(self, run: Filter = None, object_name: Filter = None, user_id: Filter = None,
+               session_id: Filter = None, layer: Filter = None) -> list[Mesh]:
+        return self._annotations(Mesh, run, object_name, user_id, session_id, layer)
+
+    def filaments(self, run: Filter = None, object_name: Filter = None, user_id: Filter = None,
+                  session_id: Filter = None, layer: Filter = None) -> list[Filament]:
+        return self._annotations(Filament, run, object_name, user_id, session_id, layer)
+
+    def segmentations(self, run: Filter = None, voxel_size: Filter = None, name: Filter = None,
+                      user_id: Filter = None, session_id: Filter = None, is_multilabel: bool | None = None,
+                      kind: Filter = None, layer: Filter = None) -> list[Segmentation]:
+        stmt = (sa.select(Segmentation).join(Segmentation.run).options(contains_eager(Segmentation.run))
+                .where(Segmentation.project_id == self.project_id))
+        stmt = _where(stmt, [(Run.name, run), (Segmentation.voxel_size, voxel_size), (Segmentation.name, name),
+                             (Segmentation.user_id, user_id), (Segmentation.session_id, session_id),
+                             (Segmentation.is_multilabel, is_multilabel), (Segmentation.kind, kind),
+                             (Segmentation.layer, layer)])
+        return self._rows(stmt.order_by(Run.name, Segmentation.voxel_size, Segmentation.name, Segmentation.layer))
+
+    def density_maps(self, object_name: Filter = None, layer: Filter = None) -> list[DensityMap]:
+        stmt = sa.select(DensityMap).where(DensityMap.project_id == self.project_id)
+        return self._rows(_where(stmt, [(DensityMap.object_name, object_name), (DensityMap.layer, layer)]))
+
+    def find(self, model: type[Any], *expressions: Any, **filters: Filter) -> list[Any]:
+        """Rows of ``model`` matching SQLAlchemy expressions, joins to other tables added for you.
+
+        Shaped like the CryoET Data Portal client: ``cat.find(Pick, Pick.user_id == "alice",
+        Run.name.like("TS_1%"))``. Keyword filters name columns of ``model``
+        (``cat.find(Pick, user_id=["alice", "bob"])``); an unknown name lists the columns there are.
+        """
+        table = model.__table__
+        stmt = sa.select(model)
+        joined = {table}
+        for expr in expressions:
+            for t in sa.sql.util.find_tables(expr, check_columns=True):
+                if t in joined or not isinstance(t, sa.Table):
+                    continue
+                for step, on in _table_path(table, t):
+                    if step not in joined:
+                        stmt = stmt.join(step, on)
+                        joined.add(step)
+            stmt = stmt.where(expr)
+        for name, value in filters.items():
+            if name not in table.c:
+                raise CatalogError(f"{model.__name__} has no column {name!r}; columns are: {', '.join(table.c.keys())}")
+            stmt = stmt.where(_match(table.c[name], value))
+        if "project_id" in table.c:
+            stmt = stmt.where(table.c.project_id == self.project_id)
+        else:  # points: scope through their pick
+            if Pick.__table__ not in joined:
+                stmt = stmt.join(Pick.__table__, Point.pick_id == Pick.id)
+            stmt = stmt.where(Pick.project_id == self.project_id)
+        if hasattr(model, "run") and model is not Run and "run_id" in table.c:
+            if Run.__table__ not in joined:
+                stmt = stmt.join(Run.__table__, table.c.run_id == Run.id)
+            stmt = stmt.options(contains_eager(model.run))
+        return self._rows(stmt)
+
+    # ------------------------------------------------------------------ aggregates
+
+    def _all(self, stmt: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def pick_summary(self, by: Sequence[str] = ("object_name", "user_id"), **filters: Filter) -> list[dict[str, Any]]:
+        """Pick files and points grouped by columns of ``picks`` (default per object per user)."""
+        cols = [getattr(Pick, c) for c in by]
+        stmt = (sa.select(*cols, sa.func.count().label("picks"), sa.func.sum(Pick.n_points).label("points"))
+                .where(Pick.project_id == self.project_id).group_by(*cols).order_by(*cols))
+        stmt = self._filters(stmt, Pick, filters)
+        return self._all(stmt)
+
+    def points_by_session(self, **filters: Filter) -> list[dict[str, Any]]:
+        """Total points per session id."""
+        return self.pick_summary(by=("session_id",), **filters)
+
+    def runs_lacking(self, object_name: str, user_id: Filter = None) -> list[str]:
+        """Names of runs with no pick file of ``object_name`` (optionally: by ``user_id``)."""
+        has = sa.select(Pick.run_id).where(Pick.project_id == self.project_id, Pick.object_name == object_name)
+        has = _where(has, [(Pick.user_id, user_id)])
+        stmt = (sa.select(Run.name).where(Run.project_id == self.project_id, Run.id.not_in(has))
+                .order_by(Run.name))
+        with self.engine.connect() as conn:
+            return list(conn.scalars(stmt))
+
+    def tomogram_types(self) -> list[dict[str, Any]]:
+        """For each voxel size: which tomogram types exist and in how many runs."""
+        stmt = (sa.select(VoxelSpacing.voxel_size, Tomogram.tomo_type,
+                          sa.func.count(sa.distinct(Tomogram.run_id)).label("runs"))
+                .join(VoxelSpacing, Tomogram.voxel_spacing_id == VoxelSpacing.id)
+                .where(Tomogram.project_id == self.project_id)
+                .group_by(VoxelSpacing.voxel_size, Tomogram.tomo_type)
+                .order_by(VoxelSpacing.voxel_size, Tomogram.tomo_type))
+        return self._all(stmt)
+
+    def _filters(self, stmt: Any, model: Any, filters: dict[str, Filter]) -> Any:
+        for name, value in filters.items():
+            if name == "run":
+                stmt = stmt.where(model.run_id.in_(_where(sa.select(Run.id), [(Run.name, value)])))
+                continue
+            if name not in model.__table__.c:
+                raise CatalogError(f"{model.__name__} has no column {name!r}; columns are: "
+                                   f"{', '.join(['run', *model.__table__.c.keys()])}")
+            if value is not None:
+                stmt = stmt.where(_match(model.__table__.c[name], value))
+        return stmt
+
+    POINT_COLUMNS = ("run", "object_name", "user_id", "session_id", "layer", "x", "y", "z", "instance_id", "score")
+
+    def points_table(self, *, format: str = "pandas", **filters: Filter) -> Any:
+        """Every point of the picks matching ``filters`` as one table (pandas DataFrame or Arrow Table).
+
+        Columns: run, object_name, user_id, session_id, layer, x, y, z, instance_id, score (Å). Built
+        straight from the database cursor, no ORM objects, for feeding ML pipelines.
+        """
+        stmt = (sa.select(Run.name.label("run"), Pick.object_name, Pick.user_id, Pick.session_id, Pick.layer,
+                          Point.x, Point.y, Point.z, Point.instance_id, Point.score)
+                .select_from(Point).join(Pick, Point.pick_id == Pick.id).join(Run, Pick.run_id == Run.id)
+                .where(Pick.project_id == self.project_id).order_by(Pick.id, Point.idx))
+        stmt = self._filters(stmt, Pick, filters)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in self.POINT_COLUMNS]
+        data = dict(zip(self.POINT_COLUMNS, columns, strict=True))
+        if format == "arrow":
+            import pyarrow as pa
+
+            return pa.table({k: list(v) for k, v in data.items()})
+        if format == "pandas":
+            import pandas as pd
+
+            return pd.DataFrame({k: list(v) for k, v in data.items()}, columns=list(self.POINT_COLUMNS))
+        if format == "records":
+            return [dict(zip(self.POINT_COLUMNS, r, strict=True)) for r in rows]
+        raise CatalogError(f"unknown format {format!r}; use 'pandas', 'arrow' or 'records'")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session, relationship
+from sqlalchemy.orm.decl_api import DeclarativeAttributeIntercept
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -33,7 +34,18 @@ NAMING = {
 LAYERS = ("static", "overlay")
 
 
-class Base(DeclarativeBase):
+class _TableMeta(DeclarativeAttributeIntercept):
+    """Make ``Pick.no_such_column`` say which columns exist, instead of a bare AttributeError."""
+
+    def __getattr__(cls, name: str) -> Any:
+        table = cls.__dict__.get("__table__")
+        if name.startswith("_") or table is None:
+            raise AttributeError(name)
+        raise AttributeError(f"{cls.__name__} has no column or attribute {name!r}; columns are: "
+                             f"{', '.join(table.c.keys())}")
+
+
+class Base(DeclarativeBase, metaclass=_TableMeta):
     metadata = sa.MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 

@@ -1,0 +1,215 @@
+"""``copick-catalog query|sql|stats``: the query API on the command line (each command calls Catalog)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from rich.table import Table
+
+from .cli import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
+from .errors import CatalogError
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                      show_default=True)
+
+
+def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> None:
+    """Print rows as a rich table, JSON lines-free JSON array, or CSV."""
+    if fmt == "json":
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+    elif fmt == "csv":
+        w = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        t = Table(*columns, title=title)
+        for r in rows:
+            t.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
+        console.print(t)
+        console.print(f"{len(rows)} row(s)")
+
+
+def _multi(name: str, help: str) -> Callable[[Any], Any]:
+    return click.option(f"--{name}", multiple=True, help=f"{help} (repeat for any of several).")
+
+
+def _v(values: tuple[str, ...]) -> list[str] | None:
+    return list(values) or None
+
+
+@click.group()
+def query() -> None:
+    """List catalog rows matching filters (repeat an option to match any of several values)."""
+
+
+def _annotation_command(kind: str) -> click.Command:
+    @query.command(kind, help=f"{kind.capitalize()} by run, object, user, session, layer.")
+    @CONFIG_ARG
+    @DB_OPTION
+    @_multi("run", "run name")
+    @_multi("object", "object name")
+    @_multi("user", "user id or tool name")
+    @_multi("session", "session id ('0' means a tool)")
+    @click.option("--layer", type=click.Choice(["static", "overlay"]), default=None)
+    @FORMAT
+    @friendly
+    def cmd(config: Path, db: str | None, run: tuple[str, ...], object: tuple[str, ...], user: tuple[str, ...],
+            session: tuple[str, ...], layer: str | None, fmt: str) -> None:
+        with open_catalog(config, db) as cat:
+            rows = getattr(cat, kind)(run=_v(run), object_name=_v(object), user_id=_v(user),
+                                      session_id=_v(session), layer=layer)
+            cols = ["run", "object_name", "user_id", "session_id", "layer",
+                    *(["n_points"] if kind == "picks" else ["n_vertices", "n_faces"] if kind == "meshes" else []),
+                    "path"]
+            emit([{"run": r.run.name, **{c: getattr(r, c) for c in cols[1:]}} for r in rows], cols, fmt, kind)
+
+    return cmd
+
+
+for _kind in ("picks", "meshes", "filaments"):
+    _annotation_command(_kind)
+
+
+@query.command("runs")
+@CONFIG_ARG
+@DB_OPTION
+@_multi("name", "run name")
+@FORMAT
+@friendly
+def query_runs(config: Path, db: str | None, name: tuple[str, ...], fmt: str) -> None:
+    """Runs and which layers hold them."""
+    with open_catalog(config, db) as cat:
+        rows = [{"name": r.name, "in_static": r.in_static, "in_overlay": r.in_overlay} for r in cat.runs(_v(name))]
+        emit(rows, ["name", "in_static", "in_overlay"], fmt, "runs")
+
+
+@query.command("tomograms")
+@CONFIG_ARG
+@DB_OPTION
+@_multi("run", "run name")
+@click.option("--voxel-size", "voxel_size", type=float, multiple=True)
+@_multi("tomo-type", "tomogram type")
+@FORMAT
+@friendly
+def query_tomograms(config: Path, db: str | None, run: tuple[str, ...], voxel_size: tuple[float, ...],
+                    tomo_type: tuple[str, ...], fmt: str) -> None:
+    """Tomograms with shape, dtype and scale levels."""
+    with open_catalog(config, db) as cat:
+        rows = [{"run": t.voxel_spacing.run.name, "voxel_size": t.voxel_spacing.voxel_size, "tomo_type": t.tomo_type,
+                 "layer": t.layer, "shape": t.shape, "dtype": t.dtype, "n_levels": t.n_levels, "path": t.path}
+                for t in cat.tomograms(run=_v(run), voxel_size=list(voxel_size) or None, tomo_type=_v(tomo_type))]
+        emit(rows, ["run", "voxel_size", "tomo_type", "layer", "shape", "dtype", "n_levels", "path"], fmt,
+             "tomograms")
+
+
+@query.command("features")
+@CONFIG_ARG
+@DB_OPTION
+@_multi("run", "run name")
+@_multi("tomo-type", "tomogram type")
+@_multi("feature-type", "feature type")
+@FORMAT
+@friendly
+def query_features(config: Path, db: str | None, run: tuple[str, ...], tomo_type: tuple[str, ...],
+                   feature_type: tuple[str, ...], fmt: str) -> None:
+    """Feature maps of tomograms."""
+    with open_catalog(config, db) as cat:
+        rows = [{"run": f.voxel_spacing.run.name, "voxel_size": f.voxel_spacing.voxel_size, "tomo_type": f.tomo_type,
+                 "feature_type": f.feature_type, "layer": f.layer, "shape": f.shape, "path": f.path}
+                for f in cat.features(run=_v(run), tomo_type=_v(tomo_type), feature_type=_v(feature_type))]
+        emit(rows, ["run", "voxel_size", "tomo_type", "feature_type", "layer", "shape", "path"], fmt, "features")
+
+
+@query.command("segmentations")
+@CONFIG_ARG
+@DB_OPTION
+@_multi("run", "run name")
+@click.option("--voxel-size", "voxel_size", type=float, multiple=True)
+@_multi("name", "segmentation name")
+@_multi("user", "user id")
+@_multi("session", "session id")
+@click.option("--multilabel/--single-label", "is_multilabel", default=None)
+@FORMAT
+@friendly
+def query_segmentations(config: Path, db: str | None, run: tuple[str, ...], voxel_size: tuple[float, ...],
+                        name: tuple[str, ...], user: tuple[str, ...], session: tuple[str, ...],
+                        is_multilabel: bool | None, fmt: str) -> None:
+    """Segmentations (semantic, instance, panoptic) with shape and dtype."""
+    with open_catalog(config, db) as cat:
+        rows = [{"run": s.run.name, "voxel_size": s.voxel_size, "name": s.name, "user_id": s.user_id,
+                 "session_id": s.session_id, "is_multilabel": s.is_multilabel, "kind": s.kind, "layer": s.layer,
+                 "shape": s.shape, "dtype": s.dtype}
+                for s in cat.segmentations(run=_v(run), voxel_size=list(voxel_size) or None, name=_v(name),
+                                           user_id=_v(user), session_id=_v(session), is_multilabel=is_multilabel)]
+        emit(rows, ["run", "voxel_size", "name", "user_id", "session_id", "is_multilabel", "kind", "layer",
+                    "shape", "dtype"], fmt, "segmentations")
+
+
+@click.command()
+@click.argument("statement")
+@CONFIG_ARG
+@DB_OPTION
+@FORMAT
+@friendly
+def sql(statement: str, config: Path, db: str | None, fmt: str) -> None:
+    """Run a read-only SQL STATEMENT against the catalog and print the result.
+
+    The tables are runs, voxel_spacings, tomograms, features, picks, points, meshes, segmentations,
+    filaments, density_maps, pickable_objects, projects, index_runs and index_errors.
+    """
+    with open_catalog(config, db) as cat:
+        rows, columns = run_readonly_sql(cat.engine, statement)
+        emit(rows, columns, fmt)
+
+
+def run_readonly_sql(engine: sa.Engine, statement: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Execute ``statement`` in a transaction the database itself enforces as read-only."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only = ON")
+        else:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        try:
+            result = conn.exec_driver_sql(statement)
+            columns = list(result.keys()) if result.returns_rows else []
+            rows = [dict(r._mapping) for r in result] if result.returns_rows else []
+        except sa.exc.DBAPIError as exc:
+            raise CatalogError(f"SQL failed: {str(exc.orig).strip()}") from None
+        finally:
+            conn.rollback()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA query_only = OFF")
+        return rows, columns
+
+
+@click.command()
+@CONFIG_ARG
+@DB_OPTION
+@click.option("--by", default="object_name,user_id", show_default=True,
+              help="Comma-separated pick columns to group by.")
+@FORMAT
+@friendly
+def stats(config: Path, db: str | None, by: str, fmt: str) -> None:
+    """Pick files and points per object per user (or any grouping), plus runs lacking each object."""
+    cols = [c.strip() for c in by.split(",") if c.strip()]
+    with open_catalog(config, db) as cat:
+        from .schema import Pick
+
+        bad = [c for c in cols if c not in Pick.__table__.c]
+        if bad:
+            raise CatalogError(f"cannot group by {bad}; pick columns are: {', '.join(Pick.__table__.c.keys())}")
+        emit(cat.pick_summary(by=cols), [*cols, "picks", "points"], fmt, "picks")
+        if fmt == "table":
+            lacking = [{"object_name": o, "runs_lacking": len(cat.runs_lacking(o))}
+                       for o in cat.config.object_names]
+            emit(lacking, ["object_name", "runs_lacking"], fmt, "runs without picks")
+
+
+COMMANDS = [query, sql, stats]
