@@ -277,7 +277,9 @@ class QueryMixin:
                 .where(Pick.project_id == self.project_id).order_by(Pick.id, Point.idx))
         stmt = self._filters(stmt, Pick, filters)
         with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
+            result = conn.execute(stmt)
+            rows = result.cursor.fetchall()  # plain DBAPI tuples: no Row objects for millions of points
+            result.close()
         columns = list(zip(*rows, strict=True)) if rows else [[] for _ in self.POINT_COLUMNS]
         data = dict(zip(self.POINT_COLUMNS, columns, strict=True))
         if format == "arrow":

@@ -1,0 +1,236 @@
+"""Benchmark copick-catalog: indexing, queries (next to walking the files), and optionally S3 and watch.
+
+Prints one JSON document. Examples::
+
+    python scripts/bench.py --runs 5000                 # SQLite, local roots
+    python scripts/bench.py --runs 2000 --backend postgres
+    python scripts/bench.py --runs 2000 --root s3       # static root on a local S3 server
+    python scripts/bench.py --runs 2000 --watch         # watch-daemon latency and idle CPU
+
+Index timings run in a child process so peak memory (ru_maxrss) is the indexer's own. Files are aged
+by an hour first: a project nobody touched for a while, so the racy-timestamp rule does not re-read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+INDEX_CHILD = r"""
+import json, resource, sys, time
+from copick_catalog import Catalog
+cat = Catalog.open(sys.argv[1], db=sys.argv[2])
+t = time.perf_counter()
+r = cat.index(trigger="cli")
+dt = time.perf_counter() - t
+print(json.dumps({"seconds": dt, "files_read": r.files_read, "entities": r.added + r.changed + r.unchanged,
+                  "list_calls": r.list_calls, "errors": r.errors,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def age(root: Path, seconds: float = 3600) -> None:
+    past = time.time() - seconds
+    for d, _s, files in os.walk(root):
+        for f in files:
+            os.utime(os.path.join(d, f), (past, past))
+
+
+def run_index_child(config: Path, db: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", INDEX_CHILD, str(config), db], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(fn: Callable[[], Any], reps: int) -> tuple[dict[str, float], Any]:
+    times, result = [], None
+    for _ in range(reps):
+        t = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 3),
+            "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 3)}, result
+
+
+# ------------------------------------------------------------------------------------------
+# The same questions answered by walking the files (the fastest honest walk: scandir + json)
+
+
+def _pick_files(project: Path) -> list[tuple[str, str, str, str, Path]]:
+    out = []
+    for layer in ("static", "overlay"):
+        runs_dir = project / layer / "ExperimentRuns"
+        if not runs_dir.is_dir():
+            continue
+        for run in os.scandir(runs_dir):
+            picks = os.path.join(run.path, "Picks")
+            if not os.path.isdir(picks):
+                continue
+            for f in os.scandir(picks):
+                if f.name.endswith(".json"):
+                    u, s, o = f.name[:-5].split("_", 2)
+                    out.append((run.name, u, s, o, Path(f.path)))
+    return out
+
+
+def walk_points_by_session(project: Path) -> dict[str, int]:
+    c: Counter[str] = Counter()
+    for _run, _u, s, _o, p in _pick_files(project):
+        c[s] += len(json.loads(p.read_bytes())["points"])
+    return dict(c)
+
+
+def walk_picks_per_object_user(project: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for _run, u, _s, o, p in _pick_files(project):
+        acc[(o, u)][0] += 1
+        acc[(o, u)][1] += len(json.loads(p.read_bytes())["points"])
+    return {k: (v[0], v[1]) for k, v in acc.items()}
+
+
+def walk_runs_lacking(project: Path, obj: str) -> list[str]:
+    runs = set()
+    have = set()
+    for layer in ("static", "overlay"):
+        d = project / layer / "ExperimentRuns"
+        for run in os.scandir(d) if d.is_dir() else ():
+            runs.add(run.name)
+            picks = os.path.join(run.path, "Picks")
+            if os.path.isdir(picks) and any(f.name.endswith(f"_{obj}.json") for f in os.scandir(picks)):
+                have.add(run.name)
+    return sorted(runs - have)
+
+
+def walk_tomogram_types(project: Path) -> dict[tuple[float, str], int]:
+    c: Counter[tuple[float, str]] = Counter()
+    for layer in ("static", "overlay"):
+        d = project / layer / "ExperimentRuns"
+        for run in os.scandir(d) if d.is_dir() else ():
+            for vs in os.scandir(run.path):
+                if vs.name.startswith("VoxelSpacing") and vs.is_dir():
+                    for t in os.scandir(vs.path):
+                        if t.name.endswith(".zarr") and "features" not in t.name:
+                            c[(float(vs.name[12:]), t.name[:-5])] += 1
+    return dict(c)
+
+
+def walk_alice_ribosome(project: Path) -> list[tuple[str, int]]:
+    return [(run, len(json.loads(p.read_bytes())["points"])) for run, u, _s, o, p in _pick_files(project)
+            if u == "alice" and o == "ribosome"]
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def bench_queries(config: Path, db: str, reps: int) -> dict[str, Any]:
+    from copick_catalog import Catalog
+
+    project = config.parent
+    out: dict[str, Any] = {}
+    with Catalog.open(config, db=db) as cat:
+        cases: list[tuple[str, Callable[[], Any], Callable[[], Any], Callable[[Any, Any], bool]]] = [
+            ("total_points_by_session", cat.points_by_session, lambda: walk_points_by_session(project),
+             lambda a, b: {r["session_id"]: r["points"] for r in a} == b),
+            ("picks_per_object_per_user", cat.pick_summary, lambda: walk_picks_per_object_user(project),
+             lambda a, b: {(r["object_name"], r["user_id"]): (r["picks"], r["points"]) for r in a} == b),
+            ("runs_lacking_proteasome", lambda: cat.runs_lacking("proteasome"),
+             lambda: walk_runs_lacking(project, "proteasome"), lambda a, b: a == b),
+            ("tomogram_types_per_voxel_spacing", cat.tomogram_types, lambda: walk_tomogram_types(project),
+             lambda a, b: {(r["voxel_size"], r["tomo_type"]): r["runs"] for r in a} == b),
+            ("alice_ribosome_rows", lambda: cat.picks(user_id="alice", object_name="ribosome"),
+             lambda: walk_alice_ribosome(project),
+             lambda a, b: sorted((p.run.name, p.n_points) for p in a) == sorted(b)),
+        ]
+        for name, sql_fn, walk_fn, same in cases:
+            sql_stats, sql_result = timed(sql_fn, reps)
+            walk_stats, walk_result = timed(walk_fn, 2)
+            entry = {"sql": sql_stats, "walk": walk_stats, "same_answer": same(sql_result, walk_result),
+                     "speedup_p50": round(walk_stats["p50_ms"] / max(sql_stats["p50_ms"], 1e-6), 1)}
+            if name == "alice_ribosome_rows":
+                entry["rows"] = len(sql_result)
+                entry["us_per_row"] = round(sql_stats["p50_ms"] * 1000 / max(len(sql_result), 1), 2)
+            out[name] = entry
+        arrow_stats, table = timed(lambda: cat.points_table(user_id="alice", object_name="ribosome",
+                                                            format="arrow"), max(3, reps // 4))
+        out["alice_ribosome_points_arrow"] = {**arrow_stats, "rows": table.num_rows}
+    return out
+
+
+def make_pg_db(admin_url: str) -> str:
+    import sqlalchemy as sa
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    eng = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    eng.dispose()
+    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=2000)
+    ap.add_argument("--picks-per-run", type=int, default=12)
+    ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--pg-url", default=os.environ.get("COPICK_CATALOG_TEST_PG",
+                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument("--root", choices=["local", "s3"], default="local")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--no-queries", action="store_true")
+    ap.add_argument("--watch", action="store_true", help="also measure watch latency and idle CPU")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+
+    from copick_catalog.sample import make_sample_project
+
+    result: dict[str, Any] = {"runs": args.runs, "backend": args.backend, "root": args.root,
+                              "machine": {"cpus": os.cpu_count()}}
+    if args.root == "s3":
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_s3 import bench_s3  # type: ignore[import-not-found]
+
+        result["s3"] = bench_s3(n_runs=args.runs)
+        print(json.dumps(result, indent=2))
+        return
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="cc-bench-"))
+    t = time.perf_counter()
+    s = make_sample_project(work / "project", runs=args.runs, picks_per_run=args.picks_per_run, tomogram_runs=3,
+                            size=32)
+    age(work / "project")
+    result["project"] = {"pick_files": s.pick_files, "points": s.points, "generate_s": round(time.perf_counter() - t, 1)}
+    db = f"sqlite:///{work / 'catalog.sqlite'}" if args.backend == "sqlite" else make_pg_db(args.pg_url)
+    full = run_index_child(s.config, db)
+    noop = run_index_child(s.config, db)
+    result["index"] = {
+        "full_s": round(full["seconds"], 2), "full_files_per_s": round(full["files_read"] / full["seconds"]),
+        "full_peak_rss_mb": round(full["peak_rss_mb"], 1), "noop_s": round(noop["seconds"], 2),
+        "noop_files_read": noop["files_read"], "noop_peak_rss_mb": round(noop["peak_rss_mb"], 1),
+        "entities": full["entities"], "errors": full["errors"],
+    }
+    if not args.no_queries:
+        result["queries"] = bench_queries(s.config, db, args.reps)
+    if args.watch:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_watch import bench_watch  # type: ignore[import-not-found]
+
+        result["watch"] = bench_watch(n_runs=min(args.runs, 2000))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
