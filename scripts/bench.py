@@ -64,7 +64,7 @@ def timed(fn: Callable[[], Any], reps: int) -> tuple[dict[str, float], Any]:
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
     return {"p50_ms": round(statistics.median(times), 3),
-            "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 3)}, result
+            "p95_ms": round(times[min(len(times) - 1, round(0.95 * (len(times) - 1)))], 3)}, result
 
 
 # ------------------------------------------------------------------------------------------
@@ -212,7 +212,8 @@ def main() -> None:
     s = make_sample_project(work / "project", runs=args.runs, picks_per_run=args.picks_per_run, tomogram_runs=3,
                             size=32)
     age(work / "project")
-    result["project"] = {"pick_files": s.pick_files, "points": s.points, "generate_s": round(time.perf_counter() - t, 1)}
+    result["project"] = {"pick_files": s.pick_files, "points": s.points,
+                         "generate_s": round(time.perf_counter() - t, 1)}
     db = f"sqlite:///{work / 'catalog.sqlite'}" if args.backend == "sqlite" else make_pg_db(args.pg_url)
     full = run_index_child(s.config, db)
     noop = run_index_child(s.config, db)
