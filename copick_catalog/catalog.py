@@ -175,11 +175,11 @@ class Catalog(QueryMixin):
 
     def refresh(self, row: FileBacked) -> FileBacked | None:
         """Reindex the file behind ``row`` and return its current row (None if it is gone)."""
-        self.index(scopes=[(row.layer, row.path)])
-        model = type(row)
-        with self.session() as s:
-            return s.scalars(sa.select(model).where(model.project_id == self.project_id,
-                                                    model.layer == row.layer, model.path == row.path)).first()
+        model, layer, path = type(row), row.layer, row.path  # read before the index expires the row
+        self.index(scopes=[(layer, path)])
+        rows = self._rows(sa.select(model).where(model.project_id == self.project_id, model.layer == layer,
+                                                 model.path == path))
+        return rows[0] if rows else None
 
     # ------------------------------------------------------------------ status
 
