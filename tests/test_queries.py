@@ -68,9 +68,9 @@ def test_find_adds_joins_and_explains_bad_columns(cat: Catalog, sample: SampleSu
     tomos = cat.find(Tomogram, Run.name == "TS_0001")
     assert {t.tomo_type for t in tomos} == {"wbp", "denoised"}
     assert len(cat.find(Pick, user_id=["alice", "bob"], object_name="ribosome")) == 2 * sample.runs
-    with pytest.raises(CatalogError, match="no column 'usr'.*user_id"):
+    with pytest.raises(CatalogError, match=r"no column 'usr'.*user_id"):
         cat.find(Pick, usr="alice")
-    with pytest.raises(AttributeError, match="no column or attribute 'usr'.*user_id"):
+    with pytest.raises(AttributeError, match=r"no column or attribute 'usr'.*user_id"):
         _ = Pick.usr  # type: ignore[attr-defined]
 
 
