@@ -188,7 +188,7 @@ def demo(out: Path, runs: int) -> None:
         console.print(f"[bold]4. alice's ribosome picks[/]: {len(picks)} files, "
                       f"{sum(p.n_points for p in picks)} points ({dt:.1f} ms)")
         first = picks[0].open()
-        console.print(f"   {picks[0].run.name}: first point at {first.points[0].location} (read from the file)")
+        console.print(f"   {picks[0].run_name}: first point at {first.points[0].location} (read from the file)")
         t = Table("object", "user", "pick files", "points", title="5. picks per object per user")
         for r in cat.pick_summary():
             t.add_row(r["object_name"], r["user_id"], str(r["picks"]), str(r["points"]))

@@ -68,7 +68,7 @@ def _annotation_command(kind: str) -> click.Command:
             cols = ["run", "object_name", "user_id", "session_id", "layer",
                     *(["n_points"] if kind == "picks" else ["n_vertices", "n_faces"] if kind == "meshes" else []),
                     "path"]
-            emit([{"run": r.run.name, **{c: getattr(r, c) for c in cols[1:]}} for r in rows], cols, fmt, kind)
+            emit([{"run": r.run_name, **{c: getattr(r, c) for c in cols[1:]}} for r in rows], cols, fmt, kind)
 
     return cmd
 
@@ -143,7 +143,7 @@ def query_segmentations(config: Path, db: str | None, run: tuple[str, ...], voxe
                         is_multilabel: bool | None, fmt: str) -> None:
     """Segmentations (semantic, instance, panoptic) with shape and dtype."""
     with open_catalog(config, db) as cat:
-        rows = [{"run": s.run.name, "voxel_size": s.voxel_size, "name": s.name, "user_id": s.user_id,
+        rows = [{"run": s.run_name, "voxel_size": s.voxel_size, "name": s.name, "user_id": s.user_id,
                  "session_id": s.session_id, "is_multilabel": s.is_multilabel, "kind": s.kind, "layer": s.layer,
                  "shape": s.shape, "dtype": s.dtype}
                 for s in cat.segmentations(run=_v(run), voxel_size=list(voxel_size) or None, name=_v(name),

@@ -457,9 +457,10 @@ class Indexer:
                 row.update(voxel_spacing_id=vs_ids[(key.run, key.voxel_size)], tomo_type=key.tomo_type,
                            feature_type=key.feature_type)
             case layout.PickKey() | layout.MeshKey() | layout.FilamentKey():
-                row.update(object_name=key.object_name, user_id=key.user_id, session_id=key.session_id)
+                row.update(object_name=key.object_name, user_id=key.user_id, session_id=key.session_id,
+                           run_name=key.run)
             case layout.SegmentationKey():
-                row.update(voxel_size=key.voxel_size, name=key.name, user_id=key.user_id,
+                row.update(run_name=key.run, voxel_size=key.voxel_size, name=key.name, user_id=key.user_id,
                            session_id=key.session_id, is_multilabel=key.is_multilabel, kind=key.seg_kind.value)
             case layout.DensityMapKey():
                 row.update(object_name=key.object_name, fmt=key.fmt)

@@ -145,11 +145,12 @@ class QueryMixin:
 
     def _annotations(self, model: Any, run: Filter, object_name: Filter, user_id: Filter, session_id: Filter,
                      layer: Filter) -> list[Any]:
-        stmt = (sa.select(model).join(model.run).options(contains_eager(model.run))
-                .where(model.project_id == self.project_id))
-        stmt = _where(stmt, [(Run.name, run), (model.object_name, object_name), (model.user_id, user_id),
+        # No join: rows carry run_name, and .run stays a lazy relationship for whoever asks for it.
+        stmt = sa.select(model).where(model.project_id == self.project_id)
+        stmt = _where(stmt, [(model.run_name, run), (model.object_name, object_name), (model.user_id, user_id),
                              (model.session_id, session_id), (model.layer, layer)])
-        return self._rows(stmt.order_by(Run.name, model.object_name, model.user_id, model.session_id, model.layer))
+        return self._rows(stmt.order_by(model.run_name, model.object_name, model.user_id, model.session_id,
+                                        model.layer))
 
     def picks(self, run: Filter = None, object_name: Filter = None, user_id: Filter = None,
               session_id: Filter = None, layer: Filter = None) -> list[Pick]:
@@ -167,13 +168,14 @@ class QueryMixin:
     def segmentations(self, run: Filter = None, voxel_size: Filter = None, name: Filter = None,
                       user_id: Filter = None, session_id: Filter = None, is_multilabel: bool | None = None,
                       kind: Filter = None, layer: Filter = None) -> list[Segmentation]:
-        stmt = (sa.select(Segmentation).join(Segmentation.run).options(contains_eager(Segmentation.run))
-                .where(Segmentation.project_id == self.project_id))
-        stmt = _where(stmt, [(Run.name, run), (Segmentation.voxel_size, voxel_size), (Segmentation.name, name),
+        stmt = sa.select(Segmentation).where(Segmentation.project_id == self.project_id)
+        stmt = _where(stmt, [(Segmentation.run_name, run), (Segmentation.voxel_size, voxel_size),
+                             (Segmentation.name, name),
                              (Segmentation.user_id, user_id), (Segmentation.session_id, session_id),
                              (Segmentation.is_multilabel, is_multilabel), (Segmentation.kind, kind),
                              (Segmentation.layer, layer)])
-        return self._rows(stmt.order_by(Run.name, Segmentation.voxel_size, Segmentation.name, Segmentation.layer))
+        return self._rows(stmt.order_by(Segmentation.run_name, Segmentation.voxel_size, Segmentation.name,
+                                        Segmentation.layer))
 
     def density_maps(self, object_name: Filter = None, layer: Filter = None) -> list[DensityMap]:
         stmt = sa.select(DensityMap).where(DensityMap.project_id == self.project_id)
@@ -234,9 +236,9 @@ class QueryMixin:
 
     def runs_lacking(self, object_name: str, user_id: Filter = None) -> list[str]:
         """Names of runs with no pick file of ``object_name`` (optionally: by ``user_id``)."""
-        has = sa.select(Pick.run_id).where(Pick.project_id == self.project_id, Pick.object_name == object_name)
+        has = sa.select(Pick.id).where(Pick.run_id == Run.id, Pick.object_name == object_name)
         has = _where(has, [(Pick.user_id, user_id)])
-        stmt = (sa.select(Run.name).where(Run.project_id == self.project_id, Run.id.not_in(has))
+        stmt = (sa.select(Run.name).where(Run.project_id == self.project_id, ~sa.exists(has))
                 .order_by(Run.name))
         with self.engine.connect() as conn:
             return list(conn.scalars(stmt))

@@ -243,7 +243,13 @@ class Feature(FileBacked, Base):
 
 
 class _Annotation:
-    """Columns shared by picks, meshes and filaments: who made it, of what."""
+    """Columns shared by picks, meshes and filaments: who made it, of what, in which run.
+
+    ``run_name`` repeats the run's name (run directories are never renamed in place) so listing
+    thousands of rows needs neither a join nor a second object per row.
+    """
+
+    run_name: Mapped[str] = mapped_column(sa.String(255), index=True)
 
     object_name: Mapped[str] = mapped_column(sa.String(255), index=True)
     user_id: Mapped[str] = mapped_column(sa.String(255), index=True)
@@ -270,7 +276,8 @@ class Pick(FileBacked, _Annotation, Base):
     __table_args__ = (
         sa.UniqueConstraint("project_id", "layer", "path"),
         sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
-        sa.Index(None, "project_id", "object_name", "user_id"),
+        sa.Index(None, "project_id", "object_name", "user_id", "n_points"),
+        sa.Index(None, "project_id", "session_id", "n_points"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -361,6 +368,7 @@ class Segmentation(FileBacked, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = _fk("projects.id")
     run_id: Mapped[int] = _fk("runs.id")
+    run_name: Mapped[str] = mapped_column(sa.String(255), index=True)
     voxel_size: Mapped[float] = mapped_column(sa.Float, index=True)
     name: Mapped[str] = mapped_column(sa.String(255), index=True)
     user_id: Mapped[str] = mapped_column(sa.String(255), index=True)

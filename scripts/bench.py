@@ -154,7 +154,7 @@ def bench_queries(config: Path, db: str, reps: int) -> dict[str, Any]:
              lambda a, b: {(r["voxel_size"], r["tomo_type"]): r["runs"] for r in a} == b),
             ("alice_ribosome_rows", lambda: cat.picks(user_id="alice", object_name="ribosome"),
              lambda: walk_alice_ribosome(project),
-             lambda a, b: sorted((p.run.name, p.n_points) for p in a) == sorted(b)),
+             lambda a, b: sorted((p.run_name, p.n_points) for p in a) == sorted(b)),
         ]
         for name, sql_fn, walk_fn, same in cases:
             sql_stats, sql_result = timed(sql_fn, reps)

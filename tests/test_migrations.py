@@ -79,3 +79,18 @@ def test_cli_and_alembic_upgrade(tmp_path: Path) -> None:
     tables = set(sa.inspect(create_engine(str(db2))).get_table_names())
     assert {"runs", "voxel_spacings", "tomograms", "features", "picks", "points", "meshes", "segmentations",
             "index_errors", "index_runs", "projects", "pickable_objects"} <= tables
+
+
+def test_older_catalog_with_rows_is_backed_up_and_upgraded(tmp_path: Path, sample: SampleSummary) -> None:
+    from alembic import command
+
+    db = tmp_path / "old.sqlite"
+    with Catalog.open(sample.config, db=str(db)) as cat:
+        cat.index()
+    command.downgrade(alembic_config(f"sqlite:///{db}"), "0001")  # as a 0001-era catalog, with its rows
+    assert current_revision(create_engine(str(db))) == "0001"
+    with Catalog.open(sample.config, db=str(db)) as cat:
+        assert Path(f"{db}.bak-0001").is_file()  # backed up before migrating
+        picks = cat.picks(run="TS_0002")
+        assert picks and all(p.run_name == "TS_0002" for p in picks)  # backfilled by the migration
+        assert cat.index().nothing_changed
