@@ -123,6 +123,7 @@ class Catalog(QueryMixin):
                               progress=progress)
             report = indexer.run(trigger, scopes, record=record)
         if self._read_session is not None:
+            self._read_session.commit()  # drop any snapshot older than this index run
             self._read_session.expire_all()  # rows handed out before now reload on next access
         return report
 

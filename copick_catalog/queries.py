@@ -106,6 +106,7 @@ class QueryMixin:
 
     def _rows(self, stmt: Any) -> list[Any]:
         s = self._session()
+        s.commit()  # a lazy load may have left a read transaction open: start from a fresh snapshot
         try:
             rows = list(s.scalars(stmt.execution_options(populate_existing=True)).unique())
         finally:

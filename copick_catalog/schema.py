@@ -146,9 +146,11 @@ class FileBacked:
 
     layer: Mapped[str] = mapped_column(sa.String(8))
     path: Mapped[str] = mapped_column(sa.String(2048))
-    fingerprint: Mapped[str] = mapped_column(sa.String(128))
-    mtime: Mapped[float | None] = mapped_column(sa.Float)
-    indexed_at: Mapped[float] = mapped_column(sa.Float)
+    # Bookkeeping for the indexer, loaded only when touched (one query for the three): listing
+    # thousands of rows should not pay for columns nobody reads.
+    fingerprint: Mapped[str] = mapped_column(sa.String(128), deferred=True, deferred_group="sync")
+    mtime: Mapped[float | None] = mapped_column(sa.Float, deferred=True, deferred_group="sync")
+    indexed_at: Mapped[float] = mapped_column(sa.Float, deferred=True, deferred_group="sync")
     stale: Mapped[bool] = mapped_column(default=False)
 
     @property
