@@ -1,0 +1,110 @@
+"""``copick-catalog watch`` and ``copick-catalog status``: thin skins over :mod:`copick_catalog.watcher`.
+
+Registered by :func:`copick_catalog.cli._register_optional` through ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from .cli import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
+
+
+@click.command()
+@CONFIG_ARG
+@DB_OPTION
+@click.option("--poll", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds between incremental rescans of roots that give no file events (S3, NFS).")
+@click.option("--debounce", type=click.FloatRange(min=0.0), default=0.25, show_default=True,
+              help="Quiet period (seconds) that ends a burst of file events before indexing.")
+@click.option("--max-delay", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="Index a burst that never goes quiet (a long zarr write) at least this often.")
+@friendly
+def watch(config: Path, db: str | None, poll: float, debounce: float, max_delay: float) -> None:
+    """Keep the catalog of CONFIG current as files change (runs until SIGTERM/SIGINT).
+
+    Local roots are followed with inotify, other roots rescanned every --poll seconds; each change
+    updates only the subtree it touched. Run it under systemd (scripts/copick-catalog-watch.service)
+    and keep a cron `index --skip-if-busy` as a safety net.
+    """
+    from .watcher import WatchOptions, run_watch
+
+    pkg = logging.getLogger("copick_catalog")
+    if not pkg.isEnabledFor(logging.INFO):
+        pkg.setLevel(logging.INFO)  # a daemon's log is its only voice (journald keeps it)
+    run_watch(config, db, WatchOptions(poll=poll, debounce=debounce, max_delay=max(max_delay, debounce)))
+
+
+@click.command()
+@CONFIG_ARG
+@DB_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@friendly
+def status(config: Path, db: str | None, as_json: bool) -> None:
+    """When the catalog of CONFIG was last indexed, what it holds, and whether a daemon is running."""
+    from .watcher import catalog_status
+
+    with open_catalog(config, db) as cat:
+        info = catalog_status(cat)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    print_status(info)
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    age = time.time() - ts
+    stamp = dt.datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="seconds")
+    if age < 120:
+        return f"{stamp} ({age:.0f} s ago)"
+    if age < 7200:
+        return f"{stamp} ({age / 60:.0f} min ago)"
+    return f"{stamp} ({age / 3600:.1f} h ago)"
+
+
+def print_status(info: dict[str, Any]) -> None:
+    console.print(f"[bold]{info['project']}[/]  catalog {info['db']}")
+    last = info["last_index"]
+    if last:
+        console.print(f"last index: {_when(last['finished_at'] or last['started_at'])} by [bold]{last['trigger']}[/], "
+                      f"{last['status']}, {last['duration_s'] or 0:.2f} s "
+                      f"(+{last['added']} ~{last['changed']} -{last['removed']}, {last['errors']} errors)")
+    else:
+        console.print("last index: never (run `copick-catalog index CONFIG`)")
+    for trig, run in info["last_by_trigger"].items():
+        console.print(f"  last {trig:<5} {_when(run['finished_at'] or run['started_at'])}, {run['status']}, "
+                      f"{run['duration_s'] or 0:.2f} s")
+    console.print("index running now: " + ("[yellow]yes[/] (the project lock is held)" if info["index_running"]
+                                           else "no"))
+    d = info["daemon"]
+    if d["running"]:
+        console.print(f"watch daemon: [green]running[/] (pid {d.get('pid')} on {d.get('host')}, since "
+                      f"{_when(d.get('started_at'))}, heartbeat {d.get('heartbeat_age_s', '?')} s ago, "
+                      f"{d.get('updates', 0)} updates, {d.get('pending', 0)} pending)")
+        if d.get("last_error"):
+            console.print(f"  [red]last error:[/] {d['last_error']}")
+    elif d.get("pid"):
+        console.print(f"watch daemon: [red]not running[/] (pid {d['pid']} last seen {_when(d.get('heartbeat_at'))})")
+    else:
+        console.print("watch daemon: not running")
+    errors = info["open_errors"]
+    console.print(f"open errors: {'[red]' if errors else ''}{errors}{'[/]' if errors else ''}, "
+                  f"warnings: {info['open_warnings']}" + ("  (see `copick-catalog errors CONFIG`)" if errors else ""))
+    t = Table("catalog holds", "count", show_header=True)
+    t.columns[1].justify = "right"
+    for name, n in info["counts"].items():
+        t.add_row(name.replace("_", " "), str(n))
+    console.print(t)
+
+
+COMMANDS = [watch, status]

@@ -1,0 +1,870 @@
+"""The watch daemon: keep a catalog current while people and tools write files.
+
+File events are hints, never the truth (DESIGN §4): every event is mapped to the smallest subtree
+whose re-scan captures it (a pick file -> its ``Picks`` directory, anything inside a ``*.zarr``
+group -> the group, a deleted or moved directory -> that directory), the subtrees collect in a
+*dirty set*, and after a short quiet period (debounce, with a bounded maximum delay so a long zarr
+write still shows up) the same incremental indexer that cron runs is called with those subtrees as
+scopes. Whatever the events missed, the diff decides.
+
+* Local roots are watched with watchdog (inotify) using an explicit event filter: with the default
+  mask the observer's own walk of a 2,000-run tree overflows the inotify queue and events are lost.
+* Roots without file events (S3 and other object stores, local paths on NFS/SMB/FUSE) are rescanned
+  incrementally every ``poll`` seconds.
+* Anything that means events may have been lost (a queue overflow, a dead observer or emitter, a
+  root that vanished or was re-created) marks the whole layer dirty: a full incremental index.
+* Failures (database unreachable, a root unmounted, the lock held by a long cron run) keep the dirty
+  set and retry with back-off, so the daemon catches up instead of dying.
+* SIGTERM/SIGINT stop it within a second: an index in progress gets a short grace period and is
+  then interrupted; every write batch is its own transaction, so nothing is left half-written.
+
+The daemon announces itself in a small JSON *state file* (pid, host, heartbeat, pending work) that
+it holds an exclusive ``flock`` on while it runs, so ``copick-catalog status`` can tell a live
+daemon from a stale file without any schema change. (An ``index_runs`` row with status "running"
+would not do: every index run marks such rows "interrupted" when it takes the project lock.)
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+
+from . import layout
+from .catalog import Catalog
+from .db import is_network_fs
+from .errors import CatalogError, LockBusyError
+from .indexer import IndexReport, covers
+from .locking import is_locked
+from .schema import (
+    DensityMap,
+    Feature,
+    Filament,
+    IndexErrorRow,
+    IndexRun,
+    Mesh,
+    Pick,
+    Point,
+    Project,
+    Run,
+    Segmentation,
+    Tomogram,
+    VoxelSpacing,
+)
+from .storage import Root
+
+log = logging.getLogger(__name__)
+
+#: The events worth a rescan. No opened / closed-without-write events: with those in the mask the
+#: observer's own directory walk floods the inotify queue on big trees (stack-notes, watchdog 7.1).
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
+    DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
+]
+#: Above this many dirty subtrees in one layer, coarsen them (run directories, then the whole
+#: layer): one walk is cheaper than thousands of scopes, and SQLite caps expression depth at 1000.
+MAX_SCOPES_PER_LAYER = 200
+STATE_DIR_ENV = "COPICK_CATALOG_STATE_DIR"
+_WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
+class WatchStopped(KeyboardInterrupt):
+    """Raised inside an index run that SIGTERM/SIGINT cut short (recorded in its ``index_runs`` row)."""
+
+
+@dataclass
+class WatchOptions:
+    """Tuning knobs of the daemon; the defaults suit an interactive lab (sub-second updates)."""
+
+    poll: float = 30.0  # seconds between incremental rescans of roots without file events
+    debounce: float = 0.25  # quiet period that ends a burst of events
+    max_delay: float = 2.0  # a burst that never goes quiet is still indexed this often
+    check_every: float = 1.0  # how often roots are checked for having vanished or been re-created
+    heartbeat: float = 5.0  # how often the state file is refreshed
+    parse_retry_window: float = 10.0  # a parse error on a file this fresh is retried ...
+    parse_retries: int = 3  # ... this many times
+    lock_timeout: float = 0.5  # wait this long for the project lock before trying again later
+    min_backoff: float = 0.5
+    max_backoff: float = 30.0
+    stop_grace: float = 0.5  # on SIGTERM, let a running index finish for this long, then interrupt it
+
+
+# ------------------------------------------------------------------------------------------
+# events -> dirty subtrees
+
+
+def entity_scope(rel: str, is_dir: bool) -> str | None:
+    """The smallest subtree (relative path) whose rescan captures a change at ``rel``, or None.
+
+    Paths inside a zarr group map to the group, so thousands of chunk writes become one update.
+    Files map to their directory rather than to themselves: the walker lists directories, and a
+    directory of a run is a handful of entries. Paths the grammar ignores (temporary files, stray
+    directories) map to None; a temp file renamed into place arrives as a move whose destination
+    counts.
+    """
+    parts = tuple(p for p in rel.split("/") if p)
+    if not parts:
+        return ""
+    for depth in (2, 4):
+        if len(parts) >= depth and layout.is_zarr_group_dir(parts[:depth]):
+            return "/".join(parts[:depth])
+    if is_dir:
+        if layout.descend(parts) or layout.parse("/".join(parts), is_dir=True) is not None:
+            return "/".join(parts)
+        return None
+    if len(parts) < 2 or layout.parse("/".join(parts), is_dir=False) is None:
+        return None
+    return "/".join(parts[:-1])
+
+
+def minimal_scopes(prefixes: Iterable[str], limit: int = MAX_SCOPES_PER_LAYER) -> list[str]:
+    """Drop prefixes inside others; coarsen to run directories, then the root, above ``limit``."""
+    out = _drop_covered(prefixes)
+    for depth in (2, 1, 0):
+        if len(out) <= limit:
+            break
+        out = _drop_covered("/".join(p.split("/")[:depth]) for p in out)
+    return out
+
+
+def _drop_covered(prefixes: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for p in sorted({p.strip("/") for p in prefixes}, key=lambda s: (s.count("/") if s else -1, s)):
+        if not any(covers(q, p) for q in out):
+            out.append(p)
+    return out
+
+
+class DirtySet:
+    """Subtrees waiting to be indexed, per layer, with the timing the debounce needs (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, set[str]] = {}
+        self.first_at: float | None = None  # monotonic time of the oldest pending change
+        self.last_at: float | None = None  # monotonic time of the newest event
+
+    def add(self, layer: str, prefix: str, *, at: float | None = None) -> None:
+        now = time.monotonic() if at is None else at
+        with self._lock:
+            self._items.setdefault(layer, set()).add(prefix)
+            self.first_at = now if self.first_at is None else min(self.first_at, now)
+            self.last_at = now if self.last_at is None else max(self.last_at, now)
+
+    def layers(self) -> list[str]:
+        with self._lock:
+            return [layer for layer, items in self._items.items() if items]
+
+    def take(self, layer: str) -> set[str]:
+        """Remove and return a layer's subtrees (events arriving meanwhile start a new set)."""
+        with self._lock:
+            items = self._items.pop(layer, set())
+            if not any(self._items.values()):
+                self.first_at = self.last_at = None
+            return items
+
+    def restore(self, layer: str, items: set[str], *, first_at: float | None = None) -> None:
+        """Put back subtrees whose index failed; they stay due (no new debounce)."""
+        if not items:
+            return
+        with self._lock:
+            self._items.setdefault(layer, set()).update(items)
+            at = time.monotonic() - 3600 if first_at is None else first_at
+            self.first_at = at if self.first_at is None else min(self.first_at, at)
+            self.last_at = at if self.last_at is None else self.last_at
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._items.values())
+
+
+class _EventHandler(FileSystemEventHandler):
+    """Runs on the observer thread: map each event to a dirty subtree and wake the main loop."""
+
+    def __init__(self, layer: str, base: str, watcher: Watcher) -> None:
+        self.layer = layer
+        self.base = base.rstrip("/")
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = [event.src_path]
+        if getattr(event, "dest_path", ""):
+            paths.append(event.dest_path)
+        for path in paths:
+            rel = self._relative(os.fsdecode(path))
+            if rel is None:
+                continue
+            scope = entity_scope(rel, event.is_directory)
+            if scope is not None:
+                self.watcher.mark_dirty(self.layer, scope)
+
+    def _relative(self, path: str) -> str | None:
+        if not path:
+            return None
+        if path == self.base:
+            return ""
+        if path.startswith(self.base + "/"):
+            return path[len(self.base) + 1:]
+        return None
+
+
+class _OverflowSpy(logging.Handler):
+    """watchdog rebuilds its watches after an inotify overflow but only *logs* that events were lost;
+    this turns that log record into a full incremental index."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__(level=logging.WARNING)
+        self.watcher = watcher
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage().lower()
+        if "overflow" in msg or "unable to rebuild" in msg:
+            self.watcher.events_lost(f"watchdog: {record.getMessage()}")
+
+
+# ------------------------------------------------------------------------------------------
+# the state file (pid + heartbeat)
+
+
+def state_path(catalog: Catalog) -> Path:
+    """Where the daemon of this catalog and project keeps its state file.
+
+    Next to a SQLite catalog (like the index lock); for a server database, in
+    ``$COPICK_CATALOG_STATE_DIR`` or ``$XDG_STATE_HOME/copick-catalog`` (``~/.local/state``), keyed
+    on the database URL and project, so ``status`` on the same host finds it.
+    """
+    url = sa.make_url(str(catalog.engine.url))
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(f"{url.database}.project{catalog.project_id}.watch.json")
+    base = os.environ.get(STATE_DIR_ENV) or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "copick-catalog")
+    digest = hashlib.sha256(f"{catalog.db_url}|{catalog.project_id}".encode()).hexdigest()[:16]
+    return Path(base) / f"watch-{digest}.json"
+
+
+class StateFile:
+    """The daemon's pid/heartbeat file, exclusively ``flock``-ed for as long as the daemon lives.
+
+    The kernel drops the lock when the process dies however it dies, so "locked" means "running"
+    even after a kill -9 left the file behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = read_state(self.path) or {}
+            raise CatalogError(f"a watch daemon (pid {other.get('pid', '?')} on {other.get('host', '?')}) is "
+                               f"already running for this catalog (state file {self.path}); stop it first"
+                               ) from None
+        self._fd = fd
+
+    def write(self, state: dict[str, Any]) -> None:
+        """Rewrite in place (the lock lives on this inode, so no rename); readers retry torn reads."""
+        data = json.dumps(state, indent=1, sort_keys=True).encode()
+        with self._lock:
+            if self._fd is None:
+                return
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
+
+    def release(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+                self._fd = None
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The last state a daemon wrote there, or None (no file, or unreadable)."""
+    for _ in range(5):
+        try:
+            text = path.read_text()
+        except OSError:
+            return None
+        try:
+            value = json.loads(text)
+            return value if isinstance(value, dict) else None
+        except json.JSONDecodeError:
+            time.sleep(0.01)  # caught the daemon mid-write
+    return None
+
+
+def daemon_running(path: Path) -> bool:
+    """Whether a live process holds the state file's lock (same host only)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+# ------------------------------------------------------------------------------------------
+# the daemon
+
+
+@dataclass
+class _RootWatch:
+    """How one layer is followed: inotify (with the watch and the inode it is armed on) or polling."""
+
+    layer: str
+    root: Root
+    mode: str  # "inotify" or "poll"
+    watch: ObservedWatch | None = None
+    ident: tuple[int, int] | None = None
+    next_poll: float = 0.0
+
+
+@dataclass
+class _Backoff:
+    delay: float = 0.0
+    until: float = 0.0
+
+
+@dataclass
+class WatchStats:
+    """Counters for the state file, ``status`` and tests."""
+
+    updates: int = 0
+    failures: int = 0
+    parse_retries: int = 0
+    events_lost: int = 0
+    rearms: int = 0
+    last_update_at: float | None = None
+    last_report: dict[str, Any] = field(default_factory=dict)
+    last_error: str | None = None
+
+
+class Watcher:
+    """Follow one catalog's roots and index what changes. Create, then :meth:`run` (blocks)."""
+
+    def __init__(self, catalog: Catalog, options: WatchOptions | None = None) -> None:
+        self.catalog = catalog
+        self.opts = options or WatchOptions()
+        self.dirty = DirtySet()
+        self.stats = WatchStats()
+        self.state = StateFile(state_path(catalog))
+        self.started_at = time.time()
+        self.ready = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._observer: BaseObserver | None = None
+        self._roots: dict[str, _RootWatch] = {}
+        self._backoff: dict[str, _Backoff] = {}
+        self._retry_due: dict[tuple[str, str], float] = {}  # (layer, scope) -> monotonic due time
+        self._retry_count: dict[tuple[str, str], tuple[str, int]] = {}  # (layer, path) -> (fingerprint, n)
+        self._lost = threading.Event()
+        self._in_index = False
+        self._abort_timer: threading.Timer | None = None
+        self._abort_now = False
+        self._next_check = 0.0
+        self._spy = _OverflowSpy(self)
+
+    # ------------------------------------------------------------------ public
+
+    def mark_dirty(self, layer: str, prefix: str) -> None:
+        """Queue a subtree for indexing (called from observer threads)."""
+        self.dirty.add(layer, prefix)
+        self._wake.set()
+
+    def events_lost(self, why: str) -> None:
+        """Something dropped events: fall back to a full incremental index of every watched layer."""
+        log.warning("%s; rescanning the watched roots", why)
+        self.stats.events_lost += 1
+        self._lost.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        """Index everything once, then follow changes until :meth:`stop` or SIGTERM/SIGINT."""
+        self.state.acquire()
+        restore = self._install_signals()
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="copick-catalog-heartbeat", daemon=True)
+        try:
+            self._write_state()
+            heartbeat.start()
+            self._start_observer()
+            for layer in self.catalog.roots:
+                self.mark_dirty(layer, "")  # the initial full incremental index
+            self._loop()
+        except KeyboardInterrupt:
+            if not self._stop.is_set():
+                raise
+        finally:
+            self._stop.set()
+            if self._abort_timer is not None:
+                self._abort_timer.cancel()
+            self._stop_observer()
+            heartbeat.join(timeout=1.0)
+            self._write_state(running=False)
+            self.state.release()
+            restore()
+        log.info("watch stopped")
+
+    # ------------------------------------------------------------------ main loop
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._lost.is_set():
+                self._lost.clear()
+                for layer in self._roots:
+                    self.dirty.add(layer, "", at=now - self.opts.max_delay)
+            if now >= self._next_check:
+                self._check_roots(now)
+                self._next_check = now + self.opts.check_every
+            self._promote_retries(now)
+            due = self._due_layers(now)
+            if due:
+                for layer in due:
+                    if self._stop.is_set():
+                        break
+                    self._flush(layer)
+                continue
+            self._wake.wait(self._next_wake(now))
+            self._wake.clear()
+
+    def _due_layers(self, now: float) -> list[str]:
+        d = self.dirty
+        if d.first_at is None or d.last_at is None:
+            return []
+        if now - d.last_at < self.opts.debounce and now - d.first_at < self.opts.max_delay:
+            return []
+        return [layer for layer in d.layers() if now >= self._backoff.get(layer, _Backoff()).until]
+
+    def _next_wake(self, now: float) -> float:
+        times = [self._next_check]
+        d = self.dirty
+        if d.first_at is not None and d.last_at is not None:
+            burst_end = min(d.last_at + self.opts.debounce, d.first_at + self.opts.max_delay)
+            pending = d.layers()
+            backoffs = [self._backoff.get(layer, _Backoff()).until for layer in pending]
+            times.append(max(burst_end, min(backoffs, default=burst_end)))
+        times.extend(self._retry_due.values())
+        times.extend(rw.next_poll for rw in self._roots.values() if rw.mode == "poll")
+        return max(0.0, min(times) - now)
+
+    # ------------------------------------------------------------------ indexing
+
+    def _flush(self, layer: str) -> None:
+        """Index a layer's dirty subtrees; on failure keep them and back off."""
+        items = self.dirty.take(layer)
+        if not items:
+            return
+        scopes = [(layer, p) for p in minimal_scopes(items)]
+        wall0 = time.time()
+        self._in_index = True
+        try:
+            report = self.catalog.index(trigger="watch", scopes=scopes, wait=True, timeout=self.opts.lock_timeout)
+        except KeyboardInterrupt:
+            self.dirty.restore(layer, items)
+            if self._stop.is_set():
+                # Interrupted after the grace period: the open batch rolled back, the next start rescans.
+                log.info("%s: index interrupted to stop; the next start completes it", layer)
+                return
+            raise
+        except LockBusyError:
+            # Another run (cron, a user) is working; it may take long, so ask again soon, not later.
+            self.dirty.restore(layer, items)
+            self._backoff[layer] = _Backoff(0.0, time.monotonic() + 0.2)
+            return
+        except Exception as exc:  # a daemon must outlive any one failed batch
+            self.dirty.restore(layer, items)
+            self._failed(layer, exc)
+            self._write_state()
+            return
+        finally:
+            self._in_index = False
+        self._backoff.pop(layer, None)
+        self._succeeded(layer, scopes, report, wall0)
+        self._write_state()  # status and tests see each update at once, not at the next heartbeat
+
+    def _failed(self, layer: str, exc: Exception) -> None:
+        b = self._backoff.get(layer, _Backoff())
+        b.delay = min(self.opts.max_backoff, max(self.opts.min_backoff, b.delay * 2))
+        b.until = time.monotonic() + b.delay
+        self._backoff[layer] = b
+        self.stats.failures += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if isinstance(exc, CatalogError | sa.exc.OperationalError | OSError):
+            log.warning("indexing %s failed (%s); keeping the changes and retrying in %.1f s",
+                        layer, self.stats.last_error, b.delay)
+        else:
+            log.exception("indexing %s failed unexpectedly; retrying in %.1f s", layer, b.delay)
+
+    def _succeeded(self, layer: str, scopes: list[tuple[str, str]], report: IndexReport, wall0: float) -> None:
+        self.stats.updates += 1
+        self.stats.last_update_at = time.time()
+        self.stats.last_report = {"layer": layer, "scopes": len(scopes), **report.as_dict()}
+        self.stats.last_error = None
+        if not report.nothing_changed or report.errors:
+            log.info("%s: %d subtree(s) indexed in %.3f s: +%d ~%d -%d, %d error(s)", layer, len(scopes),
+                     report.duration_s, report.added, report.changed, report.removed, report.errors)
+        if not self.ready and not self.dirty.layers():
+            self.ready = True
+            log.info("initial index done; watching for changes")
+        self._schedule_parse_retries(layer, wall0)
+
+    def _schedule_parse_retries(self, layer: str, since: float) -> None:
+        """Look again, a little later, at freshly modified files that just failed to parse.
+
+        copick writes pick JSON in place; the indexer already re-reads such a file once, but a slow
+        writer can still be mid-way. The writer's next event usually triggers another pass; this
+        covers writers whose last event came before the content was complete.
+        """
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(sa.select(IndexErrorRow.path).where(
+                IndexErrorRow.project_id == self.catalog.project_id, IndexErrorRow.layer == layer,
+                IndexErrorRow.kind == "parse", IndexErrorRow.last_seen >= since)).scalars().all()
+        root = self.catalog.roots[layer]
+        now_wall, now = time.time(), time.monotonic()
+        for path in rows:
+            entry = root.fingerprint(path)
+            if entry is None or entry.mtime is None or now_wall - entry.mtime > self.opts.parse_retry_window:
+                self._retry_count.pop((layer, path), None)
+                continue
+            fp, n = self._retry_count.get((layer, path), (entry.fingerprint, 0))
+            n = n if fp == entry.fingerprint else 0
+            if n >= self.opts.parse_retries:
+                continue
+            self._retry_count[(layer, path)] = (entry.fingerprint, n + 1)
+            scope = entity_scope(path, entry.is_dir)
+            if scope is not None:
+                self._retry_due[(layer, scope)] = now + 1.0 * (n + 1)
+        if len(self._retry_count) > 10_000:  # forget old bookkeeping; it only caps retries
+            self._retry_count.clear()
+
+    def _promote_retries(self, now: float) -> None:
+        for key, due in list(self._retry_due.items()):
+            if now >= due:
+                del self._retry_due[key]
+                self.stats.parse_retries += 1
+                self.dirty.add(*key, at=now - self.opts.max_delay)
+
+    # ------------------------------------------------------------------ roots and the observer
+
+    def _start_observer(self) -> None:
+        self._observer = Observer()
+        self._observer.start()
+        for name in _WATCHDOG_LOGGERS:
+            lg = logging.getLogger(name)
+            lg.addHandler(self._spy)
+            if lg.getEffectiveLevel() > logging.WARNING:
+                lg.setLevel(logging.WARNING)
+        for layer, root in self.catalog.roots.items():
+            mode = "poll"
+            if root.local_path is not None and not _on_network_fs(root.local_path):
+                mode = "inotify"
+            self._roots[layer] = _RootWatch(layer, root, mode)
+            if mode == "poll":
+                log.info("%s root %s: no file events there; rescanning every %.0f s", layer, root.url,
+                         self.opts.poll)
+        self._check_roots(time.monotonic())
+
+    def _stop_observer(self) -> None:
+        for name in _WATCHDOG_LOGGERS:
+            logging.getLogger(name).removeHandler(self._spy)
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=0.5)
+
+    def _check_roots(self, now: float) -> None:
+        """Re-arm watches on roots that vanished, came back, or whose emitter died; poll the others."""
+        if self._observer is not None and not self._observer.is_alive():
+            self._replace_observer()
+        for rw in self._roots.values():
+            if rw.mode == "poll":
+                if now >= rw.next_poll:
+                    rw.next_poll = now + self.opts.poll
+                    self.dirty.add(rw.layer, "", at=now - self.opts.max_delay)
+                continue
+            ident = _dir_ident(rw.root.local_path)
+            if ident == rw.ident and (rw.watch is None or self._emitter_alive(rw.watch)):
+                continue
+            self._rearm(rw, ident)
+
+    def _rearm(self, rw: _RootWatch, ident: tuple[int, int] | None) -> None:
+        assert self._observer is not None and rw.root.local_path is not None
+        if rw.watch is not None:
+            with contextlib.suppress(Exception):
+                self._observer.unschedule(rw.watch)
+            rw.watch = None
+            self.stats.rearms += 1
+        rw.ident = ident
+        if ident is None:
+            log.warning("%s root %s is missing; waiting for it to come back", rw.layer, rw.root.url)
+        else:
+            path = str(rw.root.local_path)
+            try:
+                rw.watch = self._observer.schedule(_EventHandler(rw.layer, path, self), path, recursive=True,
+                                                   event_filter=EVENT_FILTER)
+            except FileNotFoundError:
+                rw.ident = None  # gone again between the check and the watch; the next check retries
+                return
+            except OSError as exc:
+                rw.mode = "poll"
+                log.warning("cannot watch %s (%s; raise fs.inotify.max_user_watches?); rescanning it every "
+                            "%.0f s instead", path, exc, self.opts.poll)
+            else:
+                log.info("watching %s root %s", rw.layer, rw.root.url)
+        self._write_state()  # status shows a missing root at once
+        if rw.ident is not None:
+            # A new or re-created root: whatever happened while unwatched, a full pass finds it.
+            # (A missing root is not indexed: the indexer refuses to empty the catalog for an
+            # unmounted root, so there is nothing to learn until it is back.)
+            self.dirty.add(rw.layer, "", at=time.monotonic() - self.opts.max_delay)
+            self._backoff.pop(rw.layer, None)
+            self._wake.set()
+
+    def _emitter_alive(self, watch: ObservedWatch) -> bool:
+        assert self._observer is not None
+        return any(e.watch == watch and e.is_alive() for e in self._observer.emitters)
+
+    def _replace_observer(self) -> None:
+        log.warning("the file observer thread died; restarting it and rescanning")
+        with contextlib.suppress(Exception):
+            self._observer.stop()  # type: ignore[union-attr]
+        self._observer = Observer()
+        self._observer.start()
+        for rw in self._roots.values():
+            rw.watch, rw.ident = None, None
+        self.events_lost("observer restarted")
+
+    # ------------------------------------------------------------------ signals, heartbeat
+
+    def _install_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._abort_now:
+            self._abort_now = False
+            if self._in_index:
+                # the grace period is over: abandon the index in progress
+                raise WatchStopped("stopped by a signal; the next index completes this one")
+            return
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self.stop()
+        if self._in_index and self._abort_timer is None:
+            self._abort_timer = threading.Timer(self.opts.stop_grace, self._abort_index)
+            self._abort_timer.daemon = True
+            self._abort_timer.start()
+
+    def _abort_index(self) -> None:
+        """Runs on a timer thread: make the main thread's signal handler raise inside the index.
+
+        Each write batch is its own transaction, so the interrupted one rolls back and the catalog
+        stays consistent; the next start's full incremental index finishes the job.
+        """
+        if self._in_index:
+            self._abort_now = True
+            _thread.interrupt_main(signal.SIGINT)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.opts.heartbeat):
+            try:
+                self._write_state()
+            except OSError as exc:
+                log.warning("cannot write the state file %s: %s", self.state.path, exc)
+
+    def _write_state(self, running: bool = True) -> None:
+        self.state.write(self.describe(running))
+
+    def describe(self, running: bool = True) -> dict[str, Any]:
+        """What the state file says: who runs, since when, how it is doing."""
+        s = self.stats
+        return {
+            "running": running, "pid": os.getpid(), "host": socket.gethostname(),
+            "config": str(self.catalog.config_path), "db": self.catalog.db_url,
+            "project_id": self.catalog.project_id, "started_at": self.started_at, "heartbeat_at": time.time(),
+            "heartbeat_every_s": self.opts.heartbeat, "ready": self.ready, "pending": len(self.dirty),
+            "roots": {rw.layer: ("missing" if rw.mode == "inotify" and rw.ident is None else rw.mode)
+                      for rw in self._roots.values()},
+            "updates": s.updates, "failures": s.failures, "parse_retries": s.parse_retries,
+            "events_lost": s.events_lost, "rearms": s.rearms, "last_update_at": s.last_update_at,
+            "last_report": s.last_report, "last_error": s.last_error,
+        }
+
+
+def _dir_ident(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of a directory, or None: a re-created root has a new inode."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if os.path.isdir(path) else None
+
+
+def _on_network_fs(path: Path) -> bool:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return is_network_fs(probe)
+
+
+# ------------------------------------------------------------------------------------------
+# opening with retries, and status
+
+
+def open_with_retry(config: str | os.PathLike[str], db: str | None, stop: threading.Event | None = None,
+                    max_backoff: float = 30.0) -> Catalog | None:
+    """``Catalog.open``, retried with back-off while the database is unreachable.
+
+    A daemon started at boot may come up before its database server; errors a user must fix
+    (a broken config, a newer schema) are raised at once. Returns None if ``stop`` was set.
+    """
+    delay = 0.5
+    while True:
+        try:
+            return Catalog.open(config, db=db)
+        except CatalogError as exc:
+            if not _looks_transient(exc):
+                raise
+            log.warning("%s; retrying in %.1f s", exc, delay)
+        if stop is not None and stop.wait(delay):
+            return None
+        if stop is None:
+            time.sleep(delay)
+        delay = min(max_backoff, delay * 2)
+
+
+def _looks_transient(exc: CatalogError) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("connection", "could not connect", "timeout", "unable to open", "locked"))
+
+
+def catalog_status(cat: Catalog) -> dict[str, Any]:
+    """Everything ``copick-catalog status`` shows, as JSON-able data.
+
+    When the catalog was last indexed and by what (cli, cron, watch, api), how long it took, how
+    much it holds, how many files are in error, whether an index run holds the lock right now, and
+    whether a watch daemon is alive (its state file is locked; on a server database this is only
+    visible from the daemon's host, so the last "watch" run is shown as well).
+    """
+    pid = cat.project_id
+    with cat.engine.connect() as conn:
+        project = conn.execute(sa.select(Project.name, Project.last_indexed_at).where(Project.id == pid)).one()
+        runs = IndexRun.__table__
+        finished = sa.select(runs).where(runs.c.project_id == pid, runs.c.status != "running")
+        last = conn.execute(finished.order_by(runs.c.started_at.desc()).limit(1)).mappings().first()
+        by_trigger = {}
+        for trig in ("cli", "cron", "watch", "api"):
+            row = conn.execute(finished.where(runs.c.trigger == trig)
+                               .order_by(runs.c.started_at.desc()).limit(1)).mappings().first()
+            if row is not None:
+                by_trigger[trig] = _run_dict(row)
+        running = [_run_dict(r) for r in conn.execute(sa.select(runs).where(
+            runs.c.project_id == pid, runs.c.status == "running")).mappings()]
+        counts = {name: conn.execute(sa.select(sa.func.count()).select_from(model)
+                                     .where(model.project_id == pid)).scalar_one()
+                  for name, model in (("runs", Run), ("voxel_spacings", VoxelSpacing), ("tomograms", Tomogram),
+                                      ("features", Feature), ("picks", Pick), ("meshes", Mesh),
+                                      ("segmentations", Segmentation), ("filaments", Filament),
+                                      ("density_maps", DensityMap))}
+        counts["points"] = conn.execute(sa.select(sa.func.count()).select_from(Point).join(Pick)
+                                        .where(Pick.project_id == pid)).scalar_one()
+        errs = dict(conn.execute(sa.select(IndexErrorRow.severity, sa.func.count()).where(
+            IndexErrorRow.project_id == pid).group_by(IndexErrorRow.severity)).all())
+    path = state_path(cat)
+    state = read_state(path)
+    alive = daemon_running(path)
+    daemon: dict[str, Any] = {"running": alive, "state_file": str(path)}
+    if state:
+        daemon.update({k: state.get(k) for k in ("pid", "host", "started_at", "heartbeat_at", "ready", "pending",
+                                                  "roots", "updates", "failures", "last_update_at", "last_error")})
+        if state.get("heartbeat_at"):
+            daemon["heartbeat_age_s"] = round(time.time() - float(state["heartbeat_at"]), 1)
+    return {
+        "project": project.name, "config": str(cat.config_path), "db": cat.db_url,
+        "last_indexed_at": project.last_indexed_at, "last_index": _run_dict(last) if last else None,
+        "last_by_trigger": by_trigger, "index_running": is_locked(cat.engine, pid), "running_rows": running,
+        "counts": counts, "open_errors": errs.get("error", 0), "open_warnings": errs.get("warning", 0),
+        "daemon": daemon,
+    }
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    keys = ("id", "trigger", "status", "started_at", "finished_at", "duration_s", "added", "changed", "removed",
+            "unchanged", "errors", "host", "pid", "message")
+    return {k: row[k] for k in keys}
+
+
+def run_watch(config: str | os.PathLike[str], db: str | None = None,
+              options: WatchOptions | None = None) -> None:
+    """Open the catalog (waiting for the database if needed) and watch until stopped."""
+    stop = threading.Event()
+    handlers = _early_stop_signals(stop)
+    try:
+        cat = open_with_retry(config, db, stop)
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    if cat is None:
+        return
+    with cat:
+        if stop.is_set():
+            return
+        Watcher(cat, options).run()
+
+
+def _early_stop_signals(stop: threading.Event) -> dict[int, Any]:
+    """Let SIGTERM end the wait for an unreachable database cleanly too."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+
