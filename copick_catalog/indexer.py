@@ -440,7 +440,8 @@ class Indexer:
     def _row_values(self, s: _Seen, values: dict[str, Any], run_ids: dict[str, int],
                     vs_ids: dict[tuple[str, float], int], t0: float) -> dict[str, Any]:
         key, e = s.key, s.entry
-        racy = e.mtime is not None and t0 - e.mtime < RACY_WINDOW_S
+        # An exact fingerprint (an S3 ETag) changes with the content, so it cannot be racily clean.
+        racy = not e.exact and e.mtime is not None and t0 - e.mtime < RACY_WINDOW_S
         row: dict[str, Any] = {
             "project_id": self.project_id, "layer": s.layer, "path": e.path,
             # a racily-clean entry gets a fingerprint that cannot match, so the next run re-reads it
