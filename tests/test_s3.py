@@ -1,0 +1,341 @@
+"""Projects on S3 (a real S3 protocol server, moto, in its own process): indexing, request counts, ``.open()``.
+
+Request counts come from the server's own log, so they are the HTTP requests that really happened.
+Local files of the generated projects are aged by an hour first, as in a project nobody touched for
+a while, so the racy-timestamp rule of the *local* overlay does not re-read them; S3 entries need no
+such help (their ETag fingerprints are exact).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from copick_catalog import Catalog
+from copick_catalog import storage as storage_mod
+from copick_catalog.errors import CatalogError, RootError, StaleRowError
+from copick_catalog.sample import make_sample_project, pick_json
+from copick_catalog.schema import IndexErrorRow, IndexRun, Mesh, Pick, Project, Segmentation, Tomogram
+from copick_catalog.storage import ListingStats, Root
+from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
+from tests.s3server import s3_server as s3_server  # the session fixture, imported so pytest finds it
+
+pytestmark = pytest.mark.s3
+
+
+def _age(root: Path, seconds: float = 3600) -> None:
+    past = time.time() - seconds
+    for d, _dirs, files in os.walk(root):
+        for f in files:
+            os.utime(os.path.join(d, f), (past, past))
+
+
+def _s3_project(server: S3Server, tmp_path: Path, *, runs: int = 12, tomogram_runs: int = 2,
+                overlay_on_s3: bool = False, **extra: Any) -> tuple[Path, str]:
+    """A generated project with its static root (and optionally overlay) uploaded to a fresh bucket."""
+    summary = make_sample_project(tmp_path / "project", runs=runs, tomogram_runs=tomogram_runs, size=32, **extra)
+    project = summary.config.parent
+    _age(project)
+    bucket = server.new_bucket()
+    server.upload_dir(project / "static", bucket, "static")
+    cfg = json.loads(summary.config.read_text())
+    cfg["static_root"] = f"s3://{bucket}/static"
+    cfg["static_fs_args"] = server.fs_args()
+    if overlay_on_s3:
+        server.upload_dir(project / "overlay", bucket, "overlay")
+        cfg["overlay_root"] = f"s3://{bucket}/overlay"
+        cfg["overlay_fs_args"] = server.fs_args()
+    summary.config.write_text(json.dumps(cfg, indent=4))
+    return summary.config, bucket
+
+
+def _local_reference(config: Path, tmp_path: Path) -> dict[str, dict[str, int]]:
+    """What the same project indexes to from local disk (the uploaded directories)."""
+    cfg = json.loads(config.read_text())
+    project = config.parent
+    cfg["static_root"] = f"local://{project / 'static'}"
+    cfg["overlay_root"] = f"local://{project / 'overlay'}"
+    cfg["static_fs_args"], cfg["overlay_fs_args"] = {}, {}
+    local_cfg = project / "local_config.json"
+    local_cfg.write_text(json.dumps(cfg))
+    with Catalog.open(local_cfg, db=f"sqlite:///{tmp_path / 'reference.sqlite'}") as cat:
+        return {k: dict(v) for k, v in cat.index().by_kind.items()}
+
+
+def _assert_no_secret(*texts: Any) -> None:
+    for text in texts:
+        assert SECRET_KEY not in str(text)
+        assert ACCESS_KEY not in str(text)
+
+
+def _secrets_absent_from_catalog(cat: Catalog) -> None:
+    with cat.engine.connect() as conn:
+        for table in (Project, IndexRun, IndexErrorRow):
+            _assert_no_secret(conn.execute(sa.select(table.__table__)).all())
+        config = conn.execute(sa.select(Project.config)).scalar_one()
+    config = json.loads(config) if isinstance(config, str) else config
+    assert config["static_fs_args"]["secret"] == "***"
+    assert config["static_fs_args"]["key"] == "***"
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def test_static_on_s3_overlay_local(s3_server: S3Server, db_url: str, tmp_path: Path) -> None:
+    config, bucket = _s3_project(s3_server, tmp_path)
+    reference = _local_reference(config, tmp_path)
+    client = s3_server.client()
+    with Catalog.open(config, db=db_url) as cat:
+        mark = s3_server.mark()
+        report = cat.index()
+        requests = s3_server.count_since(mark)
+        assert report.errors == 0, report.error_messages
+        assert {k: dict(v) for k, v in report.by_kind.items()} == reference
+        stats = cat.roots["static"].last_stats
+        assert stats is not None and stats.strategy == "flat"
+        assert stats.list_calls == 1  # ~100 keys: one page
+        # every request the server saw: the root check, one listing page, and one GET per payload file
+        assert requests["list"] == 2 and requests["head"] == 0
+        assert requests["total"] == requests["list"] + requests["get"]
+        with cat.session() as s:
+            static_rows = s.scalar(sa.select(sa.func.count()).select_from(Pick).where(Pick.layer == "static"))
+        assert requests["get"] >= static_rows + 4 > 4  # every static pick, plus zarr metadata files
+
+        # a no-op reindex lists and reads nothing else
+        mark = s3_server.mark()
+        again = cat.index()
+        assert again.nothing_changed and again.files_read == 0
+        assert s3_server.count_since(mark) == {"list": 2, "total": 2}
+
+        # open a tomogram (zarr group on S3), a tool pick (S3) and a mesh (local overlay)
+        with cat.session() as s:
+            tomo = s.scalars(sa.select(Tomogram).where(Tomogram.tomo_type == "wbp")
+                             .order_by(Tomogram.path)).first()
+            assert tomo is not None and tomo.layer == "static"
+            group = tomo.open()
+            data = group["0"][:]
+            assert data.shape == (32, 32, 32) and data.dtype == np.float32
+            import zarr
+
+            local = zarr.open_group(str(config.parent / "static" / tomo.path), mode="r")
+            np.testing.assert_array_equal(data, local["0"][:])
+            assert group["2"].shape == (8, 8, 8)
+            tool = s.scalars(sa.select(Pick).where(Pick.layer == "static").order_by(Pick.path)).first()
+            assert tool is not None
+            assert len(tool.open().points) == tool.n_points > 0
+            mesh = s.scalars(sa.select(Mesh)).first()
+            assert mesh is not None and type(mesh.open()).__name__ == "Scene"
+
+        # change one object and delete another behind the catalog's back
+        key = f"static/{tool.path}"
+        body = pick_json(tool.object_name, tool.user_id, tool.session_id, tool.path.split("/")[1],
+                         np.ones((3, 3)), np.arange(3), np.full(3, 0.9))
+        client.put_object(Bucket=bucket, Key=key, Body=body.encode())
+        with cat.session() as s:
+            with pytest.raises(StaleRowError):
+                s.scalars(sa.select(Pick).where(Pick.path == tool.path, Pick.layer == "static")).one().open()
+            victim = s.scalars(sa.select(Pick).where(Pick.layer == "static").order_by(Pick.path.desc())).first()
+            assert victim is not None and victim.path != tool.path
+        client.delete_object(Bucket=bucket, Key=f"static/{victim.path}")
+        third = cat.index()
+        assert (third.changed, third.removed, third.added, third.files_read) == (1, 1, 0, 1)
+        with cat.session() as s:
+            fresh = s.scalars(sa.select(Pick).where(Pick.path == tool.path, Pick.layer == "static")).one()
+            assert fresh.n_points == 3
+            assert s.scalars(sa.select(Pick).where(Pick.path == victim.path, Pick.layer == "static")).first() is None
+        _secrets_absent_from_catalog(cat)
+
+
+def test_both_roots_on_s3(s3_server: S3Server, db_url: str, tmp_path: Path) -> None:
+    config, bucket = _s3_project(s3_server, tmp_path, overlay_on_s3=True)
+    reference = _local_reference(config, tmp_path)
+    client = s3_server.client()
+    with Catalog.open(config, db=db_url) as cat:
+        report = cat.index()
+        assert report.errors == 0, report.error_messages
+        assert {k: dict(v) for k, v in report.by_kind.items()} == reference
+        mark = s3_server.mark()
+        again = cat.index()
+        assert again.nothing_changed and again.files_read == 0
+        assert s3_server.count_since(mark) == {"list": 4, "total": 4}  # two roots: check + one page each
+
+        with cat.session() as s:
+            mesh = s.scalars(sa.select(Mesh).order_by(Mesh.path)).first()
+            assert mesh is not None and mesh.layer == "overlay"
+            scene = mesh.open()
+            assert type(scene).__name__ == "Scene" and mesh.n_vertices == sum(
+                len(g.vertices) for g in scene.geometry.values())
+            seg = s.scalars(sa.select(Segmentation).where(Segmentation.is_multilabel.is_(False))).first()
+            assert seg is not None
+            assert seg.open()["0"][:].shape == tuple(seg.shape)
+            user_pick = s.scalars(sa.select(Pick).where(Pick.layer == "overlay", Pick.user_id == "alice")
+                                  .order_by(Pick.path)).first()
+            assert user_pick is not None and len(user_pick.open().points) == user_pick.n_points
+
+        # rewrite a user's pick, delete a mesh, add a pick: all in the overlay bucket prefix
+        body = pick_json(user_pick.object_name, "alice", "1", user_pick.path.split("/")[1],
+                         np.ones((5, 3)), np.arange(5), np.full(5, 0.5))
+        client.put_object(Bucket=bucket, Key=f"overlay/{user_pick.path}", Body=body.encode())
+        client.delete_object(Bucket=bucket, Key=f"overlay/{mesh.path}")
+        new_path = user_pick.path.replace("alice_1_", "dave_7_")
+        client.put_object(Bucket=bucket, Key=f"overlay/{new_path}", Body=body.encode())
+        third = cat.index()
+        assert (third.added, third.changed, third.removed, third.files_read) == (1, 1, 1, 2)
+        assert cat.index().files_read == 0
+        with cat.session() as s:
+            assert s.scalars(sa.select(Pick.n_points).where(Pick.path == user_pick.path)).one() == 5
+            assert s.scalars(sa.select(Mesh).where(Mesh.path == mesh.path)).first() is None
+        _secrets_absent_from_catalog(cat)
+
+
+def test_listing_requests_do_not_grow_with_runs(s3_server: S3Server, tmp_path: Path) -> None:
+    """20 vs 200 runs: the flat listing costs a page per 1,000 keys, not a request per directory."""
+    counts = {}
+    for runs in (20, 200):
+        config, _bucket = _s3_project(s3_server, tmp_path / f"r{runs}", runs=runs, tomogram_runs=1)
+        with Catalog.open(config, db=f"sqlite:///{tmp_path / f'r{runs}.sqlite'}") as cat:
+            mark = s3_server.mark()
+            first = cat.index()
+            full = s3_server.count_since(mark)
+            mark = s3_server.mark()
+            noop = cat.index()
+            counts[runs] = (full, s3_server.count_since(mark), first, noop)
+            assert noop.files_read == 0 and noop.nothing_changed
+            assert first.runs == runs
+    (full20, noop20, _, _), (full200, noop200, _, _) = counts[20], counts[200]
+    assert full200["list"] <= full20["list"] + 1 <= 3
+    assert noop200 == {"list": full200["list"], "total": full200["list"]}
+    assert noop20 == {"list": full20["list"], "total": full20["list"]}
+    # payload reads, not listings, are what grows with the project
+    assert full200["get"] > 5 * full20["get"] > 0
+
+
+def _chunky_project(server: S3Server, tmp_path: Path) -> tuple[Path, str]:
+    """12 runs; two tomograms of the first run have 4³ chunks (~600 chunk keys each), zarr v2 and v3."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    from copick_catalog import layout, payloads
+
+    summary = make_sample_project(tmp_path / "project", runs=12, tomogram_runs=0)
+    static = summary.config.parent / "static"
+    vol = np.random.default_rng(1).normal(size=(32, 32, 32)).astype(np.float32)
+    rel = layout.path_of(layout.TomogramKey("TS_0001", 10.0, "wbp"))
+    payloads.write_ome_zarr(LocalStore(static / rel), vol, 10.0, levels=3, chunks=4)
+    # zarr v3 with '.'-separated chunk keys: each level's zarr.json sorts after its chunk keys
+    rel3 = layout.path_of(layout.TomogramKey("TS_0001", 10.0, "denoised"))
+    group = zarr.open_group(LocalStore(static / rel3), mode="w", zarr_format=3)
+    group.attrs["ome"] = {"version": "0.5", "multiscales": payloads.ome_multiscales(10.0, 1)}
+    arr = group.create_array("0", shape=vol.shape, dtype=vol.dtype, chunks=(4, 4, 4),
+                             chunk_key_encoding={"name": "v2", "separator": "."})
+    arr[...] = vol
+    _age(summary.config.parent)
+    bucket = server.new_bucket()
+    server.upload_dir(static, bucket, "static")
+    cfg = json.loads(summary.config.read_text())
+    cfg["static_root"] = f"s3://{bucket}/static"
+    cfg["static_fs_args"] = server.fs_args()
+    summary.config.write_text(json.dumps(cfg, indent=4))
+    return summary.config, bucket
+
+
+def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_server: S3Server,
+                                                                         tmp_path: Path) -> None:
+    config, bucket = _chunky_project(s3_server, tmp_path)
+    listings: dict[str, set[tuple[Any, ...]]] = {}
+    stats: dict[str, ListingStats] = {}
+    requests = {}
+    for strategy in ("flat", "pruned", "auto"):
+        root = Root(f"s3://{bucket}/static", "static", s3_server.fs_args(), strategy=strategy)
+        root.page_keys = 50  # small pages: this ~1,300-key tree then behaves like a big one
+        st = ListingStats()
+        mark = s3_server.mark()
+        listings[strategy] = {(e.path, e.is_dir, e.fingerprint, e.meta, e.exact) for e in root.walk(st)}
+        requests[strategy] = s3_server.count_since(mark)
+        stats[strategy] = st
+        assert requests[strategy]["list"] == st.list_calls and requests[strategy]["head"] == st.stat_calls
+    assert listings["flat"] == listings["pruned"] == listings["auto"]
+    groups = {e[0]: e for e in listings["flat"] if e[0].endswith(".zarr")}
+    assert set(groups["ExperimentRuns/TS_0001/VoxelSpacing10.000/denoised.zarr"][3]) == {"zarr.json", "0/zarr.json"}
+    assert set(groups["ExperimentRuns/TS_0001/VoxelSpacing10.000/wbp.zarr"][3]) == {
+        ".zattrs", ".zgroup", *(f"{lvl}/{name}" for lvl in "012" for name in (".zarray", ".zattrs"))}
+    assert stats["flat"].chunk_keys > 1000 and stats["flat"].list_calls > 20
+    # the pruned walk never lists chunks: the two groups cost 1 + levels listings and one HEAD (v3 zarr.json)
+    assert stats["pruned"].stat_calls == 1
+    assert stats["auto"].strategy == "pruned" and 0 < stats["auto"].probe_list_calls < stats["flat"].list_calls
+    assert "zarr chunks" in stats["auto"].reason, stats
+
+    # Fingerprints agree across strategies, so switching never re-reads anything.
+    with Catalog.open(config, db=f"sqlite:///{tmp_path / 'chunky.sqlite'}") as cat:
+        cat.roots["static"].strategy = "flat"
+        first = cat.index()
+        assert first.errors == 0, first.error_messages
+        assert first.by_kind["tomogram"]["added"] == 2
+        cat.roots["static"].strategy = "pruned"
+        second = cat.index()
+        assert second.nothing_changed and second.files_read == 0
+        with cat.session() as s:
+            shapes = dict(s.execute(sa.select(Tomogram.tomo_type, Tomogram.shape)).all())
+            assert {k: tuple(v) for k, v in shapes.items()} == {"wbp": (32, 32, 32), "denoised": (32, 32, 32)}
+            for tomo in s.scalars(sa.select(Tomogram)):
+                assert tomo.open()["0"][:4, :4, :4].shape == (4, 4, 4)
+        # a changed level's metadata is seen by the pruned walk (it reads .zarray, never chunks)
+        client = s3_server.client()
+        key = "static/ExperimentRuns/TS_0001/VoxelSpacing10.000/wbp.zarr/2/.zarray"
+        meta = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        meta["shape"] = [8, 8, 9]
+        client.put_object(Bucket=bucket, Key=key, Body=json.dumps(meta).encode())
+        third = cat.index()
+        assert (third.changed, third.files_read) == (1, 1)
+
+
+def test_auto_decision_model() -> None:
+    """The cost model alone: many chunk keys per directory switch, a tree of small files does not."""
+    listing = storage_mod._FlatListing(())
+    for r in range(400):  # 400 runs, 5 small files each: the flat listing is the cheap one
+        for name in (".meta", "VoxelSpacing10.000/.meta", "Picks/a_1_x.json", "Picks/b_1_x.json", "Picks/c_1_x.json"):
+            listing.add(f"ExperimentRuns/TS_{r}/{name}", {"ETag": "e", "size": 1}, False)
+    assert listing.prefer_pruned(pages=2, concurrency=32) == ""
+    chunky = storage_mod._FlatListing(())
+    chunky.add("ExperimentRuns/TS_1/.meta", {"ETag": "e", "size": 1}, False)
+    for i in range(4000):
+        chunky.add(f"ExperimentRuns/TS_1/VoxelSpacing10.000/wbp.zarr/0/{i // 100}/{i % 100}/0",
+                   {"ETag": "e", "size": 1}, False)
+    assert chunky.prefer_pruned(pages=4, concurrency=32)
+    assert chunky.chunk_keys == 4000 and chunky.pruned_requests() == 6  # root, ER, run, VS, group, level
+
+
+def test_credentials_never_leak(s3_server: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config, _bucket = _s3_project(s3_server, tmp_path, runs=3, tomogram_runs=1)
+    caplog.set_level(logging.DEBUG)
+    with Catalog.open(config, db=f"sqlite:///{tmp_path / 'c.sqlite'}") as cat:
+        assert cat.index().errors == 0
+        _secrets_absent_from_catalog(cat)
+    # a root that cannot be listed: the error names the root and the fix, not the credentials
+    cfg = json.loads(config.read_text())
+    cfg["static_root"] = "s3://no-such-bucket-copick/static"
+    config.write_text(json.dumps(cfg))
+    with Catalog.open(config, db=f"sqlite:///{tmp_path / 'd.sqlite'}") as cat:
+        with pytest.raises(CatalogError) as err:
+            cat.index()
+        assert "no-such-bucket-copick" in str(err.value)
+        _assert_no_secret(str(err.value), repr(err.value), err.value.__cause__, err.value.__context__)
+        _secrets_absent_from_catalog(cat)
+        root = cat.roots["static"]
+        with pytest.raises(RootError) as walk_err:
+            list(root.walk())
+        assert "bucket does not exist" in str(walk_err.value)
+        _assert_no_secret(str(walk_err.value))
+        # whatever a backend puts in its exception text, RootError messages are scrubbed
+        scrubbed = root._root_error("list", OSError(f"denied for {ACCESS_KEY}:{SECRET_KEY}"))
+        _assert_no_secret(str(scrubbed))
+    _assert_no_secret(caplog.text, *(r.getMessage() for r in caplog.records))
+    assert "no-such-bucket-copick" in caplog.text or caplog.records  # logging was on
