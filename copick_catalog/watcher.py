@@ -164,42 +164,51 @@ def _drop_covered(prefixes: Iterable[str]) -> list[str]:
 
 
 class DirtySet:
-    """Subtrees waiting to be indexed, per layer, with the timing the debounce needs (thread-safe)."""
+    """Subtrees waiting to be indexed, per layer, with the timing the debounce needs (thread-safe).
+
+    Each layer keeps the monotonic time of its oldest pending change and of its newest event: a layer
+    is due once it has been quiet for the debounce period, or has waited the maximum delay.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[str, set[str]] = {}
-        self.first_at: float | None = None  # monotonic time of the oldest pending change
-        self.last_at: float | None = None  # monotonic time of the newest event
+        self._first: dict[str, float] = {}
+        self._last: dict[str, float] = {}
 
     def add(self, layer: str, prefix: str, *, at: float | None = None) -> None:
         now = time.monotonic() if at is None else at
         with self._lock:
             self._items.setdefault(layer, set()).add(prefix)
-            self.first_at = now if self.first_at is None else min(self.first_at, now)
-            self.last_at = now if self.last_at is None else max(self.last_at, now)
+            self._first[layer] = min(self._first.get(layer, now), now)
+            self._last[layer] = max(self._last.get(layer, now), now)
 
     def layers(self) -> list[str]:
         with self._lock:
-            return [layer for layer, items in self._items.items() if items]
+            return list(self._items)
+
+    def due_at(self, layer: str, debounce: float, max_delay: float) -> float | None:
+        """When the layer's pending changes become due (monotonic), or None if there are none."""
+        with self._lock:
+            if layer not in self._items:
+                return None
+            return min(self._last[layer] + debounce, self._first[layer] + max_delay)
 
     def take(self, layer: str) -> set[str]:
         """Remove and return a layer's subtrees (events arriving meanwhile start a new set)."""
         with self._lock:
-            items = self._items.pop(layer, set())
-            if not any(self._items.values()):
-                self.first_at = self.last_at = None
-            return items
+            self._first.pop(layer, None)
+            self._last.pop(layer, None)
+            return self._items.pop(layer, set())
 
-    def restore(self, layer: str, items: set[str], *, first_at: float | None = None) -> None:
-        """Put back subtrees whose index failed; they stay due (no new debounce)."""
+    def restore(self, layer: str, items: set[str]) -> None:
+        """Put back subtrees whose index failed; they stay due (no new debounce), merged with newer ones."""
         if not items:
             return
         with self._lock:
             self._items.setdefault(layer, set()).update(items)
-            at = time.monotonic() - 3600 if first_at is None else first_at
-            self.first_at = at if self.first_at is None else min(self.first_at, at)
-            self.last_at = at if self.last_at is None else self.last_at
+            self._first[layer] = float("-inf")
+            self._last.setdefault(layer, float("-inf"))
 
     def __len__(self) -> int:
         with self._lock:
@@ -389,6 +398,7 @@ class Watcher:
         self.state = StateFile(state_path(catalog))
         self.started_at = time.time()
         self.ready = False
+        self._initial = set(catalog.roots)  # layers whose first full index has not succeeded yet
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._observer: BaseObserver | None = None
@@ -471,21 +481,16 @@ class Watcher:
             self._wake.clear()
 
     def _due_layers(self, now: float) -> list[str]:
-        d = self.dirty
-        if d.first_at is None or d.last_at is None:
-            return []
-        if now - d.last_at < self.opts.debounce and now - d.first_at < self.opts.max_delay:
-            return []
-        return [layer for layer in d.layers() if now >= self._backoff.get(layer, _Backoff()).until]
+        return [layer for layer in self.dirty.layers() if now >= self._due_at(layer)]
+
+    def _due_at(self, layer: str) -> float:
+        due = self.dirty.due_at(layer, self.opts.debounce, self.opts.max_delay)
+        if due is None:
+            return float("inf")
+        return max(due, self._backoff.get(layer, _Backoff()).until)
 
     def _next_wake(self, now: float) -> float:
-        times = [self._next_check]
-        d = self.dirty
-        if d.first_at is not None and d.last_at is not None:
-            burst_end = min(d.last_at + self.opts.debounce, d.first_at + self.opts.max_delay)
-            pending = d.layers()
-            backoffs = [self._backoff.get(layer, _Backoff()).until for layer in pending]
-            times.append(max(burst_end, min(backoffs, default=burst_end)))
+        times = [self._next_check, *(self._due_at(layer) for layer in self.dirty.layers())]
         times.extend(self._retry_due.values())
         times.extend(rw.next_poll for rw in self._roots.values() if rw.mode == "poll")
         return max(0.0, min(times) - now)
@@ -546,7 +551,9 @@ class Watcher:
         if not report.nothing_changed or report.errors:
             log.info("%s: %d subtree(s) indexed in %.3f s: +%d ~%d -%d, %d error(s)", layer, len(scopes),
                      report.duration_s, report.added, report.changed, report.removed, report.errors)
-        if not self.ready and not self.dirty.layers():
+        if any(prefix == "" for _layer, prefix in scopes):
+            self._initial.discard(layer)
+        if not self.ready and not self._initial:
             self.ready = True
             log.info("initial index done; watching for changes")
         self._schedule_parse_retries(layer, wall0)

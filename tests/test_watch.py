@@ -1,0 +1,580 @@
+"""The watch daemon as a real subprocess on real projects and real databases.
+
+Files are changed with plain file operations (and zarr for chunked groups) while the daemon runs;
+each change must show up in the catalog (polled with a timeout). Changes made through another
+writer (the copick object API) plug in through :data:`WRITERS`: add a class with the
+:class:`FileWriter` methods and ``test_writer_changes_reach_catalog`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from copick_catalog import Catalog, layout, payloads
+from copick_catalog.sample import SampleSummary, make_sample_project, pick_json
+from copick_catalog.schema import IndexErrorRow, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
+from copick_catalog.watcher import catalog_status, entity_scope, minimal_scopes, read_state, state_path
+
+from .conftest import age_tree
+
+VS = 10.0
+
+# ------------------------------------------------------------------------------------------
+# helpers shared with tests/test_watch_*.py
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             daemon: Daemon | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with the daemon's log otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is not None:
+            pytest.fail(f"daemon exited ({daemon.proc.returncode}) while waiting for {what}:\n{daemon.log()}")
+        if time.monotonic() > deadline:
+            tail = f"\ndaemon log:\n{daemon.log()[-4000:]}" if daemon is not None else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{tail}")
+        time.sleep(0.03)
+
+
+class Daemon:
+    """``copick-catalog watch`` as a subprocess, with its log in a file."""
+
+    def __init__(self, config: Path, db_url: str, workdir: Path, *args: str) -> None:
+        self.config, self.db_url, self.args = config, db_url, args
+        self.log_path = workdir / f"watch-{time.monotonic_ns()}.log"
+        self.env = {**os.environ, "COPICK_CATALOG_STATE_DIR": str(workdir / "state")}
+        self.proc: subprocess.Popen[bytes] | None = None
+        with Catalog.open(config, db=db_url) as cat, pytest.MonkeyPatch.context() as mp:
+            mp.setenv("COPICK_CATALOG_STATE_DIR", self.env["COPICK_CATALOG_STATE_DIR"])
+            self.state_file = state_path(cat)  # where the daemon (same project row, same env) writes
+
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> Daemon:
+        cmd = [sys.executable, "-m", "copick_catalog.cli", "watch", str(self.config), "--db", self.db_url,
+               "--debounce", "0.15", *self.args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        if wait_ready:
+            wait_for(lambda: self.state().get("ready") and self.state().get("pid") == self.proc.pid,
+                     timeout, "the daemon's initial index", self)
+        return self
+
+    def state(self) -> dict[str, Any]:
+        return read_state(self.state_file) or {}
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, float]:
+        """Signal the daemon; return its exit status and how long it took to exit."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Start daemons; any still running at the end of the test are killed."""
+    started: list[Daemon] = []
+
+    def start(config: Path, db_url: str, *args: str, wait_ready: bool = True) -> Daemon:
+        d = Daemon(config, db_url, tmp_path, *args)
+        started.append(d)
+        return d.start(wait_ready=wait_ready)
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+def paths(cat: Catalog, model: Any, layer: str | None = "overlay") -> set[str]:
+    with cat.engine.connect() as conn:
+        q = sa.select(model.path).where(model.project_id == cat.project_id)
+        if layer:
+            q = q.where(model.layer == layer)
+        return set(conn.execute(q).scalars())
+
+
+def pick_row(cat: Catalog, rel: str) -> Any:
+    with cat.engine.connect() as conn:
+        return conn.execute(sa.select(Pick.n_points, Pick.stale).where(
+            Pick.project_id == cat.project_id, Pick.path == rel)).first()
+
+
+def run_names(cat: Catalog) -> dict[str, tuple[bool, bool]]:
+    with cat.engine.connect() as conn:
+        return {n: (bool(s), bool(o)) for n, s, o in conn.execute(
+            sa.select(Run.name, Run.in_static, Run.in_overlay).where(Run.project_id == cat.project_id))}
+
+
+def error_rows(cat: Catalog) -> dict[str, str]:
+    with cat.engine.connect() as conn:
+        return dict(conn.execute(sa.select(IndexErrorRow.path, IndexErrorRow.kind).where(
+            IndexErrorRow.project_id == cat.project_id)).all())
+
+
+TABLES = ("tomograms", "features", "picks", "meshes", "segmentations", "filaments", "density_maps")
+
+
+def snapshot(cat: Catalog, points: bool = True) -> dict[str, set[tuple[Any, ...]]]:
+    """The catalog's content without row ids, timestamps or "racily clean" fingerprint marks."""
+    out: dict[str, set[tuple[Any, ...]]] = {}
+    with cat.engine.connect() as conn:
+        out["runs"] = set(conn.execute(sa.text("SELECT name, in_static, in_overlay FROM runs")).all())
+        out["voxel_spacings"] = set(conn.execute(sa.text(
+            "SELECT r.name, v.voxel_size, v.in_static, v.in_overlay FROM voxel_spacings v "
+            "JOIN runs r ON r.id = v.run_id")).all())
+        for t in TABLES:
+            rows = conn.execute(sa.text(f"SELECT layer, path, fingerprint, stale FROM {t}")).all()
+            out[t] = {(layer, path, fp.split("|")[0], bool(stale)) for layer, path, fp, stale in rows}
+        out["n_points"] = set(conn.execute(sa.text("SELECT layer, path, n_points FROM picks")).all())
+        out["points"] = set() if not points else set(conn.execute(sa.text(
+            "SELECT p.layer, p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
+            "JOIN picks p ON p.id = pt.pick_id")).all())
+        out["errors"] = set(conn.execute(sa.text("SELECT layer, path, kind FROM index_errors")).all())
+    return out
+
+
+def pick_text(run: str, user: str, session: str, obj: str, n: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    return pick_json(obj, user, session, run, rng.uniform(0, 100, (n, 3)).round(2), np.arange(n),
+                     rng.uniform(0.5, 1, n).round(3))
+
+
+def write_zarr_chunk_by_chunk(group_dir: Path, shape: int = 32, chunk: int = 8, labels: bool = False) -> None:
+    """An OME-NGFF (format 2) group written the way a segmentation tool streams it: chunk by chunk."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    group = zarr.open_group(LocalStore(group_dir), mode="w", zarr_format=2)
+    group.attrs["multiscales"] = payloads.ome_multiscales(VS, 1)
+    dtype = np.uint8 if labels else np.float32
+    arr = group.create_array("0", shape=(shape,) * 3, chunks=(chunk,) * 3, dtype=dtype, fill_value=0,
+                             chunk_key_encoding={"name": "v2", "separator": "/"})
+    for z in range(0, shape, chunk):
+        for y in range(0, shape, chunk):
+            for x in range(0, shape, chunk):
+                arr[z:z + chunk, y:y + chunk, x:x + chunk] = np.full((chunk,) * 3, 1 + (x // chunk), dtype=dtype)
+
+
+def overlay_of(sample: SampleSummary) -> Path:
+    return sample.config.parent / "overlay"
+
+
+def rel(*parts: str) -> str:
+    return "/".join(parts)
+
+
+# ------------------------------------------------------------------------------------------
+# writers: plain files now; the copick object API plugs in here later
+
+
+class FileWriter:
+    """Changes made with plain file operations, as people and tools make them."""
+
+    name = "files"
+
+    def __init__(self, sample: SampleSummary, cat: Catalog) -> None:
+        self.root = overlay_of(sample)
+
+    def write_pick(self, run: str, user: str, session: str, obj: str, n: int) -> str:
+        path = layout.path_of(layout.PickKey(run, user, session, obj))
+        full = self.root / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_text(pick_text(run, user, session, obj, n))
+        return path
+
+    def delete_pick(self, run: str, user: str, session: str, obj: str) -> str:
+        path = layout.path_of(layout.PickKey(run, user, session, obj))
+        (self.root / path).unlink()
+        return path
+
+    def write_mesh(self, run: str, user: str, session: str, obj: str) -> str:
+        import trimesh
+
+        path = layout.path_of(layout.MeshKey(run, user, session, obj))
+        full = self.root / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(payloads.scene_to_glb(trimesh.creation.box()))
+        return path
+
+    def write_segmentation(self, run: str, user: str, session: str, name: str) -> str:
+        path = layout.path_of(layout.SegmentationKey(run, VS, user, session, name))
+        write_zarr_chunk_by_chunk(self.root / path, labels=True)
+        return path
+
+    def delete_segmentation(self, run: str, user: str, session: str, name: str) -> str:
+        path = layout.path_of(layout.SegmentationKey(run, VS, user, session, name))
+        shutil.rmtree(self.root / path)
+        return path
+
+
+#: name -> writer class; another engineer adds the copick object API writer here.
+WRITERS: dict[str, type] = {"files": FileWriter}
+
+
+# ------------------------------------------------------------------------------------------
+# tests
+
+
+def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemons: Callable[..., Daemon]) -> None:
+    """Creations, overwrites, deletions and renames of every entity kind, made while the daemon runs."""
+    d = daemons(sample.config, db_url)
+    ov = overlay_of(sample)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        assert len(paths(cat, Pick, None)) == sample.pick_files  # the initial full index
+
+        def seen(pred: Callable[[], Any], what: str) -> None:
+            wait_for(pred, 10, what, d)
+
+        # a pick: create, overwrite in place, rename (temp name then os.replace, as atomic writers do), delete
+        p1 = layout.path_of(layout.PickKey("TS_0003", "dave", "5", "ribosome"))
+        (ov / p1).write_text(pick_text("TS_0003", "dave", "5", "ribosome", 7))
+        seen(lambda: (pick_row(cat, p1) or (0,))[0] == 7, "a new pick file")
+        with open(ov / p1, "w") as fh:
+            fh.write(pick_text("TS_0003", "dave", "5", "ribosome", 3))
+        seen(lambda: (pick_row(cat, p1) or (0,))[0] == 3, "an overwritten pick file")
+        p2 = layout.path_of(layout.PickKey("TS_0003", "erin", "6", "ribosome"))
+        os.rename(ov / p1, ov / p2)
+        seen(lambda: p2 in paths(cat, Pick) and p1 not in paths(cat, Pick), "a renamed pick file")
+        tmp = ov / "ExperimentRuns/TS_0003/Picks/.erin_6_ribosome.json.tmp"
+        tmp.write_text(pick_text("TS_0003", "erin", "6", "ribosome", 11))
+        os.replace(tmp, ov / p2)
+        seen(lambda: (pick_row(cat, p2) or (0,))[0] == 11, "a pick replaced atomically")
+        os.unlink(ov / p2)
+        seen(lambda: p2 not in paths(cat, Pick), "a deleted pick file")
+
+        # a new run directory, then renaming it, then a run's whole overlay directory removed
+        p3 = layout.path_of(layout.PickKey("TS_new", "alice", "1", "proteasome"))
+        (ov / p3).parent.mkdir(parents=True)
+        (ov / p3).write_text(pick_text("TS_new", "alice", "1", "proteasome", 5))
+        seen(lambda: p3 in paths(cat, Pick) and run_names(cat).get("TS_new") == (False, True), "a new run")
+        os.rename(ov / "ExperimentRuns/TS_new", ov / "ExperimentRuns/TS_newer")
+        seen(lambda: "TS_new" not in run_names(cat) and "TS_newer" in run_names(cat)
+             and p3.replace("TS_new", "TS_newer") in paths(cat, Pick), "a renamed run directory")
+        before = {p for p in paths(cat, Pick) if p.startswith("ExperimentRuns/TS_0004/")}
+        assert before
+        shutil.rmtree(ov / "ExperimentRuns/TS_0004")
+        seen(lambda: not any(p.startswith("ExperimentRuns/TS_0004/") for p in paths(cat, Pick))
+             and run_names(cat).get("TS_0004") == (True, False), "a run's overlay directory removed")
+
+        # a mesh
+        m = layout.path_of(layout.MeshKey("TS_0005", "alice", "1", "membrane"))
+        (ov / m).parent.mkdir(parents=True, exist_ok=True)
+        import trimesh
+
+        (ov / m).write_bytes(payloads.scene_to_glb(trimesh.creation.icosphere(1)))
+        seen(lambda: m in paths(cat, Mesh), "a new mesh")
+
+        # zarr groups written chunk by chunk: a segmentation, and a tomogram in a new voxel spacing
+        seg = layout.path_of(layout.SegmentationKey("TS_0005", VS, "bob", "2", "membrane"))
+        write_zarr_chunk_by_chunk(ov / seg, labels=True)
+        seen(lambda: seg in paths(cat, Segmentation), "a segmentation written chunk by chunk")
+        tomo = layout.path_of(layout.TomogramKey("TS_0005", 7.5, "wbp"))
+        write_zarr_chunk_by_chunk(ov / tomo)
+        seen(lambda: tomo in paths(cat, Tomogram), "a tomogram in a new voxel spacing")
+        with cat.engine.connect() as conn:
+            shape = conn.execute(sa.select(Segmentation.shape).where(Segmentation.path == seg)).scalar_one()
+            assert list(shape) == [32, 32, 32]
+            assert conn.execute(sa.select(sa.func.count()).select_from(VoxelSpacing).join(Run).where(
+                Run.name == "TS_0005", VoxelSpacing.voxel_size == 7.5)).scalar_one() == 1
+        # renaming a zarr group directory, then deleting it
+        tomo2 = layout.path_of(layout.TomogramKey("TS_0005", 7.5, "denoised"))
+        os.rename(ov / tomo, ov / tomo2)
+        seen(lambda: tomo2 in paths(cat, Tomogram) and tomo not in paths(cat, Tomogram), "a renamed zarr group")
+        shutil.rmtree(ov / seg)
+        seen(lambda: seg not in paths(cat, Segmentation), "a deleted zarr group")
+        shutil.rmtree(ov / "ExperimentRuns/TS_0005/VoxelSpacing7.500")
+        seen(lambda: tomo2 not in paths(cat, Tomogram), "a deleted voxel spacing directory")
+
+        assert error_rows(cat) == {}
+        state = d.state()
+        assert state["updates"] >= 10 and state["failures"] == 0
+    rc, took = d.stop()
+    assert rc == 0, d.log()
+    assert took < 1.0, f"SIGTERM took {took:.2f} s"
+    assert not d.state()["running"]
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_writer_changes_reach_catalog(writer: str, sample: SampleSummary, tmp_path: Path,
+                                      daemons: Callable[..., Daemon]) -> None:
+    """The same changes through each writer (plain files; the copick object API once it exists)."""
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    d = daemons(sample.config, db_url)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        w = WRITERS[writer](sample, cat)
+        p = w.write_pick("TS_0006", "frank", "9", "apo-ferritin", 4)
+        wait_for(lambda: (pick_row(cat, p) or (0,))[0] == 4, 10, "a written pick", d)
+        p = w.write_pick("TS_0006", "frank", "9", "apo-ferritin", 9)
+        wait_for(lambda: (pick_row(cat, p) or (0,))[0] == 9, 10, "a rewritten pick", d)
+        m = w.write_mesh("TS_0006", "frank", "9", "membrane")
+        wait_for(lambda: m in paths(cat, Mesh), 10, "a written mesh", d)
+        s = w.write_segmentation("TS_0006", "frank", "9", "membrane")
+        wait_for(lambda: s in paths(cat, Segmentation), 10, "a written segmentation", d)
+        w.delete_segmentation("TS_0006", "frank", "9", "membrane")
+        wait_for(lambda: s not in paths(cat, Segmentation), 10, "a deleted segmentation", d)
+        w.delete_pick("TS_0006", "frank", "9", "apo-ferritin")
+        wait_for(lambda: p not in paths(cat, Pick), 10, "a deleted pick", d)
+        with cat.engine.connect() as conn:  # no duplicates, whoever wrote the row first
+            assert conn.execute(sa.select(sa.func.count()).select_from(Mesh).where(Mesh.path == m)).scalar() == 1
+    assert d.stop(signal.SIGINT)[0] == 0
+
+
+def test_malformed_file_then_fixed(sample: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]) -> None:
+    """A broken pick file gets an error row (its old row kept, stale), is retried, and clears when fixed."""
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    d = daemons(sample.config, db_url)
+    ov = overlay_of(sample)
+    p = layout.path_of(layout.PickKey("TS_0007", "alice", "1", "ribosome"))
+    with Catalog.open(sample.config, db=db_url) as cat:
+        n_before = pick_row(cat, p)[0]
+        (ov / p).write_text('{"pickable_object_name": "ribosome", "points": [')
+        wait_for(lambda: error_rows(cat).get(p) == "parse", 10, "an error row for a malformed file", d)
+        assert pick_row(cat, p) == (n_before, True)  # the last good row stays, marked stale
+        # it was modified seconds ago, so the daemon looks again by itself
+        wait_for(lambda: d.state().get("parse_retries", 0) >= 1, 10, "a retry of the fresh parse error", d)
+        assert error_rows(cat).get(p) == "parse"
+
+        # a file with a name nobody can read is an error row too, and goes with the file
+        bad = "ExperimentRuns/TS_0007/Picks/nonsense.json"
+        (ov / bad).write_text("{}")
+        wait_for(lambda: error_rows(cat).get(bad) == "name", 10, "an error row for a malformed name", d)
+        (ov / bad).unlink()
+        wait_for(lambda: bad not in error_rows(cat), 10, "the name error cleared", d)
+
+        # the fix, written in two steps as copick writes in place: the catalog ends right and clean
+        text = pick_text("TS_0007", "alice", "1", "ribosome", 6)
+        with open(ov / p, "w") as fh:
+            fh.write(text[: len(text) // 2])
+            fh.flush()
+            time.sleep(0.6)
+            fh.write(text[len(text) // 2:])
+        wait_for(lambda: pick_row(cat, p) == (6, False) and p not in error_rows(cat), 10, "the fixed file", d)
+    assert d.stop()[0] == 0
+
+
+def test_status_and_a_second_daemon(sample: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]) -> None:
+    """`status` tells a running daemon, the last index and its trigger; a second daemon refuses to start."""
+    from click.testing import CliRunner
+
+    from copick_catalog.cli import main
+
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    d = daemons(sample.config, db_url)
+    second = daemons(sample.config, db_url, wait_ready=False)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        s = catalog_status(cat)
+        assert s["daemon"]["running"] and s["daemon"]["pid"] == d.proc.pid and s["daemon"]["ready"]
+        assert s["last_index"]["trigger"] == "watch" and s["last_index"]["status"] == "ok"
+        assert s["counts"]["picks"] == sample.pick_files and s["counts"]["runs"] == sample.runs
+        assert s["open_errors"] == 0 and s["index_running"] is False
+        cat.index(trigger="cron")
+        out = CliRunner().invoke(main, ["status", str(sample.config), "--db", db_url, "--json"])
+        assert out.exit_code == 0, out.output
+        s = json.loads(out.output)
+        assert s["last_index"]["trigger"] == "cron" and {"cron", "watch"} <= set(s["last_by_trigger"])
+        assert s["last_index"]["duration_s"] is not None and s["daemon"]["running"]
+        assert second.proc.wait(15) == 2 and "already running" in second.log()
+        rc, _ = d.stop()
+        assert rc == 0
+        s = catalog_status(cat)
+        assert s["daemon"]["running"] is False and s["daemon"]["pid"] == d.proc.pid
+    out = CliRunner().invoke(main, ["status", str(sample.config), "--db", db_url])
+    assert out.exit_code == 0 and "not running" in out.output and "cron" in out.output, out.output
+
+
+def test_root_vanishes_and_comes_back(sample: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]) -> None:
+    """An unmounted (moved away) overlay leaves the catalog alone; its return and a re-created root are seen."""
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    d = daemons(sample.config, db_url)
+    ov = overlay_of(sample)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        n_overlay = len(paths(cat, Pick))
+        os.rename(ov, ov.with_name("overlay.away"))
+        wait_for(lambda: d.state().get("roots", {}).get("overlay") == "missing", 10, "the missing root noticed", d)
+        time.sleep(0.5)
+        assert len(paths(cat, Pick)) == n_overlay  # no file events, no deletions: it may just be unmounted
+        os.rename(ov.with_name("overlay.away"), ov)
+        p = layout.path_of(layout.PickKey("TS_0008", "gina", "3", "ribosome"))
+        (ov / p).write_text(pick_text("TS_0008", "gina", "3", "ribosome", 2))
+        wait_for(lambda: p in paths(cat, Pick), 10, "a pick written after the root came back", d)
+        wait_for(lambda: d.state().get("roots", {}).get("overlay") == "inotify", 5, "the root re-armed", d)
+
+        # deleted and re-created with other content
+        shutil.rmtree(ov)
+        ov.mkdir()
+        q = layout.path_of(layout.PickKey("TS_0009", "hank", "4", "proteasome"))
+        (ov / q).parent.mkdir(parents=True)
+        (ov / q).write_text(pick_text("TS_0009", "hank", "4", "proteasome", 3))
+        wait_for(lambda: paths(cat, Pick) == {q}, 10, "the re-created root's content", d)
+        assert d.proc.poll() is None
+    assert d.stop()[0] == 0
+
+
+# ------------------------------------------------------------------------------------------
+# a big tree: where a watcher with the default event mask loses events
+
+
+@pytest.fixture(scope="module")
+def big_project(tmp_path_factory: pytest.TempPathFactory) -> SampleSummary:
+    s = make_sample_project(tmp_path_factory.mktemp("big") / "project", runs=2000, tomogram_runs=1, size=16,
+                            picks_per_run=2)
+    age_tree(s.config.parent)
+    return s
+
+
+@pytest.mark.slow
+def test_big_tree_new_files_are_seen(big_project: SampleSummary, tmp_path: Path,
+                                     daemons: Callable[..., Daemon]) -> None:
+    """2,000 runs (~6,000 watched directories): new files anywhere in the tree reach the catalog."""
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    d = daemons(big_project.config, db_url)
+    ov = overlay_of(big_project)
+    rng = np.random.default_rng(1)
+    runs = [f"TS_{int(i):04d}" for i in rng.choice(np.arange(1, 2001), size=40, replace=False)]
+    written = []
+    with Catalog.open(big_project.config, db=db_url) as cat:
+        assert len(run_names(cat)) == 2000
+        for i, run in enumerate(runs):
+            p = layout.path_of(layout.PickKey(run, "ivan", str(i), "ribosome"))
+            (ov / p).parent.mkdir(parents=True, exist_ok=True)
+            (ov / p).write_text(pick_text(run, "ivan", str(i), "ribosome", 3))
+            written.append(p)
+        new_run = layout.path_of(layout.PickKey("TS_9999", "ivan", "0", "ribosome"))
+        (ov / new_run).parent.mkdir(parents=True)
+        (ov / new_run).write_text(pick_text("TS_9999", "ivan", "0", "ribosome", 3))
+        written.append(new_run)
+        wait_for(lambda: set(written) <= paths(cat, Pick), 10, "40 new picks across a 2,000-run tree", d)
+        assert d.state()["events_lost"] == 0
+    assert "overflow" not in d.log().lower()
+    rc, took = d.stop()
+    assert rc == 0 and took < 1.0
+
+
+@pytest.mark.slow
+def test_sigterm_during_initial_index(big_project: SampleSummary, tmp_path: Path,
+                                      daemons: Callable[..., Daemon]) -> None:
+    """A SIGTERM in the middle of a long index stops the daemon within a second, leaving a catalog that
+    the next index completes to exactly what a clean index gives."""
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    d = daemons(big_project.config, db_url, wait_ready=False)
+    # the static layer is small; the overlay (3,700 pick files, 90,000 points) takes a while
+    wait_for(lambda: d.state().get("pid") == d.proc.pid and d.state().get("updates") == 1, 15,
+             "the static layer's initial index", d)
+    time.sleep(0.1)
+    assert not d.state().get("ready")
+    rc, took = d.stop()
+    assert rc == 0, d.log()
+    assert took < 1.0, f"SIGTERM during an index took {took:.2f} s"
+    assert "index interrupted to stop" in d.log()
+    root = big_project.config.parent
+    on_disk = {(layer, p.relative_to(root / layer).as_posix())
+               for layer in ("static", "overlay") for p in (root / layer).glob("ExperimentRuns/*/Picks/*.json")}
+    with Catalog.open(big_project.config, db=db_url) as cat:
+        cat.index()
+        with cat.engine.connect() as conn:
+            assert set(conn.execute(sa.select(Pick.layer, Pick.path)).all()) == on_disk
+            # every pick row has exactly its points: no batch was half-written
+            assert conn.execute(sa.text("SELECT sum(n_points) FROM picks")).scalar() == conn.execute(
+                sa.text("SELECT count(*) FROM points")).scalar()
+            assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar() >= 2000
+
+
+# ------------------------------------------------------------------------------------------
+# the pieces, in process
+
+
+TOMO = "ExperimentRuns/TS_1/VoxelSpacing10.000/wbp.zarr"
+
+
+@pytest.mark.parametrize(("path", "is_dir", "scope"), [
+    ("", True, ""),
+    ("ExperimentRuns/TS_1/Picks/alice_1_ribosome.json", False, "ExperimentRuns/TS_1/Picks"),
+    ("ExperimentRuns/TS_1/Picks/.alice_1_ribosome.json.x.tmp", False, None),  # its rename counts
+    ("ExperimentRuns/TS_1/Picks/nonsense.json", False, "ExperimentRuns/TS_1/Picks"),  # an error row
+    ("ExperimentRuns/TS_1/Picks", True, "ExperimentRuns/TS_1/Picks"),
+    ("ExperimentRuns/TS_1", True, "ExperimentRuns/TS_1"),
+    ("ExperimentRuns/TS_1/.meta", False, "ExperimentRuns/TS_1"),
+    (f"{TOMO}/0/1/2/3", False, TOMO),
+    (f"{TOMO}/0", True, TOMO),
+    ("ExperimentRuns/TS_1/Segmentations/10.000_a_1_m.zarr/.zattrs", False,
+     "ExperimentRuns/TS_1/Segmentations/10.000_a_1_m.zarr"),
+    ("Objects/ribosome.zarr/0/0.0.0", False, "Objects/ribosome.zarr"),
+    ("ParticleMrcs/1_ribosome.mrc", False, "ParticleMrcs"),
+    ("ExperimentRuns/TS_1/Notes/readme.txt", False, None),
+    ("ExperimentRuns/TS_1/Notes", True, None),
+    ("copick_config.json", False, None),
+    ("catalog.sqlite-wal", False, None),
+])
+def test_entity_scope(path: str, is_dir: bool, scope: str | None) -> None:
+    assert entity_scope(path, is_dir) == scope
+
+
+def test_minimal_scopes_drop_nested_and_coarsen() -> None:
+    assert minimal_scopes(["a/b/c", "a/b", "a/bc", "x"]) == ["x", "a/b", "a/bc"]
+    assert minimal_scopes(["", "a/b"]) == [""]
+    many = [f"ExperimentRuns/TS_{i}/Picks" for i in range(300)]
+    assert minimal_scopes(many, limit=500) == sorted(many)  # under the limit: exact
+    assert minimal_scopes(many, limit=200) == ["ExperimentRuns"]  # 300 run dirs -> their parent
+    assert minimal_scopes([*many, "Objects/x.zarr"], limit=1) == [""]
+
+
+def test_lost_events_and_a_dead_observer_fall_back_to_full_rescans(sample: SampleSummary, tmp_path: Path) -> None:
+    """An inotify overflow (watchdog only logs it) and a dead observer thread both lead to a full
+    incremental index, after which new files are followed again."""
+    import logging
+    import threading
+
+    from copick_catalog.watcher import Watcher, WatchOptions
+
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    ov = overlay_of(sample)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        w = Watcher(cat, WatchOptions(debounce=0.05, check_every=0.2))
+        t = threading.Thread(target=w.run, daemon=True)
+        t.start()
+        try:
+            wait_for(lambda: w.ready, 15, "the initial index")
+            updates = w.stats.updates
+            # exactly what watchdog 7.1 logs when the kernel queue overflowed
+            logging.getLogger("watchdog.observers.inotify_c").warning(
+                "Inotify queue overflowed; filesystem events were lost")
+            wait_for(lambda: w.stats.events_lost == 1 and w.stats.updates >= updates + 2, 10, "a full rescan")
+            assert w.stats.last_report["scopes"] == 1
+
+            assert w._observer is not None
+            w._observer.stop()  # the observer thread dies
+            wait_for(lambda: w.stats.events_lost == 2, 10, "the dead observer noticed")
+            p = layout.path_of(layout.PickKey("TS_0010", "olga", "2", "ribosome"))
+            (ov / p).write_text(pick_text("TS_0010", "olga", "2", "ribosome", 2))
+            wait_for(lambda: p in paths(cat, Pick), 10, "a file seen by the restarted observer")
+        finally:
+            w.stop()
+            t.join(5)
+        assert not t.is_alive()
