@@ -647,7 +647,9 @@ class Watcher:
         if ident is None:
             log.warning("%s root %s is missing; waiting for it to come back", rw.layer, rw.root.url)
         else:
-            path = str(rw.root.local_path)
+            # Watch the real directory: inotify does not follow a symlinked root (watchdog adds
+            # IN_DONT_FOLLOW), and events then arrive under the resolved path.
+            path = os.path.realpath(rw.root.local_path)
             try:
                 rw.watch = self._observer.schedule(_EventHandler(rw.layer, path, self), path, recursive=True,
                                                    event_filter=EVENT_FILTER)

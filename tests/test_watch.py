@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from copick_catalog import Catalog, layout, payloads
 from copick_catalog.sample import SampleSummary, make_sample_project, pick_json
-from copick_catalog.schema import IndexErrorRow, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
+from copick_catalog.schema import Feature, IndexErrorRow, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
 from copick_catalog.watcher import catalog_status, entity_scope, minimal_scopes, read_state, state_path
 
 from .conftest import age_tree
@@ -309,8 +309,21 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
         seen(lambda: tomo2 in paths(cat, Tomogram) and tomo not in paths(cat, Tomogram), "a renamed zarr group")
         shutil.rmtree(ov / seg)
         seen(lambda: seg not in paths(cat, Segmentation), "a deleted zarr group")
-        shutil.rmtree(ov / "ExperimentRuns/TS_0005/VoxelSpacing7.500")
-        seen(lambda: tomo2 not in paths(cat, Tomogram), "a deleted voxel spacing directory")
+        feat = layout.path_of(layout.FeatureKey("TS_0005", 7.5, "denoised", "sobel"))
+        write_zarr_chunk_by_chunk(ov / feat)
+        seen(lambda: feat in paths(cat, Feature), "a feature group written chunk by chunk")
+
+        # a voxel spacing directory renamed, then deleted
+        vs_old, vs_new = (layout.voxel_spacing_dir("TS_0005", v) for v in (7.5, 5.0))
+        os.rename(ov / vs_old, ov / vs_new)
+        moved = {tomo2.replace(vs_old, vs_new)}
+        seen(lambda: paths(cat, Tomogram) >= moved and tomo2 not in paths(cat, Tomogram)
+             and paths(cat, Feature) == {feat.replace(vs_old, vs_new)}, "a renamed voxel spacing")
+        shutil.rmtree(ov / vs_new)
+        seen(lambda: not paths(cat, Feature) and not paths(cat, Tomogram) & moved, "a deleted voxel spacing")
+        with cat.engine.connect() as conn:
+            assert conn.execute(sa.select(VoxelSpacing.voxel_size).join(Run).where(
+                Run.name == "TS_0005")).scalars().all() == [VS]
 
         assert error_rows(cat) == {}
         state = d.state()
