@@ -556,7 +556,10 @@ class Watcher:
         if not self.ready and not self._initial:
             self.ready = True
             log.info("initial index done; watching for changes")
-        self._schedule_parse_retries(layer, wall0)
+        try:
+            self._schedule_parse_retries(layer, wall0)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:  # the database or root went away just now
+            log.warning("could not check %s for fresh parse errors: %s", layer, exc)
 
     def _schedule_parse_retries(self, layer: str, since: float) -> None:
         """Look again, a little later, at freshly modified files that just failed to parse.
@@ -724,13 +727,14 @@ class Watcher:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.opts.heartbeat):
-            try:
-                self._write_state()
-            except OSError as exc:
-                log.warning("cannot write the state file %s: %s", self.state.path, exc)
+            self._write_state()
 
     def _write_state(self, running: bool = True) -> None:
-        self.state.write(self.describe(running))
+        """Refresh the state file; a full disk costs the heartbeat, never the daemon."""
+        try:
+            self.state.write(self.describe(running))
+        except OSError as exc:
+            log.warning("cannot write the state file %s: %s", self.state.path, exc)
 
     def describe(self, running: bool = True) -> dict[str, Any]:
         """What the state file says: who runs, since when, how it is doing."""
