@@ -461,24 +461,32 @@ class Watcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            now = time.monotonic()
-            if self._lost.is_set():
-                self._lost.clear()
-                for layer in self._roots:
-                    self.dirty.add(layer, "", at=now - self.opts.max_delay)
-            if now >= self._next_check:
-                self._check_roots(now)
-                self._next_check = now + self.opts.check_every
-            self._promote_retries(now)
-            due = self._due_layers(now)
-            if due:
-                for layer in due:
-                    if self._stop.is_set():
-                        break
-                    self._flush(layer)
-                continue
-            self._wake.wait(self._next_wake(now))
-            self._wake.clear()
+            try:
+                self._step()
+            except Exception:  # a daemon keeps going; the failed step is retried on the next turn
+                log.exception("unexpected error in the watch loop; continuing")
+                self._stop.wait(1.0)
+
+    def _step(self) -> None:
+        """One turn of the loop: notice lost events and root changes, index what is due, or sleep."""
+        now = time.monotonic()
+        if self._lost.is_set():
+            self._lost.clear()
+            for layer in self._roots:
+                self.dirty.add(layer, "", at=now - self.opts.max_delay)
+        if now >= self._next_check:
+            self._check_roots(now)
+            self._next_check = now + self.opts.check_every
+        self._promote_retries(now)
+        due = self._due_layers(now)
+        if due:
+            for layer in due:
+                if self._stop.is_set():
+                    break
+                self._flush(layer)
+            return
+        self._wake.wait(self._next_wake(now))
+        self._wake.clear()
 
     def _due_layers(self, now: float) -> list[str]:
         return [layer for layer in self.dirty.layers() if now >= self._due_at(layer)]
