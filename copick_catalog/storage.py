@@ -24,12 +24,23 @@ How a root is listed
       which can sort after them, is fetched with a ``HEAD`` when the short listing was cut off).
       Requests grow with the number of directories, but chunks never cost anything.
 
-  ``auto`` (the default) starts the flat listing and decides at checkpoints (after 2, 4, 8, …
-  pages, so a probe never costs more than the flat pages a correct early decision would also have
-  spent): from the keys seen so far it knows exactly how many requests the pruned walk would have
-  needed for the same part of the tree, and switches when that walk would be clearly faster, i.e.
-  when chunk keys dominate. Both walks produce identical entries and fingerprints (tests assert
-  it), so switching between runs never makes a reindex re-read anything.
+  ``auto`` (the default) is a probe: it starts the flat listing and decides at checkpoints (after
+  2, 4, 8, … pages, so an abandoned probe costs at most as many pages again as a perfect early
+  decision would have spent). From the keys seen so far it knows exactly how many requests the
+  pruned walk would have needed for the same part of the tree (one per wanted directory, group
+  and level), and compares the two walks for that part, assuming the rest of the tree looks alike:
+
+  1. a round-trip model (a page costs 1 round trip + :data:`PAGE_KEY_COST` per key; pruned
+     requests run :attr:`Root.concurrency` at a time, plus :data:`PRUNED_DEPTH` sequential ones).
+     Trees of small files never get past this step: the flat listing wins by a wide margin.
+  2. When the model favours pruning by :data:`SWITCH_MARGIN` (chunk keys dominate), it measures
+     instead of trusting the model: the flat pages' wall time so far, against one small listing's
+     latency and a burst of ``concurrency`` small listings (``concurrency + 1`` extra requests, once
+     a walk). A server that really answers concurrently (AWS S3) makes pruning far faster; one that
+     answers one request at a time (moto, a small MinIO) does not, and the flat listing continues.
+
+  Nothing is stored between runs. Both walks produce identical entries and fingerprints (tests
+  assert it), so a different choice on the next run never makes a reindex re-read anything.
 * **Other fsspec filesystems**: ``flat`` through one ``fs.find`` (the default) or a sequential
   ``ls`` walk for ``pruned``.
 
@@ -193,8 +204,10 @@ class Root:
 
     ``strategy`` (``auto``, ``flat``, ``pruned``) chooses how an S3 root is listed (module
     docstring); tests and benchmarks force one, everyone else keeps ``auto``. ``concurrency`` bounds
-    the requests a pruned walk has in flight; ``page_keys`` is the listing page size (tests shrink it
-    so a small tree behaves like a big one).
+    the requests a pruned walk has in flight (and sizes s3fs's connection pool unless fs_args set
+    ``config_kwargs.max_pool_connections``). The attributes ``page_keys`` (listing page size) and
+    ``calibrate`` (measure before switching) exist for tests, which shrink pages so a small tree
+    behaves like a big one and need a deterministic choice.
     """
 
     def __init__(self, url: str, layer: str, fs_args: dict[str, Any] | None = None,
@@ -207,6 +220,9 @@ class Root:
         self.strategy = strategy
         self.concurrency = max(1, int(concurrency))
         self.page_keys = PAGE_KEYS
+        #: Let ``auto`` confirm the model with measured request times before switching (tests turn it
+        #: off to make the choice deterministic).
+        self.calibrate = True
         #: The stats of the last walk, for benchmarks and tests (the indexer keeps its own copy).
         self.last_stats: ListingStats | None = None
         self._secrets = sorted(set(_secret_values(self.fs_args)), key=len, reverse=True)
@@ -375,6 +391,8 @@ class Root:
             yield from self._walk_local(stats, under)
             return
         self.invalidate()
+        if self._secrets:
+            _LOG_SCRUBBER.add(self._secrets)  # loggers the backend created since this root was made
         if self._s3 is not None:
             try:
                 entries = self._s3.run(self._s3.walk, under, stats)
@@ -598,6 +616,8 @@ class _Ctx:
     def __init__(self, stats: ListingStats, concurrency: int) -> None:
         self.stats = stats
         self.sem = asyncio.Semaphore(concurrency)
+        #: (latency of one small listing, wall time per request of a concurrent burst), once measured
+        self.calibration: tuple[float, float] | None = None
 
 
 class _S3:
@@ -759,6 +779,7 @@ class _S3:
         base_prefix = self.prefix_of("")
         kwargs: dict[str, Any] = {"Prefix": self.prefix_of(under), "MaxKeys": self.root.page_keys}
         pages, check_at = 0, PROBE_FIRST_CHECK
+        started = time.perf_counter()
         while True:
             out = await self._list(ctx, **kwargs)
             pages += 1
@@ -777,12 +798,36 @@ class _S3:
             if switch and pages >= check_at:
                 check_at *= 2
                 verdict = flat.prefer_pruned(pages, self.root.concurrency)
+                if verdict and self.root.calibrate:
+                    # The model says pruning pays if requests really run concurrently: measure it.
+                    single, per_request = await self._calibrate(ctx, flat)
+                    verdict = flat.prefer_pruned_measured(pages, time.perf_counter() - started, single,
+                                                          per_request, self.root.concurrency)
                 if verdict:
                     ctx.stats.reason = verdict
                     ctx.stats.keys, ctx.stats.chunk_keys = flat.keys, flat.chunk_keys
                     log.info("%s root %s: %s; switching to the pruned walk", self.root.layer, self.root.url,
                              verdict)
                     return False
+
+    async def _calibrate(self, ctx: _Ctx, flat: _FlatListing) -> tuple[float, float]:
+        """Time one small listing, then a burst of ``concurrency`` of them (once per walk).
+
+        Returns (latency, wall time per request in the burst): the second is what a pruned walk's
+        request really costs here, which is latency/concurrency on S3 but a full request time on a
+        server that answers one at a time (moto, a small MinIO).
+        """
+        if ctx.calibration is None:
+            dirs = [d for d in sorted(flat.dirs) if _reachable(tuple(d.split("/")))][:self.root.concurrency] or [""]
+            probe = {"Delimiter": "/", "MaxKeys": LEVEL_LIST_KEYS}
+            t0 = time.perf_counter()
+            await self._list(ctx, Prefix=self.prefix_of(dirs[0]), **probe)
+            t1 = time.perf_counter()
+            n = self.root.concurrency
+            await asyncio.gather(*(self._list(ctx, Prefix=self.prefix_of(dirs[i % len(dirs)]), **probe)
+                                   for i in range(n)))
+            ctx.calibration = (t1 - t0, (time.perf_counter() - t1) / n)
+        return ctx.calibration
 
     async def _pruned_dir(self, ctx: _Ctx, parts: tuple[str, ...], out: list[Entry]) -> None:
         """List one directory; recurse (concurrently) into the ones the grammar wants."""
@@ -878,6 +923,17 @@ class _FlatListing:
                            f"pruned walk needed {pruned} requests, {concurrency} at a time (~{pruned_cost:.0f} "
                            f"round trips) against ~{flat_cost:.0f} for the flat listing")
         return self.last_check if pruned_cost * SWITCH_MARGIN < flat_cost else ""
+
+    def prefer_pruned_measured(self, pages: int, flat_seconds: float, latency: float, per_request: float,
+                               concurrency: int) -> str:
+        """Like :meth:`prefer_pruned`, with measured times instead of the round-trip model."""
+        pruned = self.pruned_requests()
+        pruned_seconds = pruned * per_request + PRUNED_DEPTH * latency
+        self.last_check = (f"after {pages} pages ({self.keys} keys, {self.chunk_keys} of them zarr chunks, "
+                           f"{flat_seconds:.2f} s) the pruned walk needed {pruned} requests; measured "
+                           f"{per_request * 1000:.1f} ms a request {concurrency} at a time and {latency * 1000:.0f} ms "
+                           f"latency: ~{pruned_seconds:.2f} s")
+        return self.last_check if pruned_seconds * SWITCH_MARGIN < flat_seconds else ""
 
     def finish(self, stats: ListingStats) -> list[Entry]:
         out = [_file_entry(rel, info) for rel, info in self.files.items()]

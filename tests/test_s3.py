@@ -253,16 +253,17 @@ def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_serv
     listings: dict[str, set[tuple[Any, ...]]] = {}
     stats: dict[str, ListingStats] = {}
     requests = {}
-    for strategy in ("flat", "pruned", "auto"):
-        root = Root(f"s3://{bucket}/static", "static", s3_server.fs_args(), strategy=strategy)
+    for strategy in ("flat", "pruned", "auto", "auto-measured"):
+        root = Root(f"s3://{bucket}/static", "static", s3_server.fs_args(), strategy=strategy.split("-")[0])
         root.page_keys = 50  # small pages: this ~1,300-key tree then behaves like a big one
+        root.calibrate = strategy == "auto-measured"  # plain "auto": the model alone, deterministic
         st = ListingStats()
         mark = s3_server.mark()
         listings[strategy] = {(e.path, e.is_dir, e.fingerprint, e.meta, e.exact) for e in root.walk(st)}
         requests[strategy] = s3_server.count_since(mark)
         stats[strategy] = st
         assert requests[strategy]["list"] == st.list_calls and requests[strategy]["head"] == st.stat_calls
-    assert listings["flat"] == listings["pruned"] == listings["auto"]
+    assert listings["flat"] == listings["pruned"] == listings["auto"] == listings["auto-measured"]
     groups = {e[0]: e for e in listings["flat"] if e[0].endswith(".zarr")}
     assert set(groups["ExperimentRuns/TS_0001/VoxelSpacing10.000/denoised.zarr"][3]) == {"zarr.json", "0/zarr.json"}
     assert set(groups["ExperimentRuns/TS_0001/VoxelSpacing10.000/wbp.zarr"][3]) == {
@@ -272,6 +273,8 @@ def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_serv
     assert stats["pruned"].stat_calls == 1
     assert stats["auto"].strategy == "pruned" and 0 < stats["auto"].probe_list_calls < stats["flat"].list_calls
     assert "zarr chunks" in stats["auto"].reason, stats
+    # with measurements, moto (one request at a time) may or may not be worth pruning; it did measure
+    assert "measured" in stats["auto-measured"].reason, stats
 
     # Fingerprints agree across strategies, so switching never re-reads anything.
     with Catalog.open(config, db=f"sqlite:///{tmp_path / 'chunky.sqlite'}") as cat:
@@ -311,6 +314,10 @@ def test_auto_decision_model() -> None:
                    {"ETag": "e", "size": 1}, False)
     assert chunky.prefer_pruned(pages=4, concurrency=32)
     assert chunky.chunk_keys == 4000 and chunky.pruned_requests() == 6  # root, ER, run, VS, group, level
+    # measured: against 4 pages that took 0.1 s, 6 requests at 10 ms each (a server answering one at a
+    # time) plus 6 sequential ones are not clearly cheaper; against 1 s, at 1 ms each (32 at a time) they are
+    assert chunky.prefer_pruned_measured(4, 0.1, latency=0.01, per_request=0.01, concurrency=32) == ""
+    assert chunky.prefer_pruned_measured(4, 1.0, latency=0.03, per_request=0.001, concurrency=32)
 
 
 def test_credentials_never_leak(s3_server: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
