@@ -50,7 +50,8 @@ does not need git's racily-clean re-check for them (:attr:`Entry.exact`).
 
 Listing caches never serve a reindex: an S3 root's filesystem is a private instance with
 s3fs's listing cache switched off, and the walks above call ``ListObjectsV2`` directly.
-Credentials from ``fs_args`` never appear in :class:`RootError` messages (:meth:`Root.scrub`).
+Credentials from ``fs_args`` never appear in :class:`RootError` messages (:meth:`Root.scrub`), nor
+in records of the storage libraries' loggers (botocore logs request headers at DEBUG).
 """
 
 from __future__ import annotations
