@@ -204,7 +204,10 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "scripts"))
         from bench_s3 import bench_s3  # type: ignore[import-not-found]
 
-        result["s3"] = bench_s3(n_runs=args.runs)
+        if args.backend == "postgres":
+            result["s3"] = bench_s3(n_runs=args.runs, strategies=("auto",), db=make_pg_db(args.pg_url))
+        else:
+            result["s3"] = bench_s3(n_runs=args.runs)
         print(json.dumps(result, indent=2))
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="cc-bench-"))
