@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -139,9 +138,7 @@ def _free_port() -> int:
 
 
 def _moto_command(port: int) -> list[str]:
-    exe = shutil.which("moto_server")
-    if exe:
-        return [exe, "-H", "127.0.0.1", "-p", str(port)]
+    """The server from the same environment as the tests (a ``moto_server`` on PATH may be another install)."""
     return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
 
 
