@@ -244,7 +244,21 @@ class Feature(FileBacked, Base):
         return f"<Feature {self.tomo_type}/{self.feature_type!r} {self.layer}>"
 
 
-class _Annotation:
+class _Provenance:
+    """copick's convention for who wrote a file: session ``"0"`` means a tool, anything else a person."""
+
+    session_id: str
+
+    @property
+    def from_tool(self) -> bool:
+        return self.session_id == "0"
+
+    @property
+    def from_user(self) -> bool:
+        return self.session_id != "0"
+
+
+class _Annotation(_Provenance):
     """Columns shared by picks, meshes and filaments: who made it, of what, in which run.
 
     ``run_name`` repeats the run's name (run directories are never renamed in place) so listing
@@ -256,15 +270,6 @@ class _Annotation:
     object_name: Mapped[str] = mapped_column(sa.String(255), index=True)
     user_id: Mapped[str] = mapped_column(sa.String(255), index=True)
     session_id: Mapped[str] = mapped_column(sa.String(255), index=True)
-
-    @property
-    def from_tool(self) -> bool:
-        """copick's convention: session ``"0"`` means a tool wrote it."""
-        return self.session_id == "0"
-
-    @property
-    def from_user(self) -> bool:
-        return self.session_id != "0"
 
     @property
     def pickable_object_name(self) -> str:
@@ -358,7 +363,7 @@ class Filament(FileBacked, _Annotation, Base):
     run: Mapped[Run] = relationship(back_populates="filaments")
 
 
-class Segmentation(FileBacked, Base):
+class Segmentation(FileBacked, _Provenance, Base):
     """A label volume; ``open()`` gives the zarr group. ``kind`` is semantic, instance or panoptic."""
 
     __tablename__ = "segmentations"
@@ -383,14 +388,6 @@ class Segmentation(FileBacked, Base):
     zarr_format: Mapped[int | None]
 
     run: Mapped[Run] = relationship(back_populates="segmentations")
-
-    @property
-    def from_tool(self) -> bool:
-        return self.session_id == "0"
-
-    @property
-    def from_user(self) -> bool:
-        return self.session_id != "0"
 
     def zarr(self) -> Any:
         return self.catalog().store_of(self)
