@@ -234,8 +234,53 @@ class FileWriter:
         return path
 
 
-#: name -> writer class; another engineer adds the copick object API writer here.
-WRITERS: dict[str, type] = {"files": FileWriter}
+class ObjectApiWriter:
+    """The same changes through our copick object API (write-through), while the daemon also sees them."""
+
+    name = "object_api"
+
+    def __init__(self, sample: SampleSummary, cat: Catalog) -> None:
+        from copick_catalog import from_file
+
+        self.root = from_file(sample.config, db=cat.db_url, index=False)
+
+    def _run(self, run: str) -> Any:
+        r = self.root.get_run(run)
+        r.refresh()
+        return r
+
+    def write_pick(self, run: str, user: str, session: str, obj: str, n: int) -> str:
+        r = self._run(run)
+        found = r.get_picks(object_name=obj, user_id=user, session_id=session)
+        pick = found[0] if found else r.new_picks(obj, session, user_id=user)
+        pick.from_numpy(np.random.default_rng(n).uniform(0, 300, size=(n, 3)))
+        return layout.path_of(layout.PickKey(run, user, session, obj))
+
+    def delete_pick(self, run: str, user: str, session: str, obj: str) -> str:
+        self._run(run).get_picks(object_name=obj, user_id=user, session_id=session)[0].delete()
+        return layout.path_of(layout.PickKey(run, user, session, obj))
+
+    def write_mesh(self, run: str, user: str, session: str, obj: str) -> str:
+        import trimesh
+
+        mesh = self._run(run).new_mesh(object_name=obj, session_id=session, user_id=user)
+        mesh.mesh = trimesh.Scene(trimesh.creation.box())
+        mesh.store()
+        return layout.path_of(layout.MeshKey(run, user, session, obj))
+
+    def write_segmentation(self, run: str, user: str, session: str, name: str) -> str:
+        seg = self._run(run).new_segmentation(voxel_size=VS, name=name, session_id=session, is_multilabel=False,
+                                              user_id=user)
+        seg.from_numpy((np.arange(16**3).reshape(16, 16, 16) % 2).astype(np.uint8))
+        return layout.path_of(layout.SegmentationKey(run, VS, user, session, name))
+
+    def delete_segmentation(self, run: str, user: str, session: str, name: str) -> str:
+        self._run(run).get_segmentations(user_id=user, session_id=session, name=name)[0].delete()
+        return layout.path_of(layout.SegmentationKey(run, VS, user, session, name))
+
+
+#: name -> writer class: plain file operations, and our copick object API.
+WRITERS: dict[str, type] = {"files": FileWriter, "object_api": ObjectApiWriter}
 
 
 # ------------------------------------------------------------------------------------------
