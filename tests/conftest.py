@@ -108,4 +108,5 @@ def age_tree(root: Path, seconds: float = 3600.0) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = "reachable, tests use it" if pg_reachable() else f"NOT reachable ({_pg_state.get('reason')})"
-    return [f"copick-catalog: PostgreSQL at {PG_URL}: {state}; required={REQUIRE_PG}"]
+    return [f"copick-catalog: PostgreSQL at {PG_URL}: {state}; required={REQUIRE_PG}",
+            "copick-catalog: s3:// roots are tested against moto's S3 server, started as its own process on 127.0.0.1"]
