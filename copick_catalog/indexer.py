@@ -134,18 +134,6 @@ def covers(prefix: str, path: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
-def _walk_scope(root: Root, stats: ListingStats, prefix: str) -> Iterator[Entry]:
-    """Walk one scope. A scope naming a single file yields just that file: a walk lists directories,
-    so without this the file would look vanished (the object API re-indexes exactly the file it wrote)."""
-    if prefix:
-        entry = root.fingerprint(prefix)
-        if entry is not None and not entry.is_dir:
-            stats.entries += 1
-            yield entry
-            return
-    yield from root.walk(stats, under=prefix)
-
-
 class Indexer:
     """Index one project's roots into the catalog. Create one per run; call :meth:`run`."""
 
@@ -234,7 +222,7 @@ class Indexer:
                         f"{layer} root {root.url} does not exist or is not reachable (unmounted?); the catalog "
                         "was left as it was. Fix the path in the config or mount the root, then index again")
                 continue  # a fresh project whose overlay nobody has written to yet
-            for entry in _walk_scope(root, stats, prefix):
+            for entry in root.walk(stats, under=prefix):
                 parsed = layout.parse(entry.path, self.objects, is_dir=entry.is_dir)
                 if parsed is None:
                     continue

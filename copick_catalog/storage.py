@@ -376,6 +376,22 @@ class Root:
 
     # ------------------------------------------------------------------ listing
 
+    def _single_entry(self, under: str, stats: ListingStats) -> list[Entry] | None:
+        """For a scope naming one file or zarr group: ``[entry]``, or ``[]`` if it is gone; else None."""
+        parts = tuple(under.split("/"))
+        group = layout.is_zarr_group_dir(parts)
+        if self.local_path is None and group:
+            return None  # the remote walkers fingerprint a group scope with a short listing of their own
+        if self.local_path is not None and not group and os.path.isdir(self.full(under)):
+            return None  # a plain directory: walk it
+        entry = self.fingerprint(under)
+        if entry is None:
+            return [] if group or self.local_path is not None else None
+        if entry.is_dir and not group:
+            return None
+        stats.entries += 1
+        return [entry]
+
     def walk(self, stats: ListingStats | None = None, under: str = "") -> Iterator[Entry]:
         """Every entry of interest below ``under`` (default: the whole root).
 
@@ -383,10 +399,18 @@ class Root:
         concurrent walk, chosen by :attr:`strategy` (module docstring); other filesystems one
         recursive ``find``. Failures to list raise :class:`RootError` (never an empty listing, which
         would look like every file vanished).
+
+        ``under`` may name a single file or a zarr group (the object API and the watcher index exactly
+        what they touched): that entry alone comes back, or nothing if it is gone.
         """
         stats = stats if stats is not None else ListingStats()
         self.last_stats = stats
         under = under.strip("/")
+        if under:
+            single = self._single_entry(under, stats)
+            if single is not None:
+                yield from single
+                return
         if self.local_path is not None:
             stats.strategy = "scandir"
             yield from self._walk_local(stats, under)
@@ -408,12 +432,7 @@ class Root:
         yield from entries
 
     def _walk_local(self, stats: ListingStats, under: str) -> Iterator[Entry]:
-        start = tuple(p for p in under.split("/") if p)
-        if start and layout.is_zarr_group_dir(start):
-            entry = self.fingerprint(under)
-            if entry is not None:
-                yield entry
-            return
+        start = tuple(p for p in under.split("/") if p)  # group and file scopes were answered by walk()
         stack: list[tuple[str, ...]] = [start]
         while stack:
             parts = stack.pop()
