@@ -108,7 +108,7 @@ class QueryMixin:
         s = self._session()
         s.commit()  # a lazy load may have left a read transaction open: start from a fresh snapshot
         try:
-            rows = list(s.scalars(stmt.execution_options(populate_existing=True)).unique())
+            rows = list(s.scalars(stmt.execution_options(populate_existing=True)))
         finally:
             s.commit()  # end the read transaction: SQLite readers must not pin old WAL snapshots
         return rows
