@@ -283,7 +283,9 @@ class Pick(FileBacked, _Annotation, Base):
     __table_args__ = (
         sa.UniqueConstraint("project_id", "layer", "path"),
         sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
-        sa.Index(None, "project_id", "object_name", "user_id", "n_points"),
+        # serves "picks of object X by user Y" in run order without a sort, and per-object/user totals
+        sa.Index("ix_picks_listing", "project_id", "object_name", "user_id", "run_name", "session_id", "layer",
+                 "n_points"),
         sa.Index(None, "project_id", "session_id", "n_points"),
     )
 
