@@ -66,6 +66,7 @@ from .schema import (
     Mesh,
     Pick,
     Project,
+    Provenance,
     Run,
     Segmentation,
     Tomogram,
@@ -437,7 +438,7 @@ class _ZarrEntity(_Entity):
 # picks and meshes
 
 
-class CopickPicks(_Entity):
+class CopickPicks(Provenance, _Entity):
     """A pick file. Points are read from the file on first use; ``store()`` writes file and row."""
 
     _model = Pick
@@ -466,14 +467,6 @@ class CopickPicks(_Entity):
     @property
     def pickable_object_name(self) -> str:
         return self._object_name
-
-    @property
-    def from_tool(self) -> bool:
-        return self.session_id == "0"
-
-    @property
-    def from_user(self) -> bool:
-        return self.session_id != "0"
 
     @property
     def meta(self) -> payloads.PickFile:
@@ -549,7 +542,7 @@ class CopickPicks(_Entity):
         self.run._forget(self)
 
 
-class CopickMesh(_Entity):
+class CopickMesh(Provenance, _Entity):
     """A GLB mesh; ``mesh`` is a ``trimesh.Scene`` loaded on first access and settable."""
 
     _model = Mesh
@@ -569,8 +562,6 @@ class CopickMesh(_Entity):
     user_id = property(lambda self: self._user_id)
     session_id = property(lambda self: self._session_id)
     pickable_object_name = property(lambda self: self._object_name)
-    from_tool = property(lambda self: self._session_id == "0")
-    from_user = property(lambda self: self._session_id != "0")
 
     @property
     def color(self) -> tuple[int, int, int, int] | None:
@@ -611,7 +602,7 @@ class CopickMesh(_Entity):
 # segmentations
 
 
-class CopickSegmentation(_ZarrEntity):
+class CopickSegmentation(Provenance, _ZarrEntity):
     """A label volume (semantic single-label or multilabel; copick 1.31 instance/panoptic too)."""
 
     _model = Segmentation
@@ -635,8 +626,6 @@ class CopickSegmentation(_ZarrEntity):
 
     is_instance = property(lambda self: self.kind == layout.SegKind.INSTANCE)
     is_panoptic = property(lambda self: self.kind == layout.SegKind.PANOPTIC)
-    from_tool = property(lambda self: self.session_id == "0")
-    from_user = property(lambda self: self.session_id != "0")
 
     @property
     def color(self) -> tuple[int, int, int, int] | None:

@@ -244,8 +244,11 @@ class Feature(FileBacked, Base):
         return f"<Feature {self.tomo_type}/{self.feature_type!r} {self.layer}>"
 
 
-class _Provenance:
-    """copick's convention for who wrote a file: session ``"0"`` means a tool, anything else a person."""
+class Provenance:
+    """copick's convention for who wrote a file: session ``"0"`` means a tool, anything else a person.
+
+    Shared by the catalog rows and the object API's picks, meshes and segmentations.
+    """
 
     session_id: str
 
@@ -258,7 +261,7 @@ class _Provenance:
         return self.session_id != "0"
 
 
-class _Annotation(_Provenance):
+class _Annotation(Provenance):
     """Columns shared by picks, meshes and filaments: who made it, of what, in which run.
 
     ``run_name`` repeats the run's name (run directories are never renamed in place) so listing
@@ -365,7 +368,7 @@ class Filament(FileBacked, _Annotation, Base):
     run: Mapped[Run] = relationship(back_populates="filaments")
 
 
-class Segmentation(FileBacked, _Provenance, Base):
+class Segmentation(FileBacked, Provenance, Base):
     """A label volume; ``open()`` gives the zarr group. ``kind`` is semantic, instance or panoptic."""
 
     __tablename__ = "segmentations"
