@@ -199,8 +199,15 @@ def demo(out: Path, runs: int) -> None:
         group = tomo.open()
         console.print(f"[bold]7. tomogram[/] {tomo.voxel_spacing.run.name}/{tomo.tomo_type}: levels "
                       f"{[group[k].shape for k in sorted(group.array_keys())]}, mean {float(group['0'][:].mean()):.3f}")
-        df = cat.points_table(object_name="ribosome", user_id="alice")
-        console.print(f"[bold]8. points table for ML[/]: {len(df)} rows, columns {list(df.columns)}")
+        import importlib.util
+
+        if importlib.util.find_spec("pandas") is not None:
+            df = cat.points_table(object_name="ribosome", user_id="alice")
+            console.print(f"[bold]8. points table for ML[/]: a DataFrame of {len(df)} rows, columns {list(df.columns)}")
+        else:
+            rows = cat.points_table(object_name="ribosome", user_id="alice", format="records")
+            console.print(f"[bold]8. points table for ML[/]: {len(rows)} rows, columns {list(cat.POINT_COLUMNS)} "
+                          "(pip install 'copick-catalog[pandas]' for a DataFrame or an Arrow table)")
 
 
 def _register_optional() -> None:

@@ -89,6 +89,16 @@ def _table_path(start: sa.Table, goal: sa.Table) -> list[tuple[sa.Table, Any]]:
     return list(reversed(path))
 
 
+def _require(format: str) -> None:
+    """A clear error when the optional table library is not installed."""
+    import importlib.util
+
+    module = "pyarrow" if format == "arrow" else "pandas"
+    if importlib.util.find_spec(module) is None:
+        raise CatalogError(f"points_table(format={format!r}) needs {module}: pip install 'copick-catalog[pandas]' "
+                           "(or use format='records')")
+
+
 class QueryMixin:
     """Query helpers; mixed into :class:`Catalog` (needs ``engine``, ``project_id``, ``session()``)."""
 
@@ -285,6 +295,8 @@ class QueryMixin:
             result.close()
         columns = list(zip(*rows, strict=True)) if rows else [[] for _ in self.POINT_COLUMNS]
         data = dict(zip(self.POINT_COLUMNS, columns, strict=True))
+        if format in ("arrow", "pandas"):
+            _require(format)
         if format == "arrow":
             import pyarrow as pa
 
