@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import CatalogError, LockBusyError
@@ -37,12 +38,12 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except LockBusyError as exc:
-            err_console.print(f"[yellow]busy:[/] {exc}")
+            err_console.print(f"[yellow]busy:[/] {escape(str(exc))}")
             sys.exit(75)  # EX_TEMPFAIL: cron wrappers can tell "busy" from "broken"
         except CatalogError as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            err_console.print(f"[red]error:[/] {exc}")
+            err_console.print(f"[red]error:[/] {escape(str(exc))}")
             sys.exit(2)
 
     return wrapper
@@ -120,7 +121,7 @@ def errors(config: Path, db: str | None, warnings: bool) -> None:
             return
         t = Table("severity", "layer", "path", "problem")
         for e in rows:
-            t.add_row(e.severity, e.layer, e.path, e.message)
+            t.add_row(e.severity, e.layer, escape(e.path), escape(e.message))
         console.print(t)
 
 
@@ -207,7 +208,7 @@ def demo(out: Path, runs: int) -> None:
         else:
             rows = cat.points_table(object_name="ribosome", user_id="alice", format="records")
             console.print(f"[bold]8. points table for ML[/]: {len(rows)} rows, columns {list(cat.POINT_COLUMNS)} "
-                          "(pip install 'copick-catalog[pandas]' for a DataFrame or an Arrow table)")
+                          + escape("(pip install 'copick-catalog[pandas]' for a DataFrame or an Arrow table)"))
 
 
 def _register_optional() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
+from rich.markup import escape
 from rich.table import Table
 
 from .cli import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
@@ -31,7 +32,7 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title
     else:
         t = Table(*columns, title=title)
         for r in rows:
-            t.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
+            t.add_row(*("" if r.get(c) is None else escape(str(r.get(c))) for c in columns))
         console.print(t)
         console.print(f"{len(rows)} row(s)")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .cli import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
@@ -101,7 +102,7 @@ def print_status(info: dict[str, Any]) -> None:
                       f"{_when(d.get('started_at'))}, heartbeat {d.get('heartbeat_age_s', '?')} s ago, "
                       f"{d.get('updates', 0)} updates, {d.get('pending', 0)} pending)")
         if d.get("last_error"):
-            console.print(f"  [red]last error:[/] {d['last_error']}")
+            console.print(f"  [red]last error:[/] {escape(str(d['last_error']))}")
     elif d.get("pid"):
         console.print(f"watch daemon: [red]not running[/] (pid {d['pid']} last seen {_when(d.get('heartbeat_at'))})")
     else:
