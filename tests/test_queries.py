@@ -195,3 +195,13 @@ def test_env_var_and_default_db_location(sample: SampleSummary, tmp_path: Path) 
     finally:
         del os.environ["COPICK_CATALOG_DB"]
     assert time.time() > 0
+
+
+def test_sample_script_writes_an_indexable_project(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_sample_project.py"
+    out = subprocess.run([sys.executable, str(script), "--runs", "5", "--out", str(tmp_path / "p"),
+                          "--tomogram-runs", "1", "--size", "16"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with Catalog.open(tmp_path / "p" / "copick_config.json", db=str(tmp_path / "c.sqlite")) as c:
+        report = c.index()
+        assert report.errors == 0 and len(c.runs()) == 5 and c.tomograms(tomo_type="wbp")
