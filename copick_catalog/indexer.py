@@ -32,17 +32,13 @@ from . import layout, payloads
 from .db import is_sqlite, write_tx
 from .errors import PayloadError, RootError
 from .schema import (
-    DensityMap,
+    FILE_MODELS,
     Feature,
-    Filament,
     IndexErrorRow,
     IndexRun,
-    Mesh,
-    Pick,
     Point,
     Project,
     Run,
-    Segmentation,
     Tomogram,
     VoxelSpacing,
 )
@@ -57,15 +53,8 @@ RETRY_DELAY_S = 0.3
 BATCH_FILES = 400
 IDENTITY = [list(r) for r in payloads.IDENTITY]
 
-KIND_MODELS: dict[layout.Kind, Any] = {
-    layout.Kind.TOMOGRAM: Tomogram,
-    layout.Kind.FEATURE: Feature,
-    layout.Kind.PICK: Pick,
-    layout.Kind.MESH: Mesh,
-    layout.Kind.FILAMENT: Filament,
-    layout.Kind.SEGMENTATION: Segmentation,
-    layout.Kind.DENSITY_MAP: DensityMap,
-}
+#: The file-backed table of each entity kind (the one mapping, kept in schema.FILE_MODELS).
+KIND_MODELS: dict[layout.Kind, Any] = {layout.Kind(kind): model for kind, model in FILE_MODELS.items()}
 
 
 @dataclass

@@ -65,18 +65,13 @@ from .errors import CatalogError, LockBusyError
 from .indexer import IndexReport, covers
 from .locking import is_locked
 from .schema import (
-    DensityMap,
-    Feature,
-    Filament,
+    FILE_MODELS,
     IndexErrorRow,
     IndexRun,
-    Mesh,
     Pick,
     Point,
     Project,
     Run,
-    Segmentation,
-    Tomogram,
     VoxelSpacing,
 )
 from .storage import Root
@@ -831,12 +826,9 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
                 by_trigger[trig] = _run_dict(row)
         running = [_run_dict(r) for r in conn.execute(sa.select(runs).where(
             runs.c.project_id == pid, runs.c.status == "running")).mappings()]
-        counts = {name: conn.execute(sa.select(sa.func.count()).select_from(model)
-                                     .where(model.project_id == pid)).scalar_one()
-                  for name, model in (("runs", Run), ("voxel_spacings", VoxelSpacing), ("tomograms", Tomogram),
-                                      ("features", Feature), ("picks", Pick), ("meshes", Mesh),
-                                      ("segmentations", Segmentation), ("filaments", Filament),
-                                      ("density_maps", DensityMap))}
+        counts = {m.__tablename__: conn.execute(sa.select(sa.func.count()).select_from(m)
+                                                .where(m.project_id == pid)).scalar_one()
+                  for m in (Run, VoxelSpacing, *FILE_MODELS.values())}
         counts["points"] = conn.execute(sa.select(sa.func.count()).select_from(Point).join(Pick)
                                         .where(Pick.project_id == pid)).scalar_one()
         errs = dict(conn.execute(sa.select(IndexErrorRow.severity, sa.func.count()).where(
