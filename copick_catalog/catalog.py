@@ -27,7 +27,6 @@ from .locking import project_lock
 from .queries import QueryMixin
 from .schema import (
     DensityMap,
-    Feature,
     Filament,
     FileBacked,
     IndexErrorRow,
@@ -36,8 +35,6 @@ from .schema import (
     Pick,
     PickableObject,
     Project,
-    Segmentation,
-    Tomogram,
 )
 from .storage import Root
 
@@ -118,7 +115,6 @@ class Catalog(QueryMixin):
         :class:`~copick_catalog.errors.LockBusyError` instead of queueing.
         """
         with project_lock(self.engine, self.project_id, wait=wait, timeout=timeout):
-            register_project(self.engine, self.config, self.config_path)
             indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
                               progress=progress)
             report = indexer.run(trigger, scopes, record=record)
@@ -250,4 +246,4 @@ def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) ->
         conn.execute(sa.delete(PickableObject).where(PickableObject.id.in_(gone)))
 
 
-__all__ = ["Catalog", "Feature", "Segmentation", "Tomogram", "build_roots", "register_project"]
+__all__ = ["Catalog", "build_roots", "register_project"]
