@@ -267,7 +267,7 @@ class Indexer:
         self._drop_empty_runs(scopes, snapshot, runs_seen, vs_seen, t0, report)
         if any(k in (layout.Kind.TOMOGRAM, layout.Kind.FEATURE) for k, *_ in vanished) or any(
                 s.key.kind in (layout.Kind.TOMOGRAM, layout.Kind.FEATURE) for s, _ in todo):
-            self._link_features()
+            self._link_features(scopes)
         self._sync_errors(scopes, snapshot.errors, problems, scanned_ok, t0, report)
         report.runs = len(set().union(*runs_seen.values())) if runs_seen else 0
 
@@ -505,8 +505,8 @@ class Indexer:
                     conn.execute(sa.delete(model).where(model.id.in_(chunk), model.indexed_at < t0))
             report.count(kind.value, "removed", len(ids))
 
-    def _link_features(self) -> None:
-        """Point each feature at its tomogram: the same layer if there is one, else the other."""
+    def _link_features(self, scopes: list[tuple[str, str]]) -> None:
+        """Point each feature of the scanned runs at its tomogram: the same layer if there is one, else the other."""
         t = Tomogram.__table__
         f = Feature.__table__
         match = sa.and_(t.c.voxel_spacing_id == f.c.voxel_spacing_id, t.c.tomo_type == f.c.tomo_type)
@@ -514,7 +514,9 @@ class Indexer:
         other = sa.select(sa.func.min(t.c.id)).where(match).scalar_subquery()
         best = sa.func.coalesce(same, other)
         with write_tx(self.engine) as conn:
-            conn.execute(sa.update(f).where(f.c.project_id == self.project_id).values(tomogram_id=best))
+            runs = sa.select(Run.id).where(Run.project_id == self.project_id, _runs_clause(scopes))
+            conn.execute(sa.update(f).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs))
+                         .values(tomogram_id=best))
 
     def _sync_errors(self, scopes: list[tuple[str, str]], old_errors: set[tuple[str, str]],
                      problems: dict[tuple[str, str], tuple[str, str, str]], scanned_ok: set[tuple[str, str]],
