@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sqlite3
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,22 +205,3 @@ def _backup_sqlite(engine: Engine, revision: str) -> None:
     finally:
         src.close()
     log.warning("backed up %s to %s before upgrading its schema", path, backup)
-
-
-def wait_for_database(engine: Engine, timeout: float = 30.0) -> None:
-    """Retry connecting with back-off until the server answers (daemon start-up, restarts)."""
-    delay, deadline = 0.2, time.monotonic() + timeout
-    while True:
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-            return
-        except sa.exc.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def copy_file(src: str, dst: str) -> None:
-    shutil.copyfile(src, dst)
