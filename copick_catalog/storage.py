@@ -57,6 +57,7 @@ in records of the storage libraries' loggers (botocore logs request headers at D
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -578,7 +579,7 @@ class Root:
                     fh.write(data)
                 os.replace(tmp, full)
             except BaseException:
-                with _suppress():
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
             return
@@ -970,14 +971,6 @@ class _FlatListing:
 # helpers
 
 
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
-
-
 @lru_cache(maxsize=65536)
 def _reachable(parts: tuple[str, ...]) -> bool:
     """Whether a walk from the root lists the directory ``parts`` (it and every ancestor descend)."""
@@ -1046,7 +1039,3 @@ def _group_entry(rel: str, items: list[tuple[str, int, Any]]) -> Entry:
     mtimes = [i[2] for i in items if isinstance(i[2], int)]
     mtime = max(mtimes) / 1e9 if mtimes else None
     return Entry(rel, True, f"zarr:{digest}", mtime, None, tuple(i[0] for i in items))
-
-
-def now() -> float:
-    return time.time()
