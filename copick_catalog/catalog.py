@@ -37,6 +37,7 @@ from .schema import (
     Project,
 )
 from .storage import Root
+from .summary import refresh_run_objects
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,8 @@ def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) ->
     gone = [row.id for name, row in existing.items() if name not in wanted]
     if gone:
         conn.execute(sa.delete(PickableObject).where(PickableObject.id.in_(gone)))
+    if set(wanted) != set(existing):  # every run needs a count row for each configured object, no more
+        refresh_run_objects(conn, project_id)
 
 
 __all__ = ["Catalog", "build_roots", "register_project"]

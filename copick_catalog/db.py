@@ -135,6 +135,15 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def upsert_insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's ``INSERT`` that has ``on_conflict_do_update`` (SQLite and PostgreSQL spell it alike)."""
+    if is_sqlite(conn):
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert(table)
+
+
 # ------------------------------------------------------------------------------------------
 # Migrations
 

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import layout, payloads
-from .db import is_sqlite, write_tx
+from .db import is_sqlite, upsert_insert, write_tx
 from .errors import PayloadError, RootError
 from .schema import (
     FILE_MODELS,
@@ -43,6 +43,7 @@ from .schema import (
     VoxelSpacing,
 )
 from .storage import Entry, ListingStats, Root
+from .summary import refresh_run_objects, runs_with_picks
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,8 @@ class Indexer:
                         ["in_static", "in_overlay", "indexed_at"])
             run_ids = dict(conn.execute(sa.select(Run.name, Run.id).where(Run.project_id == self.project_id,
                                                                           in_scope)).all())
+            if run_rows:  # a new run starts with zero picks of every object
+                refresh_run_objects(conn, self.project_id, [run_ids[r["name"]] for r in run_rows])
             if vs_rows:
                 rows = [{"project_id": self.project_id, "run_id": run_ids[r.pop("run")], **r} for r in vs_rows]
                 _upsert(conn, VoxelSpacing.__table__, rows, ["run_id", "voxel_size"],
@@ -488,6 +491,7 @@ class Indexer:
                 if kind is layout.Kind.PICK:
                     ids = {(layer, path): pid for pid, layer, path in written}
                     _replace_points(conn, ids, points_by_path)
+                    refresh_run_objects(conn, self.project_id, {r["run_id"] for r in rows})
             for kind, ids in stale_ids.items():
                 model = KIND_MODELS[kind]
                 conn.execute(sa.update(model).where(model.id.in_(ids)).values(stale=True))
@@ -502,7 +506,10 @@ class Indexer:
             model = KIND_MODELS[kind]
             for chunk in _chunks(ids, 500):
                 with write_tx(self.engine) as conn:
+                    runs = runs_with_picks(conn, chunk) if kind is layout.Kind.PICK else set()
                     conn.execute(sa.delete(model).where(model.id.in_(chunk), model.indexed_at < t0))
+                    if runs:
+                        refresh_run_objects(conn, self.project_id, runs)
             report.count(kind.value, "removed", len(ids))
 
     def _link_features(self, scopes: list[tuple[str, str]]) -> None:
@@ -623,21 +630,13 @@ def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield items[i:i + n]
 
 
-def _insert_for(conn: Connection, table: sa.Table) -> Any:
-    if is_sqlite(conn):
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    return insert(table)
-
-
 def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str],
             update: list[str], guard: Any = None, returning: tuple[Any, ...] | None = None) -> list[Any]:
     """``INSERT … ON CONFLICT DO UPDATE`` that writes nothing when nothing changed.
 
     ``guard`` restricts which existing rows may be updated (rows newer than the scan are kept).
     """
-    stmt = _insert_for(conn, table)
+    stmt = upsert_insert(conn, table)
     distinct = sa.or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in update
                         if c not in ("indexed_at", "last_seen", "mtime")])
     where = distinct if guard is None else sa.and_(guard, distinct)

@@ -24,8 +24,10 @@ from .schema import (
     Filament,
     Mesh,
     Pick,
+    PickableObject,
     Point,
     Run,
+    RunObject,
     Segmentation,
     Tomogram,
     VoxelSpacing,
@@ -246,7 +248,22 @@ class QueryMixin:
         return self.pick_summary(by=("session_id",), **filters)
 
     def runs_lacking(self, object_name: str, user_id: Filter = None) -> list[str]:
-        """Names of runs with no pick file of ``object_name`` (optionally: by ``user_id``)."""
+        """Names of runs with no pick file of ``object_name`` (optionally: by ``user_id``).
+
+        For a configured object and any user this reads the zero rows of ``run_objects``; a user
+        filter, or an object the config does not list, is answered from ``picks`` directly.
+        """
+        if user_id is None:
+            configured = sa.select(PickableObject.id).where(PickableObject.project_id == self.project_id,
+                                                            PickableObject.name == object_name)
+            zero = (sa.select(RunObject.run_name)
+                    .where(RunObject.project_id == self.project_id, RunObject.object_name == object_name,
+                           RunObject.n_picks == 0, sa.exists(configured))
+                    .order_by(RunObject.run_name))
+            with self.engine.connect() as conn:
+                names = list(conn.scalars(zero))
+                if names or conn.execute(configured).first() is not None:
+                    return names
         has = sa.select(Pick.id).where(Pick.run_id == Run.id, Pick.object_name == object_name)
         has = _where(has, [(Pick.user_id, user_id)])
         stmt = (sa.select(Run.name).where(Run.project_id == self.project_id, ~sa.exists(has))

@@ -117,6 +117,8 @@ class Run(Base):
     meshes: Mapped[list[Mesh]] = relationship(back_populates="run", passive_deletes=True)
     segmentations: Mapped[list[Segmentation]] = relationship(back_populates="run", passive_deletes=True)
     filaments: Mapped[list[Filament]] = relationship(back_populates="run", passive_deletes=True)
+    object_counts: Mapped[list[RunObject]] = relationship(back_populates="run", passive_deletes=True,
+                                                          order_by="RunObject.object_name")
 
     def __repr__(self) -> str:
         return f"<Run {self.name!r}>"
@@ -418,6 +420,32 @@ class DensityMap(FileBacked, Base):
 
     def __repr__(self) -> str:
         return f"<DensityMap {self.object_name!r} {self.fmt} {self.layer}>"
+
+
+class RunObject(Base):
+    """How many pick files and points one run has of one configured object, zeros included.
+
+    Derived from ``picks`` and kept in step with it inside the indexer's own transactions (see
+    :mod:`copick_catalog.summary`). The zero rows are the point: "runs lacking proteasome" becomes
+    one index range scan instead of an anti-join probed once per run.
+    """
+
+    __tablename__ = "run_objects"
+    __table_args__ = (
+        sa.Index("ix_run_objects_coverage", "project_id", "object_name", "n_picks", "run_name"),
+    )
+
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    object_name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    run_name: Mapped[str] = mapped_column(sa.String(255))
+    n_picks: Mapped[int] = mapped_column(default=0)
+    n_points: Mapped[int] = mapped_column(default=0)
+
+    run: Mapped[Run] = relationship(back_populates="object_counts")
+
+    def __repr__(self) -> str:
+        return f"<RunObject {self.run_name}/{self.object_name} picks={self.n_picks} points={self.n_points}>"
 
 
 class IndexRun(Base):

@@ -110,3 +110,27 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = "reachable, tests use it" if pg_reachable() else f"NOT reachable ({_pg_state.get('reason')})"
     return [f"copick-catalog: PostgreSQL at {PG_URL}: {state}; required={REQUIRE_PG}",
             "copick-catalog: s3:// roots are tested against moto's S3 server, started as its own process on 127.0.0.1"]
+
+
+def run_object_counts(engine: sa.Engine) -> set[tuple[str, str, int, int]]:
+    """``run_objects`` as (run, object, picks, points), after checking it against ``picks`` itself.
+
+    The expected rows are computed here by hand (every run times every configured object, with zeros), so a
+    summary that drifted from the picks fails every test that snapshots the catalog.
+    """
+    with engine.connect() as conn:
+        table = set(conn.execute(sa.text(
+            "SELECT run_name, object_name, n_picks, n_points FROM run_objects")).all())
+        runs = conn.execute(sa.text("SELECT id, name, project_id FROM runs")).all()
+        objects = conn.execute(sa.text("SELECT project_id, name FROM pickable_objects")).all()
+        picks = conn.execute(sa.text("SELECT run_id, object_name, n_points FROM picks")).all()
+    per: dict[tuple[int, str], list[int]] = {}
+    for run_id, obj, n in picks:
+        acc = per.setdefault((run_id, obj), [0, 0])
+        acc[0] += 1
+        acc[1] += n
+    expected = {(name, obj, *per.get((rid, obj), (0, 0))) for rid, name, pid in runs
+                for opid, obj in objects if opid == pid}
+    assert table == expected, (f"run_objects drifted from picks: extra {sorted(table - expected)[:5]}, "
+                               f"missing {sorted(expected - table)[:5]}")
+    return table

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from copick_catalog import Catalog
 from copick_catalog.sample import SampleSummary
 from copick_catalog.schema import IndexErrorRow, IndexRun, Pick, Point, Run, Segmentation, Tomogram, VoxelSpacing
+from tests.conftest import run_object_counts
 
 TABLES = ("runs", "voxel_spacings", "tomograms", "features", "picks", "meshes", "segmentations", "filaments",
           "density_maps")
@@ -36,6 +37,7 @@ def snapshot(cat: Catalog) -> dict[str, set[tuple]]:
             "SELECT p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
             "JOIN picks p ON p.id = pt.pick_id")).all())
         out["n_points"] = set(conn.execute(sa.text("SELECT path, n_points FROM picks")).all())
+        out["run_objects"] = run_object_counts(cat.engine)
     return out
 
 

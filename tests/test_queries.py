@@ -19,8 +19,9 @@ import zarr
 from copick_catalog import Catalog
 from copick_catalog.errors import CatalogError, StaleRowError
 from copick_catalog.payloads import PickFile
-from copick_catalog.sample import SampleSummary
+from copick_catalog.sample import SampleSummary, pick_json
 from copick_catalog.schema import Pick, Point, Run, Tomogram
+from tests.conftest import run_object_counts
 from tests.test_copick_compat import copick_project, copick_view  # noqa: F401 - module fixture reused
 
 
@@ -94,6 +95,52 @@ def test_aggregates_match_the_files(cat: Catalog, sample: SampleSummary) -> None
     assert list(df.columns) == list(cat.POINT_COLUMNS)
     table = cat.points_table(run="TS_0001", format="arrow")
     assert table.num_rows == sum(f["n"] for f in files if f["run"] == "TS_0001")
+
+
+def _anti_join_lacking(cat: Catalog, obj: str) -> list[str]:
+    """The same question asked of ``picks`` directly, as the summary-free reference answer."""
+    have = {p.run_name for p in cat.picks(object_name=obj)}
+    return sorted(r.name for r in cat.runs() if r.name not in have)
+
+
+def test_runs_lacking_follows_files_and_config(sample: SampleSummary, db_url: str) -> None:
+    project = sample.config.parent
+    picks_dir = project / "overlay" / "ExperimentRuns" / "{run}" / "Picks"
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        lacking = cat.runs_lacking("proteasome")
+        assert lacking and lacking == _anti_join_lacking(cat, "proteasome")
+        run = lacking[0]
+        new = Path(str(picks_dir).format(run=run)) / "dave_7_proteasome.json"
+        new.write_text(pick_json("proteasome", "dave", "7", run, np.array([[1.0, 2.0, 3.0]]), np.array([0]),
+                                 np.array([1.0])))
+        cat.index()
+        assert run not in cat.runs_lacking("proteasome")
+        assert run in cat.runs_lacking("proteasome", user_id="alice")  # by alice: still none
+        assert cat.runs_lacking("proteasome") == _anti_join_lacking(cat, "proteasome")
+        assert (run, "proteasome", 1, 1) in run_object_counts(cat.engine)
+        new.unlink()
+        fresh = project / "overlay" / "ExperimentRuns" / "TS_9999" / "Picks" / "alice_1_ribosome.json"
+        fresh.parent.mkdir(parents=True)
+        fresh.write_text(pick_json("ribosome", "alice", "1", "TS_9999", np.zeros((2, 3)), np.arange(2),
+                                   np.ones(2)))
+        cat.index()
+        assert run in cat.runs_lacking("proteasome")  # its only proteasome pick is gone
+        assert "TS_9999" in cat.runs_lacking("proteasome") and "TS_9999" not in cat.runs_lacking("ribosome")
+        run_object_counts(cat.engine)
+
+    config = json.loads(sample.config.read_text())
+    config["pickable_objects"] = [o for o in config["pickable_objects"] if o["name"] != "proteasome"] + [
+        {"name": "actin", "is_particle": False, "label": 9}]
+    sample.config.write_text(json.dumps(config))
+    with Catalog.open(sample.config, db=db_url) as cat:  # the config changed: counts follow at once
+        everything = [r.name for r in cat.runs()]
+        assert cat.runs_lacking("actin") == sorted(everything)
+        # no longer configured, so answered from the picks themselves
+        assert cat.runs_lacking("proteasome") == _anti_join_lacking(cat, "proteasome")
+        assert cat.runs_lacking("no-such-object") == sorted(everything)
+        assert {obj for _r, obj, _n, _p in run_object_counts(cat.engine)} == {"ribosome", "apo-ferritin",
+                                                                               "membrane", "actin"}
 
 
 def test_open_returns_payloads(cat: Catalog, sample: SampleSummary) -> None:

@@ -1,0 +1,75 @@
+"""Keep ``run_objects`` (per run, per configured object: pick files and points) equal to ``picks``.
+
+The table is derived data, so the only safe way to keep it right is to recompute it from
+``picks`` in the very transaction that changes picks, runs or the configured objects. Every
+commit then leaves it consistent, whatever crashes later, and there is no "summary is stale"
+state for a reader to trip over. Recomputing a handful of runs is one ``INSERT … SELECT``;
+the whole of a 5,000-run project takes about 0.1 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .db import upsert_insert
+from .schema import Pick, PickableObject, Run, RunObject
+
+#: Runs per statement: keeps ``IN (…)`` lists well under every driver's parameter limit.
+CHUNK = 500
+
+
+def refresh_run_objects(conn: Connection, project_id: int, run_ids: Iterable[int] | None = None) -> None:
+    """Recompute the rows of ``run_ids`` (every run of the project when ``None``) inside ``conn``'s transaction.
+
+    Rows for objects no longer in the config are dropped; a run deleted from ``runs`` takes its
+    rows with it (``ON DELETE CASCADE``).
+    """
+    if run_ids is None:
+        _refresh(conn, project_id, None)
+        return
+    ids = sorted(set(run_ids))
+    for start in range(0, len(ids), CHUNK):
+        _refresh(conn, project_id, ids[start:start + CHUNK])
+
+
+def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
+    ro = RunObject.__table__
+    configured = sa.select(PickableObject.name).where(PickableObject.project_id == project_id)
+    stale = sa.delete(ro).where(ro.c.project_id == project_id, ro.c.object_name.not_in(configured))
+    counts = (
+        sa.select(Run.id, PickableObject.name, Run.project_id, Run.name, sa.func.count(Pick.id),
+                  sa.func.coalesce(sa.func.sum(Pick.n_points), 0))
+        .select_from(Run)
+        .join(PickableObject, PickableObject.project_id == Run.project_id)
+        .outerjoin(Pick, sa.and_(Pick.run_id == Run.id, Pick.object_name == PickableObject.name))
+        .where(Run.project_id == project_id)
+        .group_by(Run.id, PickableObject.name)
+    )
+    if ids is not None:
+        stale = stale.where(ro.c.run_id.in_(ids))
+        counts = counts.where(Run.id.in_(ids))
+    conn.execute(stale)
+    stmt = upsert_insert(conn, ro)
+    stmt = stmt.from_select(["run_id", "object_name", "project_id", "run_name", "n_picks", "n_points"], counts)
+    changed = sa.or_(ro.c.n_picks != stmt.excluded.n_picks, ro.c.n_points != stmt.excluded.n_points,
+                     ro.c.run_name != stmt.excluded.run_name)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=["run_id", "object_name"],
+        set_={"n_picks": stmt.excluded.n_picks, "n_points": stmt.excluded.n_points,
+              "run_name": stmt.excluded.run_name},
+        where=changed))
+
+
+def runs_with_picks(conn: Connection, pick_ids: Iterable[int]) -> set[int]:
+    """The runs that own these pick rows (read before the rows are deleted)."""
+    ids = list(pick_ids)
+    out: set[int] = set()
+    for start in range(0, len(ids), CHUNK):
+        out.update(conn.scalars(sa.select(Pick.run_id).where(Pick.id.in_(ids[start:start + CHUNK])).distinct()))
+    return out
+
+
+__all__ = ["refresh_run_objects", "runs_with_picks"]
