@@ -6,9 +6,11 @@ Registered by :func:`copick_catalog.cli._register_optional` through ``COMMANDS``
 from __future__ import annotations
 
 import datetime as dt
+import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,10 +38,12 @@ def watch(config: Path, db: str | None, poll: float, debounce: float, max_delay:
 
     Local roots are followed with inotify, other roots rescanned every --poll seconds; each change
     updates only the subtree it touched. Run it under systemd (scripts/copick-catalog-watch.service)
-    and keep a cron `index --skip-if-busy` as a safety net.
+    and keep a cron `index --skip-if-busy` as a safety net. `kill -USR1 PID` writes every thread's
+    stack to the log, for a daemon that seems stuck.
     """
     from .watcher import WatchOptions, run_watch
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack, to the log
     pkg = logging.getLogger("copick_catalog")
     if not pkg.isEnabledFor(logging.INFO):
         pkg.setLevel(logging.INFO)  # a daemon's log is its only voice (journald keeps it)

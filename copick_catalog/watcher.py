@@ -405,6 +405,7 @@ class Watcher:
         self._in_index = False
         self._abort_timer: threading.Timer | None = None
         self._abort_now = False
+        self._finished = False
         self._next_check = 0.0
         self._spy = _OverflowSpy(self)
 
@@ -443,6 +444,7 @@ class Watcher:
                 raise
         finally:
             self._stop.set()
+            self._finished = True
             if self._abort_timer is not None:
                 self._abort_timer.cancel()
             self._stop_observer()
@@ -509,6 +511,9 @@ class Watcher:
         wall0 = time.time()
         self._in_index = True
         try:
+            if self._stop.is_set():  # a stop that arrived after the loop's check, before the flag was up
+                self.dirty.restore(layer, items)
+                return
             report = self.catalog.index(trigger="watch", scopes=scopes, wait=True, timeout=self.opts.lock_timeout)
         except KeyboardInterrupt:
             self.dirty.restore(layer, items)
@@ -713,20 +718,28 @@ class Watcher:
             return
         log.info("received %s; stopping", signal.Signals(signum).name)
         self.stop()
-        if self._in_index and self._abort_timer is None:
-            self._abort_timer = threading.Timer(self.opts.stop_grace, self._abort_index)
-            self._abort_timer.daemon = True
-            self._abort_timer.start()
+        if self._abort_timer is None:  # armed even between indexes: one may be starting right now
+            self._arm_abort()
+
+    def _arm_abort(self) -> None:
+        self._abort_timer = threading.Timer(self.opts.stop_grace, self._abort_index)
+        self._abort_timer.daemon = True
+        self._abort_timer.start()
 
     def _abort_index(self) -> None:
         """Runs on a timer thread: make the main thread's signal handler raise inside the index.
 
         Each write batch is its own transaction, so the interrupted one rolls back and the catalog
-        stays consistent; the next start's full incremental index finishes the job.
+        stays consistent; the next start's full incremental index finishes the job. The timer re-arms
+        until the daemon has stopped: an interrupt that lands while the main thread is inside a C call
+        waits for it, and one that lands in a cleanup handler can be absorbed, so one try is not enough.
         """
+        if self._finished:
+            return
         if self._in_index:
             self._abort_now = True
             _thread.interrupt_main(signal.SIGINT)
+        self._arm_abort()
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.opts.heartbeat):

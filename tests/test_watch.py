@@ -28,7 +28,7 @@ from copick_catalog.sample import SampleSummary, make_sample_project, pick_json
 from copick_catalog.schema import Feature, IndexErrorRow, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
 from copick_catalog.watcher import catalog_status, entity_scope, minimal_scopes, read_state, state_path
 
-from .conftest import age_tree
+from .conftest import age_tree, run_object_counts
 
 VS = 10.0
 
@@ -88,7 +88,14 @@ class Daemon:
         assert self.proc is not None
         t0 = time.monotonic()
         self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # the daemon dumps every thread's stack to its log
+            time.sleep(1.0)
+            self.kill()
+            pytest.fail(f"the daemon did not exit within {timeout} s of {signal.Signals(sig).name}; its log "
+                        f"ends with the stacks:\n{self.log()[-8000:]}")
         return rc, time.monotonic() - t0
 
     def kill(self) -> None:
@@ -153,6 +160,7 @@ def snapshot(cat: Catalog, points: bool = True) -> dict[str, set[tuple[Any, ...]
             rows = conn.execute(sa.text(f"SELECT layer, path, fingerprint, stale FROM {t}")).all()
             out[t] = {(layer, path, fp.split("|")[0], bool(stale)) for layer, path, fp, stale in rows}
         out["n_points"] = set(conn.execute(sa.text("SELECT layer, path, n_points FROM picks")).all())
+        out["run_objects"] = run_object_counts(cat.engine)
         out["points"] = set() if not points else set(conn.execute(sa.text(
             "SELECT p.layer, p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
             "JOIN picks p ON p.id = pt.pick_id")).all())
@@ -459,6 +467,10 @@ def test_status_and_a_second_daemon(sample: SampleSummary, tmp_path: Path, daemo
         assert s["last_index"]["trigger"] == "cron" and {"cron", "watch"} <= set(s["last_by_trigger"])
         assert s["last_index"]["duration_s"] is not None and s["daemon"]["running"]
         assert second.proc.wait(15) == 2 and "already running" in second.log()
+        d.proc.send_signal(signal.SIGUSR1)  # a stuck-looking daemon shows its stacks and carries on
+        wait_for(lambda: "most recent call first" in d.log(), 5, "the stack dump", d)
+        assert "copick-catalog-heartbeat" in d.log() or "_heartbeat_loop" in d.log()
+        assert d.proc.poll() is None and catalog_status(cat)["daemon"]["running"]
         rc, _ = d.stop()
         assert rc == 0
         s = catalog_status(cat)
