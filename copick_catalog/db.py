@@ -135,6 +135,20 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read transaction in which several statements see one state of the catalog.
+
+    SQLite's deferred transaction pins its snapshot at the first read; PostgreSQL needs REPEATABLE
+    READ for that (its default gives each statement its own snapshot).
+    """
+    with engine.connect() as conn:
+        if not is_sqlite(conn):
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
+
+
 def upsert_insert(conn: Connection, table: sa.Table) -> Any:
     """The dialect's ``INSERT`` that has ``on_conflict_do_update`` (SQLite and PostgreSQL spell it alike)."""
     if is_sqlite(conn):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager
 
+from .db import read_snapshot
 from .errors import CatalogError
 from .schema import (
     Base,
@@ -298,30 +299,57 @@ class QueryMixin:
     def points_table(self, *, format: str = "pandas", **filters: Filter) -> Any:
         """Every point of the picks matching ``filters`` as one table (pandas DataFrame or Arrow Table).
 
-        Columns: run, object_name, user_id, session_id, layer, x, y, z, instance_id, score (Å). Built
-        straight from the database cursor, no ORM objects, for feeding ML pipelines.
+        Columns: run, object_name, user_id, session_id, layer, x, y, z, instance_id, score (Å). The
+        five descriptive columns are categorical in pandas and dictionary-encoded in Arrow: a column
+        holds each distinct name once, not once per point. Built from two queries read in one
+        snapshot (the picks, then their points as bare numbers), no ORM objects and no per-point
+        strings, for feeding ML pipelines. ``format="records"`` gives a list of dicts instead.
         """
-        stmt = (sa.select(Run.name.label("run"), Pick.object_name, Pick.user_id, Pick.session_id, Pick.layer,
-                          Point.x, Point.y, Point.z, Point.instance_id, Point.score)
-                .select_from(Point).join(Pick, Point.pick_id == Pick.id).join(Run, Pick.run_id == Run.id)
-                .where(Pick.project_id == self.project_id).order_by(Pick.id, Point.idx))
-        stmt = self._filters(stmt, Pick, filters)
-        with self.engine.connect() as conn:
-            result = conn.execute(stmt)
-            rows = result.cursor.fetchall()  # plain DBAPI tuples: no Row objects for millions of points
-            result.close()
-        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in self.POINT_COLUMNS]
-        data = dict(zip(self.POINT_COLUMNS, columns, strict=True))
-        if format in ("arrow", "pandas"):
+        if format not in ("pandas", "arrow", "records"):
+            raise CatalogError(f"unknown format {format!r}; use 'pandas', 'arrow' or 'records'")
+        if format != "records":
             _require(format)
-        if format == "arrow":
-            import pyarrow as pa
+        picks = self._filters(sa.select(Pick.id, *(Pick.__table__.c[c] for c in _PICK_LABELS))
+                              .where(Pick.project_id == self.project_id), Pick, filters)
+        points = (sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
+                  .where(Point.pick_id.in_(picks.with_only_columns(Pick.id)))
+                  .order_by(Point.pick_id, Point.idx))
+        with read_snapshot(self.engine) as conn:
+            meta = conn.execute(picks.order_by(Pick.id)).all()
+            result = conn.execute(points)
+            rows = result.cursor.fetchall()  # plain DBAPI tuples of numbers: no Row objects
+            result.close()
+        return _point_frame(meta, rows, format, self.POINT_COLUMNS)
 
-            return pa.table({k: list(v) for k, v in data.items()})
-        if format == "pandas":
-            import pandas as pd
 
-            return pd.DataFrame({k: list(v) for k, v in data.items()}, columns=list(self.POINT_COLUMNS))
-        if format == "records":
-            return [dict(zip(self.POINT_COLUMNS, r, strict=True)) for r in rows]
-        raise CatalogError(f"unknown format {format!r}; use 'pandas', 'arrow' or 'records'")
+#: The pick columns behind the descriptive point columns, in POINT_COLUMNS order.
+_PICK_LABELS = ("run_name", "object_name", "user_id", "session_id", "layer")
+
+
+def _point_frame(meta: Sequence[Any], rows: list[tuple[Any, ...]], format: str, columns: Sequence[str]) -> Any:
+    """Assemble the points table: numbers as numpy columns, names as codes into per-column categories."""
+    import numpy as np
+
+    if format == "records":
+        by_pick = {m[0]: tuple(m[1:]) for m in meta}
+        return [dict(zip(columns, (*by_pick[r[0]], *r[1:]), strict=True)) for r in rows]
+    nums = np.array(rows, dtype=np.float64).reshape(len(rows), 6)
+    pick_ids = np.array([m[0] for m in meta], dtype=np.int64)
+    which = np.searchsorted(pick_ids, nums[:, 0].astype(np.int64))  # row of meta for each point
+    labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for i, name in enumerate(columns[:len(_PICK_LABELS)], start=1):
+        categories, per_pick = np.unique(np.array([m[i] for m in meta], dtype=object).astype(str),
+                                         return_inverse=True)
+        labels[name] = (categories, per_pick.reshape(-1)[which].astype(np.int32))
+    numbers = {"x": nums[:, 1], "y": nums[:, 2], "z": nums[:, 3], "instance_id": nums[:, 4].astype(np.int64),
+               "score": nums[:, 5]}
+    if format == "arrow":
+        import pyarrow as pa
+
+        cols = {name: pa.DictionaryArray.from_arrays(codes, pa.array(cats, pa.string()))
+                for name, (cats, codes) in labels.items()}
+        return pa.table({**cols, **{k: pa.array(v) for k, v in numbers.items()}})
+    import pandas as pd
+
+    cols = {name: pd.Categorical.from_codes(codes, categories=cats) for name, (cats, codes) in labels.items()}
+    return pd.DataFrame({**cols, **numbers}, columns=list(columns))

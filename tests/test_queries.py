@@ -95,6 +95,26 @@ def test_aggregates_match_the_files(cat: Catalog, sample: SampleSummary) -> None
     assert list(df.columns) == list(cat.POINT_COLUMNS)
     table = cat.points_table(run="TS_0001", format="arrow")
     assert table.num_rows == sum(f["n"] for f in files if f["run"] == "TS_0001")
+    assert table.column_names == list(cat.POINT_COLUMNS)
+    # every value, in file order, exactly as the files hold it
+    from_files = []
+    for p in sorted(cat.picks(run=["TS_0001", "TS_0002"]), key=lambda p: p.id):
+        raw = json.loads((sample.config.parent / p.layer / p.path).read_text())
+        from_files += [(p.run_name, p.object_name, p.user_id, p.session_id, p.layer, pt["location"]["x"],
+                        pt["location"]["y"], pt["location"]["z"], pt["instance_id"], pt["score"])
+                       for pt in raw["points"]]
+    arrow = cat.points_table(run=["TS_0001", "TS_0002"], format="arrow")
+    assert list(zip(*(arrow.column(c).to_pylist() for c in cat.POINT_COLUMNS), strict=True)) == from_files
+    frame = cat.points_table(run=["TS_0001", "TS_0002"])
+    assert [tuple(r) for r in frame.itertuples(index=False)] == from_files
+    assert frame["user_id"].dtype == "category" and set(frame["user_id"].cat.categories) == {
+        "alice", "bob", "carol", "pytom"}
+    records = cat.points_table(run=["TS_0001", "TS_0002"], format="records")
+    assert [tuple(r[c] for c in cat.POINT_COLUMNS) for r in records] == from_files
+    assert len(cat.points_table(user_id="nobody")) == 0 and cat.points_table(user_id="nobody",
+                                                                             format="arrow").num_rows == 0
+    with pytest.raises(CatalogError, match="unknown format 'xls'"):
+        cat.points_table(format="xls")
 
 
 def _anti_join_lacking(cat: Catalog, obj: str) -> list[str]:
