@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,18 +77,20 @@ def _write(path: Path, text: str | bytes) -> None:
 
 def make_sample_project(out: str | os.PathLike[str], runs: int = 20, *, picks_per_run: int = 12,
                         points: tuple[int, int] = (10, 40), tomogram_runs: int = 3, size: int = 64,
-                        seed: int = 0, voxel_size: float = 10.0) -> SampleSummary:
+                        seed: int = 0, voxel_size: float = 10.0,
+                        users: Sequence[tuple[str, str]] = USERS) -> SampleSummary:
     """Write a project under ``out`` (``static/``, ``overlay/``, ``copick_config.json``).
 
     Static: run directories with a voxel spacing each, tomograms (``wbp`` with 3 levels,
-    ``denoised``), ``sobel`` features, and tool picks. Overlay: user picks (``picks_per_run`` files a
-    run in total, some objects missing on some runs), and on the tomogram runs meshes and
-    single-label/multilabel segmentations.
+    ``denoised``), ``sobel`` features, and tool picks (session ``0``). Overlay: user picks
+    (``picks_per_run`` files a run in total, taken from ``users`` x particles in that order, some
+    objects missing on some runs), and on the tomogram runs meshes and single-label/multilabel
+    segmentations.
     """
     out = Path(out).resolve()
     static, overlay = out / "static", out / "overlay"
     rng = np.random.default_rng(seed)
-    combos = [(u, s, o) for u, s in USERS for o in PARTICLES]  # 12 combinations
+    combos = [(u, s, o) for u, s in users for o in PARTICLES]  # 12 combinations by default
     n_files = n_points = n_tomos = 0
     vs_name = f"{layout.VS_PREFIX}{layout.format_voxel_size(voxel_size)}"
     width = max(4, len(str(runs)))
