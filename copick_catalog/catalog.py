@@ -109,15 +109,18 @@ class Catalog(QueryMixin):
 
     def index(self, *, trigger: str = "api", wait: bool = True, timeout: float | None = None,
               scopes: Iterable[tuple[str, str]] | None = None,
-              progress: Callable[[str, int, int], None] | None = None, record: bool = True) -> IndexReport:
+              progress: Callable[[str, int, int], None] | None = None, record: bool = True,
+              cancel: Callable[[], bool] | None = None) -> IndexReport:
         """Bring the catalog up to date with the files (incremental) and return a report.
 
         Holds the project's index lock for the run: with ``wait=False`` a busy lock raises
-        :class:`~copick_catalog.errors.LockBusyError` instead of queueing.
+        :class:`~copick_catalog.errors.LockBusyError` instead of queueing. ``cancel`` is polled
+        between transactions; once it returns true the run stops with
+        :class:`~copick_catalog.errors.IndexCancelled`, leaving only whole batches behind.
         """
         with project_lock(self.engine, self.project_id, wait=wait, timeout=timeout):
             indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
-                              progress=progress)
+                              progress=progress, cancel=cancel)
             report = indexer.run(trigger, scopes, record=record)
         if self._read_session is not None:
             self._read_session.commit()  # drop any snapshot older than this index run

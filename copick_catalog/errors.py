@@ -52,3 +52,10 @@ class StaleRowError(CatalogError):
 class LockBusyError(CatalogError):
     """Another index run holds the project lock and the caller asked not to wait."""
 
+
+class IndexCancelled(CatalogError):
+    """An index run stopped at a safe point because its caller asked it to (the daemon shutting down).
+
+    Raised only between transactions, never inside one, so everything committed before it is whole
+    and the next run completes the job.
+    """

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import layout, payloads
 from .db import is_sqlite, upsert_insert, write_tx
-from .errors import PayloadError, RootError
+from .errors import IndexCancelled, PayloadError, RootError
 from .schema import (
     FILE_MODELS,
     Feature,
@@ -128,13 +128,21 @@ class Indexer:
     """Index one project's roots into the catalog. Create one per run; call :meth:`run`."""
 
     def __init__(self, engine: Engine, project_id: int, roots: dict[str, Root], objects: Sequence[str],
-                 *, progress: Callable[[str, int, int], None] | None = None) -> None:
+                 *, progress: Callable[[str, int, int], None] | None = None,
+                 cancel: Callable[[], bool] | None = None) -> None:
         self.engine = engine
         self.project_id = project_id
         self.roots = roots
         self.objects = list(objects)
         self.progress = progress
+        self.cancel = cancel
         self.read_counter = 0  # payload reads, for tests and the benchmark
+
+    def _checkpoint(self) -> None:
+        """Stop here if the caller asked to. Called only between transactions: a stop asked for by
+        interrupting the thread instead can land inside one and leave SQLite's write lock held."""
+        if self.cancel is not None and self.cancel():
+            raise IndexCancelled("index run cancelled by its caller; the next run completes it")
 
     # ------------------------------------------------------------------ public
 
@@ -158,7 +166,8 @@ class Indexer:
         try:
             self._index(scope_list, t0, report)
         except BaseException as exc:
-            self._finish_run(run_id, report, t0, "failed", f"{type(exc).__name__}: {exc}")
+            status = "interrupted" if isinstance(exc, IndexCancelled | KeyboardInterrupt) else "failed"
+            self._finish_run(run_id, report, t0, status, f"{type(exc).__name__}: {exc}")
             raise
         self._finish_run(run_id, report, t0, "ok", None)
         return report
@@ -212,7 +221,9 @@ class Indexer:
                         f"{layer} root {root.url} does not exist or is not reachable (unmounted?); the catalog "
                         "was left as it was. Fix the path in the config or mount the root, then index again")
                 continue  # a fresh project whose overlay nobody has written to yet
-            for entry in root.walk(stats, under=prefix):
+            for n, entry in enumerate(root.walk(stats, under=prefix)):
+                if n % 1000 == 999:
+                    self._checkpoint()
                 parsed = layout.parse(entry.path, self.objects, is_dir=entry.is_dir)
                 if parsed is None:
                     continue
@@ -256,12 +267,15 @@ class Indexer:
         todo.sort(key=lambda t: (t[0].layer, t[0].entry.path))
         total = len(todo)
         for start in range(0, total, BATCH_FILES):
+            self._checkpoint()
             batch = todo[start:start + BATCH_FILES]
             reads = self._read_batch([s for s, _ in batch], t0)
+            self._checkpoint()
             self._write_batch(batch, reads, run_ids, vs_ids, t0, report, problems, scanned_ok)
             if self.progress:
                 self.progress("index", min(start + BATCH_FILES, total), total)
 
+        self._checkpoint()
         vanished = [(kind, layer, path, old) for (kind, layer, path), old in snapshot.files.items()
                     if (layer, path) not in seen]
         self._delete_vanished(vanished, t0, report)

@@ -15,8 +15,9 @@ scopes. Whatever the events missed, the diff decides.
   root that vanished or was re-created) marks the whole layer dirty: a full incremental index.
 * Failures (database unreachable, a root unmounted, the lock held by a long cron run) keep the dirty
   set and retry with back-off, so the daemon catches up instead of dying.
-* SIGTERM/SIGINT stop it within a second: an index in progress gets a short grace period and is
-  then interrupted; every write batch is its own transaction, so nothing is left half-written.
+* SIGTERM/SIGINT stop it within a second: an index in progress gets a short grace period, then is
+  cancelled at its next safe point (between two write batches, each its own transaction), so
+  nothing is left half-written and the next start completes the job.
 
 The daemon announces itself in a small JSON *state file* (pid, host, heartbeat, pending work) that
 it holds an exclusive ``flock`` on while it runs, so ``copick-catalog status`` can tell a live
@@ -26,7 +27,6 @@ would not do: every index run marks such rows "interrupted" when it takes the pr
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import fcntl
 import hashlib
@@ -61,7 +61,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from . import layout
 from .catalog import Catalog
 from .db import is_network_fs
-from .errors import CatalogError, LockBusyError
+from .errors import CatalogError, IndexCancelled, LockBusyError
 from .indexer import IndexReport, covers
 from .locking import is_locked
 from .schema import (
@@ -91,10 +91,6 @@ STATE_DIR_ENV = "COPICK_CATALOG_STATE_DIR"
 _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
-class WatchStopped(KeyboardInterrupt):
-    """Raised inside an index run that SIGTERM/SIGINT cut short (recorded in its ``index_runs`` row)."""
-
-
 @dataclass
 class WatchOptions:
     """Tuning knobs of the daemon; the defaults suit an interactive lab (sub-second updates)."""
@@ -109,7 +105,7 @@ class WatchOptions:
     lock_timeout: float = 0.5  # wait this long for the project lock before trying again later
     min_backoff: float = 0.5
     max_backoff: float = 30.0
-    stop_grace: float = 0.5  # on SIGTERM, let a running index finish for this long, then interrupt it
+    stop_grace: float = 0.5  # on SIGTERM, let a running index finish for this long, then cancel it
 
 
 # ------------------------------------------------------------------------------------------
@@ -402,10 +398,7 @@ class Watcher:
         self._retry_due: dict[tuple[str, str], float] = {}  # (layer, scope) -> monotonic due time
         self._retry_count: dict[tuple[str, str], tuple[str, int]] = {}  # (layer, path) -> (fingerprint, n)
         self._lost = threading.Event()
-        self._in_index = False
-        self._abort_timer: threading.Timer | None = None
-        self._abort_now = False
-        self._finished = False
+        self._stop_at: float | None = None  # monotonic time of the first stop request
         self._next_check = 0.0
         self._spy = _OverflowSpy(self)
 
@@ -424,6 +417,9 @@ class Watcher:
         self._wake.set()
 
     def stop(self) -> None:
+        """Ask the daemon to stop (thread- and signal-safe); a running index gets ``stop_grace`` seconds."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         self._stop.set()
         self._wake.set()
 
@@ -444,9 +440,6 @@ class Watcher:
                 raise
         finally:
             self._stop.set()
-            self._finished = True
-            if self._abort_timer is not None:
-                self._abort_timer.cancel()
             self._stop_observer()
             heartbeat.join(timeout=1.0)
             self._write_state(running=False)
@@ -509,19 +502,14 @@ class Watcher:
             return
         scopes = [(layer, p) for p in minimal_scopes(items)]
         wall0 = time.time()
-        self._in_index = True
         try:
-            if self._stop.is_set():  # a stop that arrived after the loop's check, before the flag was up
-                self.dirty.restore(layer, items)
-                return
-            report = self.catalog.index(trigger="watch", scopes=scopes, wait=True, timeout=self.opts.lock_timeout)
-        except KeyboardInterrupt:
+            report = self.catalog.index(trigger="watch", scopes=scopes, wait=True, timeout=self.opts.lock_timeout,
+                                        cancel=self._cancel_requested)
+        except IndexCancelled:
+            # Stopped between two batches after the grace period; the next start rescans the rest.
             self.dirty.restore(layer, items)
-            if self._stop.is_set():
-                # Interrupted after the grace period: the open batch rolled back, the next start rescans.
-                log.info("%s: index interrupted to stop; the next start completes it", layer)
-                return
-            raise
+            log.info("%s: index interrupted to stop; the next start completes it", layer)
+            return
         except LockBusyError:
             # Another run (cron, a user) is working; it may take long, so ask again soon, not later.
             self.dirty.restore(layer, items)
@@ -532,8 +520,6 @@ class Watcher:
             self._failed(layer, exc)
             self._write_state()
             return
-        finally:
-            self._in_index = False
         self._backoff.pop(layer, None)
         self._succeeded(layer, scopes, report, wall0)
         self._write_state()  # status and tests see each update at once, not at the next heartbeat
@@ -710,36 +696,13 @@ class Watcher:
         return restore
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self._abort_now:
-            self._abort_now = False
-            if self._in_index:
-                # the grace period is over: abandon the index in progress
-                raise WatchStopped("stopped by a signal; the next index completes this one")
-            return
+        # Only flags are set here: raising from a signal handler could land inside a transaction.
         log.info("received %s; stopping", signal.Signals(signum).name)
         self.stop()
-        if self._abort_timer is None:  # armed even between indexes: one may be starting right now
-            self._arm_abort()
 
-    def _arm_abort(self) -> None:
-        self._abort_timer = threading.Timer(self.opts.stop_grace, self._abort_index)
-        self._abort_timer.daemon = True
-        self._abort_timer.start()
-
-    def _abort_index(self) -> None:
-        """Runs on a timer thread: make the main thread's signal handler raise inside the index.
-
-        Each write batch is its own transaction, so the interrupted one rolls back and the catalog
-        stays consistent; the next start's full incremental index finishes the job. The timer re-arms
-        until the daemon has stopped: an interrupt that lands while the main thread is inside a C call
-        waits for it, and one that lands in a cleanup handler can be absorbed, so one try is not enough.
-        """
-        if self._finished:
-            return
-        if self._in_index:
-            self._abort_now = True
-            _thread.interrupt_main(signal.SIGINT)
-        self._arm_abort()
+    def _cancel_requested(self) -> bool:
+        """Polled by the indexer between batches: stop once the grace period after a stop request is over."""
+        return self._stop_at is not None and time.monotonic() - self._stop_at >= self.opts.stop_grace
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.opts.heartbeat):

@@ -231,6 +231,34 @@ def test_killed_indexer_then_rerun_equals_clean_run(sample: SampleSummary, db_ur
         assert snapshot(clean) == resumed
 
 
+def test_cancelled_index_stops_between_batches_then_completes(sample: SampleSummary, db_url: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cancel`` (what the daemon uses on SIGTERM) stops a run at a batch boundary: whole batches stay,
+    the run is recorded as interrupted, and the next run completes the catalog."""
+    from copick_catalog import indexer
+    from copick_catalog.errors import IndexCancelled
+
+    monkeypatch.setattr(indexer, "BATCH_FILES", 20)
+    polls = iter(range(1000))
+    with Catalog.open(sample.config, db=db_url) as cat:
+        with pytest.raises(IndexCancelled):
+            cat.index(cancel=lambda: next(polls) >= 6)  # a few batches in
+        with cat.session() as s:
+            partial = s.scalar(sa.select(sa.func.count()).select_from(Pick))
+            assert 0 < partial < sample.pick_files
+            rows = sum(s.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) for t in TABLES[2:])
+            assert rows % 20 == 0  # whole batches of 20 files only, of whatever kinds
+            assert s.scalar(sa.select(sa.func.sum(Pick.n_points))) == s.scalar(
+                sa.select(sa.func.count()).select_from(Point))  # every pick row has all its points
+            assert s.scalars(sa.select(IndexRun.status)).one() == "interrupted"
+        run_object_counts(cat.engine)  # the summary matches what was written
+        cat.index()
+        resumed = snapshot(cat)
+    with Catalog.open(sample.config, db=f"sqlite:///{tmp_path / 'clean.sqlite'}") as clean:
+        clean.index()
+        assert snapshot(clean) == resumed
+
+
 def test_missing_static_root_is_a_clear_error(sample: SampleSummary, tmp_path: Path) -> None:
     cfg = json.loads(sample.config.read_text())
     cfg["static_root"] = f"local://{tmp_path / 'nope'}"
