@@ -198,7 +198,7 @@ def run_readonly_sql(engine: sa.Engine, statement: str) -> tuple[list[dict[str, 
 @FORMAT
 @friendly
 def stats(config: Path, db: str | None, by: str, fmt: str) -> None:
-    """Pick files and points per object per user (or any grouping), plus runs lacking each object."""
+    """Pick files and points per object per user (or any grouping), plus each object's run coverage."""
     cols = [c.strip() for c in by.split(",") if c.strip()]
     with open_catalog(config, db) as cat:
         from .schema import Pick
@@ -208,9 +208,8 @@ def stats(config: Path, db: str | None, by: str, fmt: str) -> None:
             raise CatalogError(f"cannot group by {bad}; pick columns are: {', '.join(Pick.__table__.c.keys())}")
         emit(cat.pick_summary(by=cols), [*cols, "picks", "points"], fmt, "picks")
         if fmt == "table":
-            lacking = [{"object_name": o, "runs_lacking": len(cat.runs_lacking(o))}
-                       for o in cat.config.object_names]
-            emit(lacking, ["object_name", "runs_lacking"], fmt, "runs without picks")
+            emit(cat.object_coverage(), ["object_name", "runs_with_picks", "runs_lacking", "picks", "points"],
+                 fmt, "coverage per object")
 
 
 COMMANDS = [query, sql, stats]

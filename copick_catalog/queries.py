@@ -248,6 +248,17 @@ class QueryMixin:
         """Total points per session id."""
         return self.pick_summary(by=("session_id",), **filters)
 
+    def object_coverage(self) -> list[dict[str, Any]]:
+        """For each configured object: how many runs have picks of it and how many lack them, with its
+        pick files and points. How far along the annotation of each object is, in one range scan."""
+        has = sa.case((RunObject.n_picks > 0, 1), else_=0)
+        stmt = (sa.select(RunObject.object_name, sa.func.sum(has).label("runs_with_picks"),
+                          sa.func.sum(1 - has).label("runs_lacking"), sa.func.sum(RunObject.n_picks).label("picks"),
+                          sa.func.sum(RunObject.n_points).label("points"))
+                .where(RunObject.project_id == self.project_id)
+                .group_by(RunObject.object_name).order_by(RunObject.object_name))
+        return [{k: (int(v) if k != "object_name" else v) for k, v in row.items()} for row in self._all(stmt)]
+
     def runs_lacking(self, object_name: str, user_id: Filter = None) -> list[str]:
         """Names of runs with no pick file of ``object_name`` (optionally: by ``user_id``).
 

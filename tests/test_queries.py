@@ -89,6 +89,15 @@ def test_aggregates_match_the_files(cat: Catalog, sample: SampleSummary) -> None
     have = {f["run"] for f in files if f["object"] == "proteasome"}
     lacking = cat.runs_lacking("proteasome")
     assert lacking and set(lacking) == {r.name for r in cat.runs()} - have
+    coverage = {r["object_name"]: r for r in cat.object_coverage()}
+    assert set(coverage) == set(cat.config.object_names)
+    for obj, row in coverage.items():
+        runs_with = {f["run"] for f in files if f["object"] == obj}
+        assert row == {"object_name": obj, "runs_with_picks": len(runs_with),
+                       "runs_lacking": sample.runs - len(runs_with),
+                       "picks": sum(1 for f in files if f["object"] == obj),
+                       "points": sum(f["n"] for f in files if f["object"] == obj)}
+    assert coverage["proteasome"]["runs_lacking"] == len(lacking) and coverage["membrane"]["picks"] == 0
     assert {(r["tomo_type"], r["runs"]) for r in cat.tomogram_types()} == {("wbp", 2), ("denoised", 2)}
     df = cat.points_table(user_id="alice", object_name="ribosome")
     assert len(df) == expect[("ribosome", "alice")][1]
@@ -248,6 +257,12 @@ def test_cli_index_query_sql_stats(sample: SampleSummary, tmp_path: Path) -> Non
     assert out.returncode == 2 and "readonly" in out.stderr.replace(" ", "").lower() and "Traceback" not in out.stderr
     out = cli("stats", cfg, "--db", db, "--format", "json")
     assert sum(r["points"] for r in json.loads(out.stdout)) == sample.points
+    out = cli("stats", cfg, "--db", db)
+    assert out.returncode == 0 and "coverage per object" in out.stdout and "runs_lacking" in out.stdout
+    cells = next(ln for ln in out.stdout.splitlines() if "proteasome" in ln and "│" in ln and ln.count("│") == 6)
+    with Catalog.open(sample.config, db=db) as cat:
+        lacking = len(cat.runs_lacking("proteasome"))
+    assert [c.strip() for c in cells.split("│")[1:4]] == ["proteasome", str(sample.runs - lacking), str(lacking)]
     out = cli("index", str(tmp_path / "missing.json"), "--db", db)
     assert out.returncode == 2 and "config file not found" in out.stderr and "Traceback" not in out.stderr
 
