@@ -52,6 +52,8 @@ RACY_WINDOW_S = 2.0
 #: How long after a parse failure on a freshly modified file we look again before giving up.
 RETRY_DELAY_S = 0.3
 BATCH_FILES = 400
+#: index_runs rows kept per project (plus the newest finished run of each trigger); see _prune_index_runs.
+KEEP_INDEX_RUNS = 1000
 IDENTITY = [list(r) for r in payloads.IDENTITY]
 
 #: The file-backed table of each entity kind (the one mapping, kept in schema.FILE_MODELS).
@@ -196,6 +198,7 @@ class Indexer:
                 if status == "ok":
                     conn.execute(sa.update(Project).where(Project.id == self.project_id)
                                  .values(last_indexed_at=t1))
+                _prune_index_runs(conn, self.project_id)
         except sa.exc.SQLAlchemyError:
             log.exception("could not record the end of index run %s", run_id)
 
@@ -564,6 +567,22 @@ class Indexer:
 
 # ------------------------------------------------------------------------------------------
 # helpers
+
+
+def _prune_index_runs(conn: Connection, project_id: int) -> None:
+    """Keep the newest KEEP_INDEX_RUNS rows of a project, and the newest finished row of each trigger.
+
+    A watch daemon records a row per burst (thousands a day); without pruning the history grows
+    forever, and `status` needs only the recent past plus the last run of each kind (the nightly cron).
+    """
+    runs = IndexRun.__table__
+    mine = runs.c.project_id == project_id
+    oldest_kept = (sa.select(runs.c.id).where(mine).order_by(runs.c.id.desc())
+                   .offset(KEEP_INDEX_RUNS - 1).limit(1).scalar_subquery())
+    last_of_trigger = sa.select(sa.func.max(runs.c.id)).where(mine, runs.c.status != "running").group_by(
+        runs.c.trigger)
+    conn.execute(sa.delete(runs).where(mine, runs.c.id < oldest_kept, runs.c.id.not_in(last_of_trigger),
+                                       runs.c.status != "running"))
 
 
 def _run_rel(name: str) -> str:

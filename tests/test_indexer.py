@@ -191,6 +191,26 @@ def test_index_runs_are_recorded(sample: SampleSummary, db_url: str) -> None:
             assert s.scalar(sa.select(sa.func.count()).select_from(IndexErrorRow)) == 0
 
 
+def test_index_run_history_is_pruned_but_keeps_each_triggers_last(sample: SampleSummary, db_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon adds a row per burst; the history keeps the newest rows plus the last run of each trigger."""
+    from copick_catalog import indexer
+
+    monkeypatch.setattr(indexer, "KEEP_INDEX_RUNS", 10)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index(trigger="cron")
+        with cat.engine.begin() as conn:  # a day of watch bursts after the nightly cron run
+            conn.execute(sa.insert(IndexRun), [
+                {"project_id": cat.project_id, "trigger": "watch", "status": "ok", "started_at": 1e9 + i}
+                for i in range(30)])
+        cat.index(trigger="api")
+        with cat.session() as s:
+            rows = s.execute(sa.select(IndexRun.id, IndexRun.trigger).order_by(IndexRun.id)).all()
+    assert [t for _i, t in rows].count("cron") == 1  # the only cron run survives, however old
+    assert len(rows) == 11 and rows[-1].trigger == "api"  # the newest 10, plus cron's last
+    assert [t for _i, t in rows[1:]] == ["watch"] * 9 + ["api"]
+
+
 KILL_SCRIPT = """
 import sys, os, signal, threading
 from copick_catalog import Catalog
