@@ -47,6 +47,8 @@ def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
         .outerjoin(Pick, sa.and_(Pick.run_id == Run.id, Pick.object_name == PickableObject.name))
         .where(Run.project_id == project_id)
         .group_by(Run.id, PickableObject.name)
+        # one global row order, so two refreshes racing on PostgreSQL lock rows in the same order
+        .order_by(Run.id, PickableObject.name)
     )
     if ids is not None:
         stale = stale.where(ro.c.run_id.in_(ids))
