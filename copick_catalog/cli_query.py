@@ -82,13 +82,23 @@ for _kind in ("picks", "meshes", "filaments"):
 @CONFIG_ARG
 @DB_OPTION
 @_multi("name", "run name")
+@click.option("--lacking", metavar="OBJECT", default=None,
+              help="Only runs with no pick file of OBJECT (the worklist of an annotation campaign).")
+@_multi("user", "with --lacking: only count picks by this user")
 @FORMAT
 @friendly
-def query_runs(config: Path, db: str | None, name: tuple[str, ...], fmt: str) -> None:
+def query_runs(config: Path, db: str | None, name: tuple[str, ...], lacking: str | None, user: tuple[str, ...],
+               fmt: str) -> None:
     """Runs and which layers hold them."""
+    if user and lacking is None:
+        raise click.UsageError("--user only applies together with --lacking OBJECT")
     with open_catalog(config, db) as cat:
-        rows = [{"name": r.name, "in_static": r.in_static, "in_overlay": r.in_overlay} for r in cat.runs(_v(name))]
-        emit(rows, ["name", "in_static", "in_overlay"], fmt, "runs")
+        runs = cat.runs(_v(name))
+        if lacking is not None:
+            without = set(cat.runs_lacking(lacking, user_id=_v(user)))
+            runs = [r for r in runs if r.name in without]
+        rows = [{"name": r.name, "in_static": r.in_static, "in_overlay": r.in_overlay} for r in runs]
+        emit(rows, ["name", "in_static", "in_overlay"], fmt, f"runs lacking {lacking}" if lacking else "runs")
 
 
 @query.command("tomograms")

@@ -257,6 +257,17 @@ def test_cli_index_query_sql_stats(sample: SampleSummary, tmp_path: Path) -> Non
     assert out.returncode == 2 and "readonly" in out.stderr.replace(" ", "").lower() and "Traceback" not in out.stderr
     out = cli("stats", cfg, "--db", db, "--format", "json")
     assert sum(r["points"] for r in json.loads(out.stdout)) == sample.points
+    (sample.config.parent / "overlay/ExperimentRuns/TS_0002/Picks/bob_2_ribosome.json").unlink()
+    assert cli("index", cfg, "--db", db).returncode == 0
+    out = cli("query", "runs", cfg, "--db", db, "--lacking", "proteasome", "--format", "json")
+    with Catalog.open(sample.config, db=db) as cat:
+        assert [r["name"] for r in json.loads(out.stdout)] == cat.runs_lacking("proteasome") != []
+    out = cli("query", "runs", cfg, "--db", db, "--lacking", "ribosome", "--user", "bob", "--format", "json")
+    assert [r["name"] for r in json.loads(out.stdout)] == ["TS_0002"]
+    out = cli("query", "runs", cfg, "--db", db, "--lacking", "ribosome", "--format", "json")
+    assert json.loads(out.stdout) == []  # alice, carol and pytom still picked ribosomes there
+    out = cli("query", "runs", cfg, "--db", db, "--user", "alice")
+    assert out.returncode == 2 and "--lacking" in out.stderr
     out = cli("stats", cfg, "--db", db)
     assert out.returncode == 0 and "coverage per object" in out.stdout and "runs_lacking" in out.stdout
     cells = next(ln for ln in out.stdout.splitlines() if "proteasome" in ln and "│" in ln and ln.count("│") == 6)
