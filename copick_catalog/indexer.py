@@ -36,6 +36,7 @@ from .schema import (
     Feature,
     IndexErrorRow,
     IndexRun,
+    PackedPoints,
     Point,
     Project,
     Run,
@@ -686,15 +687,19 @@ def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], confl
 
 def _replace_points(conn: Connection, ids: dict[tuple[str, str], int],
                     points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]]) -> None:
-    """Rewrite the points of every pick row this batch wrote."""
+    """Rewrite the points of every pick row this batch wrote: the ``points`` rows and the packed copy."""
     if not ids:
         return
     pick_ids = list(ids.values())
     for chunk in _chunks(pick_ids, 500):
         conn.execute(sa.delete(Point).where(Point.pick_id.in_(chunk)))
+        conn.execute(sa.delete(PackedPoints).where(PackedPoints.pick_id.in_(chunk)))
     rows = [(pid, *pt) for where, pid in ids.items() for pt in points_by_path.get(where, ())]
     if rows:
         bulk_insert_points(conn, rows)
+    conn.execute(sa.insert(PackedPoints), [
+        {"pick_id": pid, "data": payloads.pack_points([pt[1:6] for pt in points_by_path.get(where, ())])}
+        for where, pid in ids.items()])
 
 
 POINT_COLUMNS = ("pick_id", "idx", "x", "y", "z", "instance_id", "score", "transform")

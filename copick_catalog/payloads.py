@@ -132,6 +132,25 @@ def parse_picks(data: bytes, path: str) -> PickFile:
         ) from None
 
 
+#: ``packed_points.data``: a pick's points as one little-endian float64 array, a row per point with
+#: these fields (instance ids are whole numbers, exact in float64 below 2**53).
+PACKED_POINT_FIELDS = ("x", "y", "z", "instance_id", "score")
+_PACKED = np.dtype("<f8")
+
+
+def pack_points(rows: Sequence[Sequence[float]]) -> bytes:
+    """``[(x, y, z, instance_id, score), ...]`` -> the bytes stored in ``packed_points.data``."""
+    return np.asarray(rows, dtype=_PACKED).reshape(-1, len(PACKED_POINT_FIELDS)).tobytes()
+
+
+def unpack_points(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Packed blobs of several picks -> (an (n, 5) float64 array of all their points, points per blob)."""
+    width = _PACKED.itemsize * len(PACKED_POINT_FIELDS)
+    counts = np.fromiter((len(b) // width for b in blobs), dtype=np.int64, count=len(blobs))
+    values = np.frombuffer(b"".join(blobs), dtype=_PACKED).reshape(-1, len(PACKED_POINT_FIELDS))
+    return values, counts
+
+
 def points_from_numpy(
     positions: np.ndarray,
     transforms: np.ndarray | None = None,

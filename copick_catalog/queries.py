@@ -24,6 +24,7 @@ from .schema import (
     Feature,
     Filament,
     Mesh,
+    PackedPoints,
     Pick,
     PickableObject,
     Point,
@@ -312,48 +313,64 @@ class QueryMixin:
 
         Columns: run, object_name, user_id, session_id, layer, x, y, z, instance_id, score (Å). The
         five descriptive columns are categorical in pandas and dictionary-encoded in Arrow: a column
-        holds each distinct name once, not once per point. Built from two queries read in one
-        snapshot (the picks, then their points as bare numbers), no ORM objects and no per-point
-        strings, for feeding ML pipelines. ``format="records"`` gives a list of dicts instead.
+        holds each distinct name once, not once per point. The numbers come from each pick's packed
+        copy of its points (table ``packed_points``), one blob per pick, in file order: no ORM
+        objects and no Python object per point, for feeding ML pipelines. ``format="records"``
+        gives a list of dicts instead.
         """
         if format not in ("pandas", "arrow", "records"):
             raise CatalogError(f"unknown format {format!r}; use 'pandas', 'arrow' or 'records'")
         if format != "records":
             _require(format)
-        picks = self._filters(sa.select(Pick.id, *(Pick.__table__.c[c] for c in _PICK_LABELS))
+        picks = self._filters(sa.select(Pick.id, *(Pick.__table__.c[c] for c in _PICK_LABELS), PackedPoints.data)
+                              .outerjoin(PackedPoints, PackedPoints.pick_id == Pick.id)
                               .where(Pick.project_id == self.project_id), Pick, filters)
-        points = (sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
-                  .where(Point.pick_id.in_(picks.with_only_columns(Pick.id)))
-                  .order_by(Point.pick_id, Point.idx))
         with read_snapshot(self.engine) as conn:
             meta = conn.execute(picks.order_by(Pick.id)).all()
-            result = conn.execute(points)
-            rows = result.cursor.fetchall()  # plain DBAPI tuples of numbers: no Row objects
-            result.close()
-        return _point_frame(meta, rows, format, self.POINT_COLUMNS)
+            blobs = [m[-1] for m in meta]
+            unpacked = [m[0] for m in meta if m[-1] is None]
+            if unpacked:  # no packed copy (a catalog row from outside the indexer): read the points table
+                blobs = _fill_unpacked(conn, meta, blobs, unpacked)
+        return _point_frame([m[:-1] for m in meta], blobs, format, self.POINT_COLUMNS)
 
 
 #: The pick columns behind the descriptive point columns, in POINT_COLUMNS order.
 _PICK_LABELS = ("run_name", "object_name", "user_id", "session_id", "layer")
 
 
-def _point_frame(meta: Sequence[Any], rows: list[tuple[Any, ...]], format: str, columns: Sequence[str]) -> Any:
+def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], ids: list[int]) -> list[bytes]:
+    """Pack the points of picks that have no ``packed_points`` row from the ``points`` table."""
+    from .payloads import pack_points
+
+    rows: dict[int, list[tuple[float, ...]]] = {i: [] for i in ids}
+    for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        stmt = (sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
+                .where(Point.pick_id.in_(chunk)).order_by(Point.pick_id, Point.idx))
+        for pid, *values in conn.execute(stmt):
+            rows[pid].append(tuple(values))
+    return [blob if blob is not None else pack_points(rows[m[0]]) for m, blob in zip(meta, blobs, strict=True)]
+
+
+def _point_frame(meta: Sequence[Any], blobs: Sequence[bytes], format: str, columns: Sequence[str]) -> Any:
     """Assemble the points table: numbers as numpy columns, names as codes into per-column categories."""
     import numpy as np
 
+    from .payloads import unpack_points
+
+    nums, counts = unpack_points(blobs)
+    which = np.repeat(np.arange(len(meta)), counts)  # row of meta for each point
+    numbers = {"x": nums[:, 0], "y": nums[:, 1], "z": nums[:, 2], "instance_id": nums[:, 3].astype(np.int64),
+               "score": nums[:, 4]}
     if format == "records":
-        by_pick = {m[0]: tuple(m[1:]) for m in meta}
-        return [dict(zip(columns, (*by_pick[r[0]], *r[1:]), strict=True)) for r in rows]
-    nums = np.array(rows, dtype=np.float64).reshape(len(rows), 6)
-    pick_ids = np.array([m[0] for m in meta], dtype=np.int64)
-    which = np.searchsorted(pick_ids, nums[:, 0].astype(np.int64))  # row of meta for each point
+        names = [m[1:] for m in meta]
+        cols = [numbers[c].tolist() for c in ("x", "y", "z", "instance_id", "score")]
+        return [dict(zip(columns, (*names[w], *vals), strict=True))
+                for w, *vals in zip(which.tolist(), *cols, strict=True)]
     labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, name in enumerate(columns[:len(_PICK_LABELS)], start=1):
         categories, per_pick = np.unique(np.array([m[i] for m in meta], dtype=object).astype(str),
                                          return_inverse=True)
         labels[name] = (categories, per_pick.reshape(-1)[which].astype(np.int32))
-    numbers = {"x": nums[:, 1], "y": nums[:, 2], "z": nums[:, 3], "instance_id": nums[:, 4].astype(np.int64),
-               "score": nums[:, 5]}
     if format == "arrow":
         import pyarrow as pa
 

@@ -134,3 +134,27 @@ def run_object_counts(engine: sa.Engine) -> set[tuple[str, str, int, int]]:
     assert table == expected, (f"run_objects drifted from picks: extra {sorted(table - expected)[:5]}, "
                                f"missing {sorted(expected - table)[:5]}")
     return table
+
+
+def packed_points_match(engine: sa.Engine) -> int:
+    """Check every pick's ``packed_points`` blob against its ``points`` rows; return the picks checked.
+
+    The blob is a second copy written in the same transaction as the rows, so any drift between the
+    two (a missed rewrite, a leftover after a delete) fails every test that snapshots the catalog.
+    """
+    import numpy as np
+
+    with engine.connect() as conn:
+        picks = [r[0] for r in conn.execute(sa.text("SELECT id FROM picks"))]
+        blobs = dict(conn.execute(sa.text("SELECT pick_id, data FROM packed_points")).all())
+        rows: dict[int, list[tuple[float, ...]]] = {}
+        for pid, *values in conn.execute(sa.text(
+                "SELECT pick_id, x, y, z, instance_id, score FROM points ORDER BY pick_id, idx")):
+            rows.setdefault(pid, []).append(tuple(values))
+    assert set(blobs) == set(picks), f"picks without a packed copy: {sorted(set(picks) - set(blobs))[:5]}, " \
+                                     f"packed copies without a pick: {sorted(set(blobs) - set(picks))[:5]}"
+    for pid in picks:
+        packed = np.frombuffer(bytes(blobs[pid]), dtype="<f8").reshape(-1, 5)
+        expected = np.array(rows.get(pid, []), dtype=np.float64).reshape(-1, 5)
+        assert np.array_equal(packed, expected), f"pick {pid}: packed points differ from its points rows"
+    return len(picks)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from copick_catalog import Catalog
 from copick_catalog.sample import SampleSummary
 from copick_catalog.schema import IndexErrorRow, IndexRun, Pick, Point, Run, Segmentation, Tomogram, VoxelSpacing
-from tests.conftest import run_object_counts
+from tests.conftest import packed_points_match, run_object_counts
 
 TABLES = ("runs", "voxel_spacings", "tomograms", "features", "picks", "meshes", "segmentations", "filaments",
           "density_maps")
@@ -38,6 +38,7 @@ def snapshot(cat: Catalog) -> dict[str, set[tuple]]:
             "JOIN picks p ON p.id = pt.pick_id")).all())
         out["n_points"] = set(conn.execute(sa.text("SELECT path, n_points FROM picks")).all())
         out["run_objects"] = run_object_counts(cat.engine)
+        packed_points_match(cat.engine)
     return out
 
 

@@ -19,7 +19,7 @@ from copick_catalog.db import alembic_config, create_engine, current_revision, e
 from copick_catalog.errors import SchemaVersionError
 from copick_catalog.sample import SampleSummary
 from copick_catalog.schema import Base
-from tests.conftest import run_object_counts
+from tests.conftest import packed_points_match, run_object_counts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,4 +95,5 @@ def test_older_catalog_with_rows_is_backed_up_and_upgraded(tmp_path: Path, sampl
         picks = cat.picks(run="TS_0002")
         assert picks and all(p.run_name == "TS_0002" for p in picks)  # backfilled by the migration
         assert len(run_object_counts(cat.engine)) == sample.runs * 4  # filled by 0004, zeros included
+        assert packed_points_match(cat.engine) == sample.pick_files  # packed by 0005
         assert cat.index().nothing_changed

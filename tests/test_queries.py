@@ -120,6 +120,11 @@ def test_aggregates_match_the_files(cat: Catalog, sample: SampleSummary) -> None
         "alice", "bob", "carol", "pytom"}
     records = cat.points_table(run=["TS_0001", "TS_0002"], format="records")
     assert [tuple(r[c] for c in cat.POINT_COLUMNS) for r in records] == from_files
+    with cat.engine.begin() as conn:  # picks whose packed copy is missing are read from the points rows
+        conn.execute(sa.text("DELETE FROM packed_points WHERE pick_id IN (SELECT id FROM picks WHERE run_name = "
+                             "'TS_0002' AND user_id IN ('alice', 'pytom'))"))
+    fallback = cat.points_table(run=["TS_0001", "TS_0002"], format="arrow")
+    assert list(zip(*(fallback.column(c).to_pylist() for c in cat.POINT_COLUMNS), strict=True)) == from_files
     assert len(cat.points_table(user_id="nobody")) == 0 and cat.points_table(user_id="nobody",
                                                                              format="arrow").num_rows == 0
     with pytest.raises(CatalogError, match="unknown format 'xls'"):

@@ -28,7 +28,7 @@ from copick_catalog.sample import SampleSummary, make_sample_project, pick_json
 from copick_catalog.schema import Feature, IndexErrorRow, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
 from copick_catalog.watcher import catalog_status, entity_scope, minimal_scopes, read_state, state_path
 
-from .conftest import age_tree, run_object_counts
+from .conftest import age_tree, packed_points_match, run_object_counts
 
 VS = 10.0
 
@@ -161,6 +161,7 @@ def snapshot(cat: Catalog, points: bool = True) -> dict[str, set[tuple[Any, ...]
             out[t] = {(layer, path, fp.split("|")[0], bool(stale)) for layer, path, fp, stale in rows}
         out["n_points"] = set(conn.execute(sa.text("SELECT layer, path, n_points FROM picks")).all())
         out["run_objects"] = run_object_counts(cat.engine)
+        packed_points_match(cat.engine)
         out["points"] = set() if not points else set(conn.execute(sa.text(
             "SELECT p.layer, p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
             "JOIN picks p ON p.id = pt.pick_id")).all())
