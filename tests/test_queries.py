@@ -177,6 +177,21 @@ def test_runs_lacking_follows_files_and_config(sample: SampleSummary, db_url: st
                                                                                "membrane", "actin"}
 
 
+def test_rows_held_across_another_writer_show_current_values(sample: SampleSummary, db_url: str) -> None:
+    """Rows a caller still holds are refreshed by the next query, even when another process changed them."""
+    with Catalog.open(sample.config, db=db_url) as reader, Catalog.open(sample.config, db=db_url) as writer:
+        reader.index()
+        held = reader.picks(run="TS_0003", user_id="alice", object_name="ribosome")
+        assert len(held) == 1 and held[0].n_points > 3
+        path = sample.config.parent / "overlay" / held[0].path
+        path.write_text(pick_json("ribosome", "alice", "1", "TS_0003", np.zeros((3, 3)), np.arange(3), np.ones(3)))
+        writer.index()  # another catalog (process) indexes the change
+        again = reader.picks(run="TS_0003", user_id="alice", object_name="ribosome")
+        assert again[0] is held[0] and held[0].n_points == 3  # the same object, now current
+        fresh = reader.picks(run="TS_0004", user_id="bob")  # rows nobody held load as usual
+        assert fresh and all(p.user_id == "bob" and p.run_name == "TS_0004" for p in fresh)
+
+
 def test_open_returns_payloads(cat: Catalog, sample: SampleSummary) -> None:
     pick = cat.picks(run="TS_0001", user_id="alice", object_name="ribosome")[0]
     model = pick.open()
