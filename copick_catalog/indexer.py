@@ -302,10 +302,11 @@ class Indexer:
     def _load_snapshot(self, scopes: list[tuple[str, str]]) -> Indexer._Snapshot:
         files: dict[tuple[layout.Kind, str, str], _Old] = {}
         in_scope = _runs_clause(scopes)
+        bytewise = is_sqlite(self.engine)
         with self.engine.connect() as conn:
             for kind, model in KIND_MODELS.items():
                 q = sa.select(model.id, model.layer, model.path, model.fingerprint, model.indexed_at).where(
-                    model.project_id == self.project_id, _scope_clause(model, scopes))
+                    model.project_id == self.project_id, _scope_clause(model, scopes, bytewise))
                 for rid, layer, path, fp, at in conn.execute(q):
                     files[(kind, layer, path)] = _Old(rid, fp, at)
             runs = {name: (rid, st, ov, at) for rid, name, st, ov, at in conn.execute(
@@ -317,7 +318,7 @@ class Indexer:
                 .where(Run.project_id == self.project_id, in_scope))}
             errors = {(layer, path) for layer, path in conn.execute(
                 sa.select(IndexErrorRow.layer, IndexErrorRow.path).where(
-                    IndexErrorRow.project_id == self.project_id, _scope_clause(IndexErrorRow, scopes)))}
+                    IndexErrorRow.project_id == self.project_id, _scope_clause(IndexErrorRow, scopes, bytewise)))}
         return Indexer._Snapshot(files, runs, vss, errors)
 
     # ------------------------------------------------------------------ runs and voxel spacings
@@ -638,11 +639,23 @@ def _runs_clause(scopes: list[tuple[str, str]]) -> Any:
     return Run.name.in_(sorted(names)) if names else sa.false()
 
 
-def _scope_clause(model: Any, scopes: list[tuple[str, str]]) -> Any:
+def _scope_clause(model: Any, scopes: list[tuple[str, str]], bytewise: bool) -> Any:
+    """Rows at or under each ``(layer, prefix)``.
+
+    ``bytewise`` (SQLite, whose default collation compares UTF-8 bytes) spells "at or under" as the
+    range ``prefix <= path < prefix0`` ('0' follows '/') narrowed to ``path = prefix or path >=
+    prefix/``, which the ``(project_id, layer, path)`` index answers directly: a write-through then
+    reads one index range instead of scanning every pick (and SQLite's LIKE would also ignore ASCII
+    case). PostgreSQL keeps LIKE, since under a locale collation such a range is not the same set of
+    strings.
+    """
     parts = []
     for layer, prefix in scopes:
         if not prefix:
             parts.append(model.layer == layer)
+        elif bytewise:  # one index range [prefix, prefix0), then the exact test inside it
+            parts.append(sa.and_(model.layer == layer, model.path >= prefix, model.path < prefix + "0",
+                                 sa.or_(model.path == prefix, model.path >= prefix + "/")))
         else:
             like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
             parts.append(sa.and_(model.layer == layer,

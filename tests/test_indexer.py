@@ -212,6 +212,34 @@ def test_index_run_history_is_pruned_but_keeps_each_triggers_last(sample: Sample
     assert [t for _i, t in rows[1:]] == ["watch"] * 9 + ["api"]
 
 
+def test_scope_clause_selects_exactly_the_subtree(sample: SampleSummary, db_url: str) -> None:
+    """A scope is its path and what lies under it: not a sibling that shares a prefix, not another case."""
+    from copick_catalog.db import is_sqlite
+    from copick_catalog.indexer import _scope_clause
+
+    paths = ["ExperimentRuns/TS_1", "ExperimentRuns/TS_1/Picks/a.json", "ExperimentRuns/TS_1/Picks/b_c.json",
+             "ExperimentRuns/TS_10/Picks/a.json", "ExperimentRuns/TS_1.bak/x.json", "ExperimentRuns/TS_1-x",
+             "experimentruns/ts_1/Picks/a.json", "ExperimentRuns/TS_1%/a.json", "ExperimentRuns/TS_1/Picks%/a.json",
+             "ExperimentRuns/TS_1/Picks/é.json", "ExperimentRuns/TS_2/Picks/a.json"]
+    with Catalog.open(sample.config, db=db_url) as cat, cat.engine.begin() as conn:
+        conn.execute(sa.insert(IndexErrorRow), [
+            {"project_id": cat.project_id, "layer": layer, "path": p, "kind": "parse", "message": "-",
+             "first_seen": 0.0, "last_seen": 0.0} for p in paths for layer in ("overlay", "static")])
+        for scopes in ([("overlay", "ExperimentRuns/TS_1")], [("overlay", "ExperimentRuns/TS_1/Picks")],
+                       [("overlay", "ExperimentRuns/TS_1%")], [("static", "ExperimentRuns/TS_1/Picks/a.json")],
+                       [("overlay", "ExperimentRuns/TS_10"), ("static", "ExperimentRuns/TS_2")],
+                       [("static", "")]):
+            expect = {(layer, p) for p in paths for layer in ("overlay", "static")
+                      if any(lay == layer and (not pre or p == pre or p.startswith(pre + "/")) for lay, pre in scopes)}
+            for bytewise in ([True, False] if is_sqlite(conn) else [False]):
+                got = set(conn.execute(sa.select(IndexErrorRow.layer, IndexErrorRow.path).where(
+                    IndexErrorRow.project_id == cat.project_id, _scope_clause(IndexErrorRow, scopes, bytewise))).all())
+                if bytewise or not is_sqlite(conn):
+                    assert got == expect, (scopes, bytewise)
+                else:  # SQLite's LIKE ignores ASCII case: the reason the bytewise form exists
+                    assert got >= expect
+
+
 KILL_SCRIPT = """
 import sys, os, signal, threading
 from copick_catalog import Catalog
