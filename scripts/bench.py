@@ -14,8 +14,10 @@ by an hour first: a project nobody touched for a while, so the racy-timestamp ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,15 +202,22 @@ def bench_queries(config: Path, db: str, reps: int) -> dict[str, Any]:
     return out
 
 
-def make_pg_db(admin_url: str) -> str:
+@contextlib.contextmanager
+def pg_database(admin_url: str, keep: bool = False) -> Iterator[str]:
+    """A fresh PostgreSQL database for one benchmark run, dropped afterwards unless ``keep``."""
     import sqlalchemy as sa
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
     eng = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with eng.connect() as c:
         c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    eng.dispose()
-    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        if not keep:
+            with eng.connect() as c:
+                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        eng.dispose()
 
 
 def main() -> None:
@@ -222,8 +231,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-queries", action="store_true")
     ap.add_argument("--watch", action="store_true", help="also measure watch latency and idle CPU")
-    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None, help="where the project and catalog go (kept)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary project and PostgreSQL database")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        run(args, stack)
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    def database() -> str:
+        return stack.enter_context(pg_database(args.pg_url, keep=args.keep))
 
     from copick_catalog.sample import make_sample_project
 
@@ -234,19 +251,23 @@ def main() -> None:
         from bench_s3 import bench_s3  # type: ignore[import-not-found]
 
         if args.backend == "postgres":
-            result["s3"] = bench_s3(n_runs=args.runs, strategies=("auto",), db=make_pg_db(args.pg_url))
+            result["s3"] = bench_s3(n_runs=args.runs, strategies=("auto",), db=database())
         else:
             result["s3"] = bench_s3(n_runs=args.runs)
         print(json.dumps(result, indent=2))
         return
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="cc-bench-"))
+    work = args.workdir
+    if work is None:
+        work = Path(tempfile.mkdtemp(prefix="cc-bench-"))
+        if not args.keep:
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
     t = time.perf_counter()
     s = make_sample_project(work / "project", runs=args.runs, picks_per_run=args.picks_per_run, tomogram_runs=3,
                             size=32, users=BENCH_USERS)
     age(work / "project")
     result["project"] = {"pick_files": s.pick_files, "points": s.points,
                          "generate_s": round(time.perf_counter() - t, 1)}
-    db = f"sqlite:///{work / 'catalog.sqlite'}" if args.backend == "sqlite" else make_pg_db(args.pg_url)
+    db = f"sqlite:///{work / 'catalog.sqlite'}" if args.backend == "sqlite" else database()
     full = run_index_child(s.config, db)
     noop = run_index_child(s.config, db)
     result["index"] = {
