@@ -57,11 +57,10 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_concurrent_index_runs_daemon_and_writer(sample: SampleSummary, tmp_path: Path,
+def test_concurrent_index_runs_daemon_and_writer(sample: SampleSummary, tmp_path: Path, db_url: str,
                                                  daemons: Callable[..., Daemon]) -> None:
-    """Two `copick-catalog index` loops and the daemon on one SQLite catalog while a writer adds picks:
-    the result equals a clean full index of the final files into a fresh database."""
-    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    """Two `copick-catalog index` loops and the daemon on one catalog (SQLite file or PostgreSQL) while a
+    writer adds picks: the result equals a clean full index of the final files into a fresh database."""
     d = daemons(sample.config, db_url)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(overlay_of(sample)), "160"])
     failures: list[str] = []
