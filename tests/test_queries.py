@@ -192,6 +192,45 @@ def test_rows_held_across_another_writer_show_current_values(sample: SampleSumma
         assert fresh and all(p.user_id == "bob" and p.run_name == "TS_0004" for p in fresh)
 
 
+def test_config_objects_change_while_indexing(sample: SampleSummary, db_url: str) -> None:
+    """Re-opening with a config whose objects changed, while another catalog indexes new picks, neither
+    fails nor leaves run_objects out of step with the picks and the objects configured last."""
+    import threading
+
+    base = json.loads(sample.config.read_text())
+    extra = dict(base, pickable_objects=[*base["pickable_objects"], {"name": "actin", "is_particle": True,
+                                                                     "label": 9}])
+    variants = [sample.config.parent / "a.json", sample.config.parent / "b.json"]
+    variants[0].write_text(json.dumps(extra))
+    variants[1].write_text(json.dumps(base))
+    errors: list[BaseException] = []
+    picks_dir = sample.config.parent / "overlay" / "ExperimentRuns"
+    with Catalog.open(sample.config, db=db_url) as indexer:
+        indexer.index()
+
+        def keep_indexing() -> None:
+            try:
+                for i in range(12):
+                    run = f"TS_{i % 12 + 1:04d}"
+                    (picks_dir / run / "Picks" / f"racer_{i}_ribosome.json").write_text(pick_json(
+                        "ribosome", "racer", str(i), run, np.ones((2, 3)), np.arange(2), np.ones(2)))
+                    indexer.index(scopes=[("overlay", f"ExperimentRuns/{run}/Picks")])
+            except BaseException as exc:  # reported below, in the test thread
+                errors.append(exc)
+
+        t = threading.Thread(target=keep_indexing)
+        t.start()
+        for i in range(8):  # same project name and config path: the objects flip between the two variants
+            sample.config.write_text(variants[i % 2].read_text())
+            Catalog.open(sample.config, db=db_url).close()
+        t.join(60)
+    assert not errors, errors
+    with Catalog.open(sample.config, db=db_url) as cat:
+        counts = run_object_counts(cat.engine)  # equal to the picks, for the objects configured last
+        assert {obj for _r, obj, _n, _p in counts} == set(cat.config.object_names)
+        assert len(cat.picks(user_id="racer")) == 12
+
+
 def test_open_returns_payloads(cat: Catalog, sample: SampleSummary) -> None:
     pick = cat.picks(run="TS_0001", user_id="alice", object_name="ribosome")[0]
     model = pick.open()
