@@ -101,7 +101,12 @@ def print_status(info: dict[str, Any]) -> None:
     console.print("index running now: " + ("[yellow]yes[/] (the project lock is held)" if info["index_running"]
                                            else "no"))
     d = info["daemon"]
-    if d["running"]:
+    if d.get("seen_via") == "postgresql":  # a daemon on another machine: its state file is not here
+        server = d["server_lock"]
+        console.print(f"watch daemon: [green]running[/] ({escape(str(server['application_name']))}, seen through "
+                      f"PostgreSQL from {server.get('client_addr') or 'a local socket'}, connected "
+                      f"{_when(server.get('since'))})")
+    elif d["running"]:
         console.print(f"watch daemon: [green]running[/] (pid {d.get('pid')} on {d.get('host')}, since "
                       f"{_when(d.get('started_at'))}, heartbeat {d.get('heartbeat_age_s', '?')} s ago, "
                       f"{d.get('updates', 0)} updates, {d.get('pending', 0)} pending)")

@@ -60,10 +60,10 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from . import layout
 from .catalog import Catalog
-from .db import is_network_fs
+from .db import is_network_fs, is_sqlite
 from .errors import CatalogError, IndexCancelled, LockBusyError
 from .indexer import IndexReport, covers
-from .locking import is_locked
+from .locking import DaemonClaim, daemon_holder, is_locked
 from .schema import (
     FILE_MODELS,
     IndexErrorRow,
@@ -399,6 +399,8 @@ class Watcher:
         self._retry_count: dict[tuple[str, str], tuple[str, int]] = {}  # (layer, path) -> (fingerprint, n)
         self._lost = threading.Event()
         self._stop_at: float | None = None  # monotonic time of the first stop request
+        self._claim = None if is_sqlite(catalog.engine) else DaemonClaim(
+            catalog.engine, catalog.project_id, socket.gethostname(), os.getpid())
         self._next_check = 0.0
         self._spy = _OverflowSpy(self)
 
@@ -426,6 +428,12 @@ class Watcher:
     def run(self) -> None:
         """Index everything once, then follow changes until :meth:`stop` or SIGTERM/SIGINT."""
         self.state.acquire()
+        if self._claim is not None:
+            try:
+                self._claim.acquire()  # one daemon per project across machines, not just on this host
+            except BaseException:
+                self.state.release()
+                raise
         restore = self._install_signals()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="copick-catalog-heartbeat", daemon=True)
         try:
@@ -442,6 +450,8 @@ class Watcher:
             self._stop.set()
             self._stop_observer()
             heartbeat.join(timeout=1.0)
+            if self._claim is not None:
+                self._claim.release()
             self._write_state(running=False)
             self.state.release()
             restore()
@@ -705,8 +715,16 @@ class Watcher:
         return self._stop_at is not None and time.monotonic() - self._stop_at >= self.opts.stop_grace
 
     def _heartbeat_loop(self) -> None:
+        claimed = True
         while not self._stop.wait(self.opts.heartbeat):
             self._write_state()
+            if self._claim is not None:
+                held = self._claim.keep()
+                if held != claimed:
+                    log.log(logging.INFO if held else logging.WARNING,
+                            "daemon lock on the database %s", "held again" if held else
+                            "lost (database unreachable, or another daemon took over); retrying every heartbeat")
+                    claimed = held
 
     def _write_state(self, running: bool = True) -> None:
         """Refresh the state file; a full disk costs the heartbeat, never the daemon."""
@@ -785,8 +803,8 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
 
     When the catalog was last indexed and by what (cli, cron, watch, api), how long it took, how
     much it holds, how many files are in error, whether an index run holds the lock right now, and
-    whether a watch daemon is alive (its state file is locked; on a server database this is only
-    visible from the daemon's host, so the last "watch" run is shown as well).
+    whether a watch daemon is alive: its state file is locked (this host), or, on PostgreSQL, its
+    advisory lock is held (any host; ``seen_via`` says "postgresql" when only the server knows).
     """
     pid = cat.project_id
     with cat.engine.connect() as conn:
@@ -813,6 +831,11 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
     state = read_state(path)
     alive = daemon_running(path)
     daemon: dict[str, Any] = {"running": alive, "state_file": str(path)}
+    server = daemon_holder(cat.engine, pid)  # PostgreSQL: a daemon on any machine
+    if server is not None:
+        daemon["server_lock"] = server
+        if not alive:
+            daemon.update(running=True, seen_via="postgresql")
     if state:
         daemon.update({k: state.get(k) for k in ("pid", "host", "started_at", "heartbeat_at", "ready", "pending",
                                                   "roots", "updates", "failures", "last_update_at", "last_error")})

@@ -375,9 +375,14 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
              and paths(cat, Feature) == {feat.replace(vs_old, vs_new)}, "a renamed voxel spacing")
         shutil.rmtree(ov / vs_new)
         seen(lambda: not paths(cat, Feature) and not paths(cat, Tomogram) & moved, "a deleted voxel spacing")
-        with cat.engine.connect() as conn:
-            assert conn.execute(sa.select(VoxelSpacing.voxel_size).join(Run).where(
-                Run.name == "TS_0005")).scalars().all() == [VS]
+
+        def spacings() -> list[float]:
+            with cat.engine.connect() as conn:
+                return conn.execute(sa.select(VoxelSpacing.voxel_size).join(Run).where(
+                    Run.name == "TS_0005")).scalars().all()
+
+        # its row goes in the same index run, one transaction after the file rows: poll, do not race it
+        seen(lambda: spacings() == [VS], "the deleted voxel spacing's row gone")
 
         assert error_rows(cat) == {}
         state = d.state()
@@ -478,6 +483,46 @@ def test_status_and_a_second_daemon(sample: SampleSummary, tmp_path: Path, daemo
         assert s["daemon"]["running"] is False and s["daemon"]["pid"] == d.proc.pid
     out = CliRunner().invoke(main, ["status", str(sample.config), "--db", db_url])
     assert out.exit_code == 0 and "not running" in out.output and "cron" in out.output, out.output
+
+
+def test_postgres_shows_the_daemon_to_every_machine(sample: SampleSummary, tmp_path: Path, pg_url: str,
+                                                   daemons: Callable[..., Daemon]) -> None:
+    """On a shared PostgreSQL catalog a daemon is visible, and exclusive, beyond its own host: a process
+    with a different state directory (as on another machine) cannot start a second one, and `status`
+    there reports the first through the server."""
+    from click.testing import CliRunner
+
+    from copick_catalog.cli import main
+    from copick_catalog.watcher import STATE_DIR_ENV
+
+    d = daemons(sample.config, pg_url)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    second = Daemon(sample.config, pg_url, elsewhere)  # its own state file, so only the server can object
+    try:
+        second.start(wait_ready=False)
+        assert second.proc.wait(15) == 2, second.log()
+        said = " ".join(second.log().split())  # the console wraps long lines
+        assert "seen through PostgreSQL" in said and f"pid {d.proc.pid}" in said
+    finally:
+        second.kill()
+    env = {STATE_DIR_ENV: str(elsewhere / "state")}
+    with Catalog.open(sample.config, db=pg_url) as cat, pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STATE_DIR_ENV, env[STATE_DIR_ENV])
+        s = catalog_status(cat)
+        assert s["daemon"]["running"] and s["daemon"]["seen_via"] == "postgresql"
+        assert s["daemon"]["server_lock"]["application_name"].endswith(f"pid {d.proc.pid}")
+        out = CliRunner().invoke(main, ["status", str(sample.config), "--db", pg_url], env=env)
+        assert out.exit_code == 0 and "seen through PostgreSQL" in " ".join(out.output.split()), out.output
+        assert d.stop()[0] == 0
+        s = catalog_status(cat)
+        assert s["daemon"]["running"] is False and "server_lock" not in s["daemon"]
+    third = Daemon(sample.config, pg_url, elsewhere)  # the lock went with the first daemon
+    try:
+        third.start(timeout=30)
+        assert third.state().get("ready")
+    finally:
+        third.stop()
 
 
 def test_root_vanishes_and_comes_back(sample: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]) -> None:
