@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from copick_catalog import Catalog, layout
 from copick_catalog.config import load_config, save_config
+from copick_catalog.locking import daemon_holder
 from copick_catalog.sample import SampleSummary
 from copick_catalog.schema import Pick
 
@@ -186,6 +187,8 @@ def test_database_unreachable_then_catch_up(sample: SampleSummary, pg_url: str,
         proxy.down()
         (ov / p1).write_text(pick_text("TS_0002", "kim", "1", "ribosome", 4))
         wait_for(lambda: d.state().get("failures", 0) >= 1, 10, "a failed attempt while the database is away", d)
+        wait_for(lambda: daemon_holder(cat.engine, cat.project_id) is None, 10,
+                 "the server to drop the daemon's lock with its cut connection", d)
         (ov / p2).write_text(pick_text("TS_0003", "kim", "1", "ribosome", 4))
         (ov / gone).unlink()
         time.sleep(1.0)
@@ -194,6 +197,9 @@ def test_database_unreachable_then_catch_up(sample: SampleSummary, pg_url: str,
         wait_for(lambda: {p1, p2} <= paths(cat, Pick) and gone not in paths(cat, Pick), 20,
                  "the daemon to catch up after the database came back", d)
         wait_for(lambda: d.state()["last_error"] is None and d.state()["pending"] == 0, 5, "a clean state", d)
+        # the daemon's claim on the project died with its connection; a heartbeat takes it again
+        wait_for(lambda: (daemon_holder(cat.engine, cat.project_id) or {}).get("application_name", "").endswith(
+            f"pid {d.proc.pid}"), 20, "the daemon lock held again after the outage", d)
     assert d.stop()[0] == 0
 
 
