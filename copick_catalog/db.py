@@ -16,7 +16,7 @@ import logging
 import os
 import sqlite3
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,16 @@ def read_snapshot(engine: Engine) -> Iterator[Connection]:
             conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         with conn.begin():
             yield conn
+
+
+#: Values per ``IN (…)`` list or executemany batch: well under every driver's parameter limit.
+CHUNK = 500
+
+
+def chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of at most ``n``, for statements whose parameters must stay bounded."""
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
 
 
 def upsert_insert(conn: Connection, table: sa.Table) -> Any:

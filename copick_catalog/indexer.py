@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import layout, payloads
-from .db import is_sqlite, upsert_insert, write_tx
+from .db import chunks, is_sqlite, upsert_insert, write_tx
 from .errors import IndexCancelled, PayloadError, RootError
 from .schema import (
     FILE_MODELS,
@@ -370,10 +370,10 @@ class Indexer:
         if not gone_runs and not gone_vs:
             return
         with write_tx(self.engine) as conn:
-            for chunk in _chunks(gone_vs, 500):
+            for chunk in chunks(gone_vs):
                 conn.execute(sa.delete(VoxelSpacing).where(VoxelSpacing.id.in_(chunk),
                                                            VoxelSpacing.indexed_at < t0))
-            for chunk in _chunks(gone_runs, 500):
+            for chunk in chunks(gone_runs):
                 conn.execute(sa.delete(Run).where(Run.id.in_(chunk), Run.indexed_at < t0))
         report.count("run", "removed", len(gone_runs))
 
@@ -532,7 +532,7 @@ class Indexer:
                 by_kind[kind].append(old.id)
         for kind, ids in by_kind.items():
             model = KIND_MODELS[kind]
-            for chunk in _chunks(ids, 500):
+            for chunk in chunks(ids):
                 with write_tx(self.engine) as conn:
                     runs = runs_with_picks(conn, chunk) if kind is layout.Kind.PICK else set()
                     conn.execute(sa.delete(model).where(model.id.in_(chunk), model.indexed_at < t0))
@@ -570,7 +570,7 @@ class Indexer:
                         ["kind", "severity", "message", "last_seen"])
             for layer in {k[0] for k in cleared}:
                 paths = [p for lay, p in cleared if lay == layer]
-                for chunk in _chunks(paths, 500):
+                for chunk in chunks(paths):
                     conn.execute(sa.delete(IndexErrorRow).where(
                         IndexErrorRow.project_id == self.project_id, IndexErrorRow.layer == layer,
                         IndexErrorRow.path.in_(chunk)))
@@ -684,11 +684,6 @@ def _minimal_scopes(scopes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
 def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str],
             update: list[str], guard: Any = None, returning: tuple[Any, ...] | None = None) -> list[Any]:
     """``INSERT … ON CONFLICT DO UPDATE`` that writes nothing when nothing changed.
@@ -702,7 +697,7 @@ def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], confl
     stmt = stmt.on_conflict_do_update(index_elements=conflict,
                                       set_={c: stmt.excluded[c] for c in update}, where=where)
     out: list[Any] = []
-    for chunk in _chunks(rows, 500):
+    for chunk in chunks(rows):
         if returning is not None:
             out.extend(conn.execute(stmt.returning(*returning), list(chunk)).all())
         else:
@@ -716,7 +711,7 @@ def _replace_points(conn: Connection, ids: dict[tuple[str, str], int],
     if not ids:
         return
     pick_ids = list(ids.values())
-    for chunk in _chunks(pick_ids, 500):
+    for chunk in chunks(pick_ids):
         conn.execute(sa.delete(Point).where(Point.pick_id.in_(chunk)))
         conn.execute(sa.delete(PackedPoints).where(PackedPoints.pick_id.in_(chunk)))
     rows = [(pid, *pt) for where, pid in ids.items() for pt in points_by_path.get(where, ())]

@@ -14,11 +14,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import upsert_insert
+from .db import chunks, upsert_insert
 from .schema import Pick, PickableObject, Run, RunObject
-
-#: Runs per statement: keeps ``IN (…)`` lists well under every driver's parameter limit.
-CHUNK = 500
 
 
 def refresh_run_objects(conn: Connection, project_id: int, run_ids: Iterable[int] | None = None) -> None:
@@ -30,9 +27,8 @@ def refresh_run_objects(conn: Connection, project_id: int, run_ids: Iterable[int
     if run_ids is None:
         _refresh(conn, project_id, None)
         return
-    ids = sorted(set(run_ids))
-    for start in range(0, len(ids), CHUNK):
-        _refresh(conn, project_id, ids[start:start + CHUNK])
+    for chunk in chunks(sorted(set(run_ids))):
+        _refresh(conn, project_id, list(chunk))
 
 
 def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
@@ -67,10 +63,9 @@ def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
 
 def runs_with_picks(conn: Connection, pick_ids: Iterable[int]) -> set[int]:
     """The runs that own these pick rows (read before the rows are deleted)."""
-    ids = list(pick_ids)
     out: set[int] = set()
-    for start in range(0, len(ids), CHUNK):
-        out.update(conn.scalars(sa.select(Pick.run_id).where(Pick.id.in_(ids[start:start + CHUNK])).distinct()))
+    for chunk in chunks(list(pick_ids)):
+        out.update(conn.scalars(sa.select(Pick.run_id).where(Pick.id.in_(chunk)).distinct()))
     return out
 
 
