@@ -15,11 +15,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager
 
-from .db import read_snapshot
+from .db import chunks, read_snapshot
 from .errors import CatalogError
+from .payloads import PACKED_POINT_FIELDS, pack_points, unpack_points
 from .schema import (
     Base,
     DensityMap,
@@ -292,9 +294,10 @@ class QueryMixin:
         if user_id is None:
             configured = sa.select(PickableObject.id).where(PickableObject.project_id == self.project_id,
                                                             PickableObject.name == object_name)
+            # rows exist only for configured objects, so no row may also mean "not configured": ask then
             zero = (sa.select(RunObject.run_name)
                     .where(RunObject.project_id == self.project_id, RunObject.object_name == object_name,
-                           RunObject.n_picks == 0, sa.exists(configured))
+                           RunObject.n_picks == 0)
                     .order_by(RunObject.run_name))
             with self.engine.connect() as conn:
                 names = list(conn.scalars(zero))
@@ -363,10 +366,8 @@ _PICK_LABELS = ("run_name", "object_name", "user_id", "session_id", "layer")
 
 def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], ids: list[int]) -> list[bytes]:
     """Pack the points of picks that have no ``packed_points`` row from the ``points`` table."""
-    from .payloads import pack_points
-
     rows: dict[int, list[tuple[float, ...]]] = {i: [] for i in ids}
-    for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+    for chunk in chunks(ids):
         stmt = (sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
                 .where(Point.pick_id.in_(chunk)).order_by(Point.pick_id, Point.idx))
         for pid, *values in conn.execute(stmt):
@@ -376,17 +377,13 @@ def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], id
 
 def _point_frame(meta: Sequence[Any], blobs: Sequence[bytes], format: str, columns: Sequence[str]) -> Any:
     """Assemble the points table: numbers as numpy columns, names as codes into per-column categories."""
-    import numpy as np
-
-    from .payloads import unpack_points
-
     nums, counts = unpack_points(blobs)
     which = np.repeat(np.arange(len(meta)), counts)  # row of meta for each point
-    numbers = {"x": nums[:, 0], "y": nums[:, 1], "z": nums[:, 2], "instance_id": nums[:, 3].astype(np.int64),
-               "score": nums[:, 4]}
+    numbers = {f: nums[:, i] for i, f in enumerate(PACKED_POINT_FIELDS)}
+    numbers["instance_id"] = numbers["instance_id"].astype(np.int64)
     if format == "records":
         names = [m[1:] for m in meta]
-        cols = [numbers[c].tolist() for c in ("x", "y", "z", "instance_id", "score")]
+        cols = [numbers[c].tolist() for c in PACKED_POINT_FIELDS]
         return [dict(zip(columns, (*names[w], *vals), strict=True))
                 for w, *vals in zip(which.tolist(), *cols, strict=True)]
     labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
