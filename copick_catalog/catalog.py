@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import payloads
 from .config import CopickConfig, load_config
-from .db import create_engine, ensure_schema, normalize_url, write_tx
+from .db import check_schema, create_engine, ensure_schema, normalize_url, write_tx
 from .errors import CatalogError, StaleRowError
 from .indexer import Indexer, IndexReport
 from .locking import project_lock
 from .queries import QueryMixin
+from .readonly_sql import SqlResult, run_readonly_sql
 from .schema import (
     DensityMap,
     Filament,
@@ -66,25 +67,47 @@ class Catalog(QueryMixin):
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, config: str | os.PathLike[str], db: str | None = None, *, upgrade: bool = True) -> Catalog:
+    def open(cls, config: str | os.PathLike[str], db: str | None = None, *, upgrade: bool = True,
+             read_only: bool = False) -> Catalog:
         """Open the catalog of the project described by ``config`` (a copick_config.json path).
 
         ``db`` is a SQLAlchemy URL or a SQLite file path; by default a SQLite file next to the
         config. An empty or older database is migrated to the current schema first.
+        ``read_only`` opens without writing anything (no migration, no project registration): for
+        ``sql``, and for people who may read a shared catalog but not write it.
         """
         config_path = Path(config).expanduser().resolve()
         cfg = load_config(config_path)
         url = normalize_url(db) if db else default_db_for(config_path)
-        engine = create_engine(url)
+        engine = create_engine(url, read_only=read_only)
         try:
-            if upgrade:
-                ensure_schema(engine)
-            project_id = register_project(engine, cfg, config_path)
+            if read_only:
+                check_schema(engine)
+                project_id = find_project(engine, cfg, config_path)
+            else:
+                if upgrade:
+                    ensure_schema(engine)
+                project_id = register_project(engine, cfg, config_path)
         except sa.exc.OperationalError as exc:
             engine.dispose()
             raise CatalogError(f"cannot use catalog database {engine.url.render_as_string(hide_password=True)}: "
                                f"{exc.orig}") from None
-        return cls(cfg, config_path, engine, project_id)
+        except BaseException:
+            engine.dispose()
+            raise
+        cat = cls(cfg, config_path, engine, project_id)
+        cat.read_only = read_only
+        return cat
+
+    read_only: bool = False
+
+    def sql(self, statement: str, *, timeout: float | None = 60.0, max_rows: int | None = None) -> SqlResult:
+        """Run one read-only SQL query on the catalog database (see :mod:`copick_catalog.readonly_sql`).
+
+        Read-only by construction: the database itself refuses writes, several statements, ``ATTACH``
+        and ``COPY``, whatever the text says.
+        """
+        return run_readonly_sql(self.engine, statement, timeout=timeout, max_rows=max_rows)
 
     def close(self) -> None:
         if self._read_session is not None:
@@ -118,6 +141,9 @@ class Catalog(QueryMixin):
         between transactions; once it returns true the run stops with
         :class:`~copick_catalog.errors.IndexCancelled`, leaving only whole batches behind.
         """
+        if self.read_only:
+            raise CatalogError(f"catalog {self.db_url} was opened read-only; open it without read_only=True "
+                               "(and with write access) to index")
         with project_lock(self.engine, self.project_id, wait=wait, timeout=timeout):
             indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
                               progress=progress, cancel=cancel)
@@ -226,6 +252,18 @@ def register_project(engine: Engine, config: CopickConfig, config_path: Path) ->
                 conn.execute(sa.update(Project).where(Project.id == pid).values(**values))
         _sync_objects(conn, pid, config)
     return pid
+
+
+def find_project(engine: Engine, config: CopickConfig, config_path: Path) -> int:
+    """The id of an already registered project, without writing anything (read-only opens)."""
+    with engine.connect() as conn:
+        pid = conn.execute(sa.select(Project.id).where(Project.name == config.name,
+                                                       Project.config_path == str(config_path))).scalar()
+    if pid is None:
+        raise CatalogError(f"project {config.name!r} ({config_path}) is not in catalog "
+                           f"{engine.url.render_as_string(hide_password=True)} yet; index it once with write "
+                           "access (copick-catalog index CONFIG)")
+    return int(pid)
 
 
 def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) -> None:

@@ -22,7 +22,7 @@ from rich.table import Table
 from .errors import CatalogError, LockBusyError
 
 console = Console(stderr=False)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
 
 DB_OPTION = click.option("--db", "db", default=None, metavar="URL",
                          help="Catalog database: SQLAlchemy URL or SQLite file "
@@ -141,6 +141,27 @@ def db_upgrade(url: str) -> None:
     before = current_revision(engine)
     head = ensure_schema(engine)
     console.print(f"schema at {head}" + ("" if before == head else f" (was {before or 'empty'})"))
+
+
+@db.command("readonly-role")
+@click.argument("name")
+@click.option("--db", "url", required=True, metavar="URL", help="PostgreSQL catalog URL of a role that may create roles.")
+@click.option("--password", default=None,
+              help="Password for the new role (omit for trust/peer/cert setups).")
+@friendly
+def db_readonly_role(name: str, url: str, password: str | None) -> None:
+    """Create a PostgreSQL role NAME that can only SELECT from the catalog (for `sql` on shared catalogs)."""
+    from .db import create_engine
+    from .readonly_sql import create_readonly_role
+
+    engine = create_engine(url)
+    try:
+        for stmt in create_readonly_role(engine, name, password):
+            console.print(escape(stmt))
+    finally:
+        engine.dispose()
+    console.print(f"role {escape(name)} can only read; use it with: copick-catalog sql '...' CONFIG --db "
+                  f"{escape(engine.url.set(username=name, password=None).render_as_string(hide_password=True))}")
 
 
 @main.command()

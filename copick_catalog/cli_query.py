@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from rich.markup import escape
 from rich.table import Table
 
@@ -168,36 +167,21 @@ def query_segmentations(config: Path, db: str | None, run: tuple[str, ...], voxe
 @CONFIG_ARG
 @DB_OPTION
 @FORMAT
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Stop the query after this many seconds.")
 @friendly
-def sql(statement: str, config: Path, db: str | None, fmt: str) -> None:
-    """Run a read-only SQL STATEMENT against the catalog and print the result.
+def sql(statement: str, config: Path, db: str | None, fmt: str, timeout: float) -> None:
+    """Run one read-only SQL query (SELECT, WITH, VALUES, TABLE) against the catalog and print the result.
 
-    The tables are runs, voxel_spacings, tomograms, features, picks, points, meshes, segmentations,
-    filaments, density_maps, pickable_objects, projects, index_runs and index_errors.
+    Read-only by construction: the database refuses anything else. The tables are runs,
+    voxel_spacings, tomograms, features, picks, points, meshes, segmentations, filaments,
+    density_maps, pickable_objects, run_objects, projects, index_runs and index_errors. On a shared
+    PostgreSQL catalog, point --db at a role made by `copick-catalog db readonly-role`.
     """
-    with open_catalog(config, db) as cat:
-        rows, columns = run_readonly_sql(cat.engine, statement)
-        emit(rows, columns, fmt)
+    from .catalog import Catalog
 
-
-def run_readonly_sql(engine: sa.Engine, statement: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Execute ``statement`` in a transaction the database itself enforces as read-only."""
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("PRAGMA query_only = ON")
-        else:
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-        try:
-            result = conn.exec_driver_sql(statement)
-            columns = list(result.keys()) if result.returns_rows else []
-            rows = [dict(r._mapping) for r in result] if result.returns_rows else []
-        except sa.exc.DBAPIError as exc:
-            raise CatalogError(f"SQL failed: {str(exc.orig).strip()}") from None
-        finally:
-            conn.rollback()
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("PRAGMA query_only = OFF")
-        return rows, columns
+    with Catalog.open(config, db=db, read_only=True) as cat:
+        result = cat.sql(statement, timeout=timeout)
+        emit(result.records(), result.columns, fmt)
 
 
 @click.command()

@@ -72,11 +72,17 @@ def is_network_fs(path: Path) -> bool:
     return fstype in NETWORK_FS_TYPES or (fstype.startswith("fuse.") and fstype != "fuse.overlay")
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the pragmas and transaction rules this catalog relies on."""
+def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
+    """An engine with the pragmas and transaction rules this catalog relies on.
+
+    ``read_only`` engines cannot write: a SQLite file is opened with ``mode=ro``, a PostgreSQL session
+    starts every transaction read-only.
+    """
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, **kwargs)
+        return _sqlite_engine(url, read_only=read_only, **kwargs)
+    if read_only:
+        kwargs.setdefault("connect_args", {})["options"] = "-c default_transaction_read_only=on"
     try:
         return sa.create_engine(url, pool_pre_ping=True, **kwargs)
     except ModuleNotFoundError as exc:
@@ -86,10 +92,17 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         raise CatalogError(f"bad database URL: {exc}") from None
 
 
-def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+def _sqlite_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     db_path = sa.make_url(url).database
     journal = "wal"
-    if db_path and db_path != ":memory:":
+    if read_only:
+        if not db_path or db_path == ":memory:" or not os.path.exists(db_path):
+            raise CatalogError(f"catalog {db_path} does not exist; index the project once to create it")
+        from urllib.parse import quote
+
+        url = f"sqlite:///file:{quote(db_path, safe='/')}?mode=ro&uri=true"
+        journal = ""
+    elif db_path and db_path != ":memory:":
         parent = Path(db_path).parent
         if not parent.exists():
             raise CatalogError(f"cannot create catalog {db_path}: directory {parent} does not exist")
@@ -108,7 +121,8 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy pysqlite recipe)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cur.execute(f"PRAGMA journal_mode = {journal}")
+        if journal:  # a read-only connection keeps whatever mode the file has
+            cur.execute(f"PRAGMA journal_mode = {journal}")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA synchronous = NORMAL")
         # A 64 MB page cache (grown only as used): a catalog of thousands of runs stays in memory
@@ -133,6 +147,20 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
 def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def sqlite_path(engine: Engine) -> str | None:
+    """The file behind a SQLite engine (also for read-only ``file:…?mode=ro`` URLs); None for memory/servers."""
+    if not is_sqlite(engine):
+        return None
+    path = engine.url.database
+    if not path or path == ":memory:":
+        return None
+    if path.startswith("file:"):
+        from urllib.parse import unquote
+
+        path = unquote(path[len("file:"):])
+    return path
 
 
 @contextmanager
@@ -192,6 +220,24 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def check_schema(engine: Engine) -> str:
+    """For read-only opens: the schema must be exactly this version's head (nothing may be migrated)."""
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return head
+    where = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        raise CatalogError(f"{where} holds no copick catalog yet; index the project once with write access")
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(current)
+    except Exception:
+        raise SchemaVersionError(f"catalog database {where} has schema revision {current!r}, written by a newer "
+                                 "copick-catalog; upgrade copick-catalog") from None
+    raise SchemaVersionError(f"catalog database {where} has the older schema {current!r} (this version needs "
+                             f"{head!r}); someone with write access must run `copick-catalog db upgrade --db URL`")
+
+
 def ensure_schema(engine: Engine) -> str:
     """Create or upgrade the schema to head; refuse a database from a newer copick-catalog.
 
@@ -225,8 +271,8 @@ def ensure_schema(engine: Engine) -> str:
 def _backup_sqlite(engine: Engine, revision: str) -> None:
     if not is_sqlite(engine):
         return
-    path = sa.make_url(str(engine.url)).database
-    if not path or path == ":memory:" or not os.path.exists(path):
+    path = sqlite_path(engine)
+    if not path or not os.path.exists(path):
         return
     backup = f"{path}.bak-{revision}"
     src = sqlite3.connect(path)

@@ -19,14 +19,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .db import sqlite_path
 from .errors import CatalogError, LockBusyError
 
 LOCK_NAMESPACE = 0x0C0C  # first key of the two-int advisory lock: "this is copick-catalog"
 
 
 def _sqlite_lock_path(engine: Engine, project_id: int) -> str | None:
-    path = sa.make_url(str(engine.url)).database
-    if not path or path == ":memory:":
+    path = sqlite_path(engine)
+    if path is None:
         return None
     return f"{path}.project{project_id}.lock"
 
