@@ -145,7 +145,8 @@ def db_upgrade(url: str) -> None:
 
 @db.command("readonly-role")
 @click.argument("name")
-@click.option("--db", "url", required=True, metavar="URL", help="PostgreSQL catalog URL of a role that may create roles.")
+@click.option("--db", "url", required=True, metavar="URL",
+              help="PostgreSQL catalog URL of a role that may create roles.")
 @click.option("--password", default=None,
               help="Password for the new role (omit for trust/peer/cert setups).")
 @friendly
