@@ -10,7 +10,6 @@ over one odd entry, and the path grammar can still resolve them.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,8 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-
-#: Characters copick replaces with ``-`` when it sanitises a name (``copick.util.escape``).
-FORBIDDEN_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1F\x7F\s_]')
-
-#: Keys in fs_args that hold credentials; they never reach the catalog database or logs.
-SECRET_KEYS = frozenset(
-    {"key", "secret", "password", "token", "session_token", "aws_secret_access_key",
-     "aws_access_key_id", "aws_session_token", "client_secret", "passphrase"}
-)
+from .index.grammar import FORBIDDEN_NAME_CHARS
+from .secrets import redact
 
 
 class PickableObject(BaseModel):
@@ -126,20 +118,8 @@ class CopickConfig(BaseModel):
         return [o.name for o in self.pickable_objects]
 
     def redacted(self) -> dict[str, Any]:
-        """The config as JSON-able data with credentials replaced, safe to store and print."""
-        data = self.model_dump(mode="json", by_alias=False)
-        for key in ("overlay_fs_args", "static_fs_args"):
-            data[key] = redact(data.get(key) or {})
-        return data
-
-
-def redact(value: Any) -> Any:
-    """Replace every credential-looking entry in nested fs_args with ``"***"``."""
-    if isinstance(value, dict):
-        return {k: ("***" if k.lower() in SECRET_KEYS else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
+        """The config as JSON-able data with credentials (by key name, and URL user info) masked."""
+        return redact(self.model_dump(mode="json", by_alias=False))  # type: ignore[no-any-return]
 
 
 def _format_validation_error(path: str, exc: ValidationError) -> str:

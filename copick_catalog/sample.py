@@ -3,7 +3,7 @@
 A 5,000-run project has ~60,000 pick files, so pick JSON is produced by string templates in the
 exact layout ``json.dump(model_dump(), indent=4)`` gives (copick's own output), not through
 pydantic; tomograms, features, segmentations and meshes are written with the real writers in
-:mod:`copick_catalog.payloads` on the first few runs only.
+:mod:`copick_catalog.formats` on the first few runs only.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layout, payloads
 from .config import CopickConfig, PickableObject, save_config
+from .formats import glb, zarrio
+from .formats.picks import IDENTITY
+from .formats.zarr import write_ome_zarr
+from .index import grammar as layout
 
 USERS = (("alice", "1"), ("bob", "2"), ("carol", "3"), ("pytom", "0"))
 OBJECTS = (
@@ -31,7 +34,7 @@ OBJECTS = (
 PARTICLES = tuple(o.name for o in OBJECTS if o.is_particle)
 IDENTITY_JSON = ",\n".join(
     "                [\n" + ",\n".join(f"                    {v:.1f}" for v in row) + "\n                ]"
-    for row in payloads.IDENTITY
+    for row in IDENTITY
 )
 
 
@@ -127,24 +130,22 @@ def make_sample_project(out: str | os.PathLike[str], runs: int = 20, *, picks_pe
 
 
 def _write_volumes(static: Path, overlay: Path, run: str, vs: float, size: int, rng: np.random.Generator) -> int:
-    from zarr.storage import LocalStore
-
     vol = rng.normal(size=(size, size, size)).astype(np.float32)
     for tomo_type in ("wbp", "denoised"):
         rel = layout.path_of(layout.TomogramKey(run, vs, tomo_type))
-        payloads.write_ome_zarr(LocalStore(static / rel), vol, vs, levels=3, chunks=64)
+        write_ome_zarr(zarrio.local_store(str(static / rel), read_only=False), vol, vs, levels=3, chunks=64)
     rel = layout.path_of(layout.FeatureKey(run, vs, "wbp", "sobel"))
-    payloads.write_ome_zarr(LocalStore(static / rel), np.abs(vol), vs, levels=1, chunks=64)
+    write_ome_zarr(zarrio.local_store(str(static / rel), read_only=False), np.abs(vol), vs, levels=1, chunks=64)
     mask = (vol > 1.0).astype(np.uint8)
     for key, data in (
         (layout.SegmentationKey(run, vs, "alice", "1", "membrane"), mask),
         (layout.SegmentationKey(run, vs, "cellcanvas", "0", "prediction", True), mask * 2),
     ):
-        payloads.write_ome_zarr(LocalStore(overlay / layout.path_of(key)), data, vs, levels=1,
+        write_ome_zarr(zarrio.local_store(str(overlay / layout.path_of(key)), read_only=False), data, vs, levels=1,
                                 dtype=np.uint8, labels=True, chunks=64)
     import trimesh
 
     for key, mesh in ((layout.MeshKey(run, "alice", "1", "membrane"), trimesh.creation.icosphere(2)),
                       (layout.MeshKey(run, "membrain", "0", "membrane"), trimesh.creation.box())):
-        _write(overlay / layout.path_of(key), payloads.scene_to_glb(mesh))
+        _write(overlay / layout.path_of(key), glb.scene_to_glb(mesh))
     return 2

@@ -50,7 +50,8 @@ def _add_chunky_tomograms(static: Path, runs: list[str]) -> int:
     import numpy as np
     from zarr.storage import LocalStore
 
-    from copick_catalog import layout, payloads
+    from copick_catalog.formats import zarr as payloads
+    from copick_catalog.index import grammar as layout
 
     vol = np.random.default_rng(7).normal(size=(32, 32, 32)).astype(np.float32)
     for run in runs:
@@ -65,7 +66,7 @@ def _index_once(server: S3Server, config: Path, db: str, strategy: str) -> dict[
     out: dict[str, Any] = {}
     with Catalog.open(config, db=db) as cat:
         root = cat.roots["static"]
-        root.strategy = strategy
+        root.settings.strategy = strategy
         for phase in ("full", "noop"):
             mark = server.mark()
             t = time.perf_counter()

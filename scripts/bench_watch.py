@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from copick_catalog import Catalog, layout
+from copick_catalog import Catalog
+from copick_catalog.daemon.state import read_state, state_path
+from copick_catalog.index import grammar as layout
 from copick_catalog.sample import make_sample_project, pick_json
-from copick_catalog.watcher import read_state, state_path
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -75,7 +76,7 @@ def bench_watch(n_runs: int = 2000, writes: int = 100, *, idle_seconds: float = 
         generate_s = time.perf_counter() - t
         db = Path(tmp) / "catalog.sqlite"
         with Catalog.open(sample.config, db=str(db)) as cat:
-            state_file = state_path(cat)
+            state_file = state_path(cat.engine, cat.db_url, cat.project_id)
         log_path = Path(tmp) / "watch.log"
         t = time.perf_counter()
         with open(log_path, "wb") as log:

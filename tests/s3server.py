@@ -31,6 +31,8 @@ import pytest
 ACCESS_KEY = "AKIACOPICKCATALOGTEST"
 SECRET_KEY = "copick-catalog-test-secret-0f9e8d7c6b5a"
 _LOG_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
+#: werkzeug colours some status lines (206 Partial Content for ranged GETs) with ANSI escapes
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class S3Server:
             text = fh.read().decode("utf-8", "replace")
         out = []
         for line in text.splitlines():
-            m = _LOG_LINE.search(line)
+            m = _LOG_LINE.search(_ANSI.sub("", line))
             if m:
                 path, _, query = m["target"].partition("?")
                 out.append(Request(m["method"], path, query, int(m["status"])))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from copick_catalog.catalog import build_roots
+from copick_catalog.catalog.catalog import build_roots
 from copick_catalog.config import load_config, parse_config, save_config
 from copick_catalog.errors import ConfigError, RootError
 

@@ -29,10 +29,10 @@ import sqlalchemy as sa
 import trimesh
 import zarr
 
-from copick_catalog.copick_api import CopickRoot, from_file
+from copick_catalog.copick.objects import CopickRoot, from_file
 from copick_catalog.errors import CatalogError, InvalidNameError, ReadOnlyError
+from copick_catalog.index.roots import Root
 from copick_catalog.sample import SampleSummary
-from copick_catalog.storage import Root
 from tests.conftest import age_tree
 from tests.copick_env import run_copick
 
@@ -533,7 +533,7 @@ def test_files_written_outside_the_api_are_not_overwritten(root: CopickRoot, sam
 WRITER = """
 import os, sys, time
 import numpy as np
-from copick_catalog.copick_api import from_file
+from copick_catalog.copick.objects import from_file
 
 config, db, user, go = sys.argv[1:5]
 root = from_file(config, db=db, index=False)

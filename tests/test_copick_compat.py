@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from copick_catalog import Catalog
-from copick_catalog.schema import Feature, Filament, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
+from copick_catalog.catalog.schema import Feature, Filament, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
 from tests.copick_env import run_copick
 
 
@@ -103,7 +103,7 @@ def test_density_maps_indexed(copick_project: tuple[Path, dict[str, Any]], tmp_p
     config, listing = copick_project
     with Catalog.open(config, db=str(tmp_path / "c.sqlite")) as cat:
         cat.index()
-        from copick_catalog.schema import DensityMap
+        from copick_catalog.catalog.schema import DensityMap
 
         with cat.session() as s:
             maps = {(m.object_name, m.layer) for m in s.scalars(sa.select(DensityMap))}

@@ -14,8 +14,17 @@ import pytest
 import sqlalchemy as sa
 
 from copick_catalog import Catalog
+from copick_catalog.catalog.schema import (
+    IndexErrorRow,
+    IndexRun,
+    Pick,
+    Point,
+    Run,
+    Segmentation,
+    Tomogram,
+    VoxelSpacing,
+)
 from copick_catalog.sample import SampleSummary
-from copick_catalog.schema import IndexErrorRow, IndexRun, Pick, Point, Run, Segmentation, Tomogram, VoxelSpacing
 from tests.conftest import packed_points_match, run_object_counts
 
 TABLES = ("runs", "voxel_spacings", "tomograms", "features", "picks", "meshes", "segmentations", "filaments",
@@ -195,9 +204,9 @@ def test_index_runs_are_recorded(sample: SampleSummary, db_url: str) -> None:
 def test_index_run_history_is_pruned_but_keeps_each_triggers_last(sample: SampleSummary, db_url: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A daemon adds a row per burst; the history keeps the newest rows plus the last run of each trigger."""
-    from copick_catalog import indexer
+    from copick_catalog.index import writes
 
-    monkeypatch.setattr(indexer, "KEEP_INDEX_RUNS", 10)
+    monkeypatch.setattr(writes, "KEEP_INDEX_RUNS", 10)
     with Catalog.open(sample.config, db=db_url) as cat:
         cat.index(trigger="cron")
         with cat.engine.begin() as conn:  # a day of watch bursts after the nightly cron run
@@ -214,8 +223,8 @@ def test_index_run_history_is_pruned_but_keeps_each_triggers_last(sample: Sample
 
 def test_scope_clause_selects_exactly_the_subtree(sample: SampleSummary, db_url: str) -> None:
     """A scope is its path and what lies under it: not a sibling that shares a prefix, not another case."""
-    from copick_catalog.db import is_sqlite
-    from copick_catalog.indexer import _scope_clause
+    from copick_catalog.catalog.db import is_sqlite
+    from copick_catalog.index.snapshot import scope_clause as _scope_clause
 
     paths = ["ExperimentRuns/TS_1", "ExperimentRuns/TS_1/Picks/a.json", "ExperimentRuns/TS_1/Picks/b_c.json",
              "ExperimentRuns/TS_10/Picks/a.json", "ExperimentRuns/TS_1.bak/x.json", "ExperimentRuns/TS_1-x",
@@ -243,7 +252,7 @@ def test_scope_clause_selects_exactly_the_subtree(sample: SampleSummary, db_url:
 KILL_SCRIPT = """
 import sys, os, signal, threading
 from copick_catalog import Catalog
-from copick_catalog import indexer
+from copick_catalog.index import indexer
 indexer.BATCH_FILES = 10  # many small commits, so a kill lands between and inside them
 cat = Catalog.open(sys.argv[1], db=sys.argv[2])
 batches = 0
@@ -284,8 +293,8 @@ def test_cancelled_index_stops_between_batches_then_completes(sample: SampleSumm
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """``cancel`` (what the daemon uses on SIGTERM) stops a run at a batch boundary: whole batches stay,
     the run is recorded as interrupted, and the next run completes the catalog."""
-    from copick_catalog import indexer
     from copick_catalog.errors import IndexCancelled
+    from copick_catalog.index import indexer
 
     monkeypatch.setattr(indexer, "BATCH_FILES", 20)
     polls = iter(range(1000))

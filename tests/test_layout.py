@@ -8,9 +8,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from copick_catalog import layout
 from copick_catalog.errors import InvalidNameError
-from copick_catalog.layout import (
+from copick_catalog.index import grammar as layout
+from copick_catalog.index.grammar import (
     DensityMapKey,
     FeatureKey,
     FilamentKey,

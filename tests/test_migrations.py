@@ -15,10 +15,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from copick_catalog import Catalog
-from copick_catalog.db import alembic_config, create_engine, current_revision, ensure_schema, head_revision
+from copick_catalog.catalog.db import alembic_config, create_engine, current_revision, ensure_schema, head_revision
+from copick_catalog.catalog.schema import Base
 from copick_catalog.errors import SchemaVersionError
 from copick_catalog.sample import SampleSummary
-from copick_catalog.schema import Base
 from tests.conftest import packed_points_match, run_object_counts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,10 +17,10 @@ import trimesh
 import zarr
 
 from copick_catalog import Catalog
+from copick_catalog.catalog.schema import Pick, Point, Run, Tomogram
 from copick_catalog.errors import CatalogError, StaleRowError
-from copick_catalog.payloads import PickFile
+from copick_catalog.formats.picks import PickFile
 from copick_catalog.sample import SampleSummary, pick_json
-from copick_catalog.schema import Pick, Point, Run, Tomogram
 from tests.conftest import run_object_counts
 from tests.test_copick_compat import copick_project, copick_view  # noqa: F401 - module fixture reused
 

@@ -20,11 +20,11 @@ import pytest
 import sqlalchemy as sa
 
 from copick_catalog import Catalog
-from copick_catalog import storage as storage_mod
+from copick_catalog.catalog.schema import IndexErrorRow, IndexRun, Mesh, Pick, Project, Segmentation, Tomogram
 from copick_catalog.errors import CatalogError, RootError, StaleRowError
+from copick_catalog.index.roots import ListingStats, WalkSettings, open_root
+from copick_catalog.index.roots import flat as storage_mod
 from copick_catalog.sample import make_sample_project, pick_json
-from copick_catalog.schema import IndexErrorRow, IndexRun, Mesh, Pick, Project, Segmentation, Tomogram
-from copick_catalog.storage import ListingStats, Root
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.s3server import s3_server as s3_server  # the session fixture, imported so pytest finds it
 
@@ -223,7 +223,8 @@ def _chunky_project(server: S3Server, tmp_path: Path) -> tuple[Path, str]:
     import zarr
     from zarr.storage import LocalStore
 
-    from copick_catalog import layout, payloads
+    from copick_catalog.formats import zarr as payloads
+    from copick_catalog.index import grammar as layout
 
     summary = make_sample_project(tmp_path / "project", runs=12, tomogram_runs=0)
     static = summary.config.parent / "static"
@@ -254,9 +255,9 @@ def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_serv
     stats: dict[str, ListingStats] = {}
     requests = {}
     for strategy in ("flat", "pruned", "auto", "auto-measured"):
-        root = Root(f"s3://{bucket}/static", "static", s3_server.fs_args(), strategy=strategy.split("-")[0])
-        root.page_keys = 50  # small pages: this ~1,300-key tree then behaves like a big one
-        root.calibrate = strategy == "auto-measured"  # plain "auto": the model alone, deterministic
+        # small pages: this ~1,300-key tree then behaves like a big one; plain "auto": the model alone
+        settings = WalkSettings(strategy=strategy.split("-")[0], page_keys=50, calibrate=strategy == "auto-measured")
+        root = open_root(f"s3://{bucket}/static", "static", s3_server.fs_args(), settings=settings)
         st = ListingStats()
         mark = s3_server.mark()
         listings[strategy] = {(e.path, e.is_dir, e.fingerprint, e.meta, e.exact) for e in root.walk(st)}
@@ -278,11 +279,11 @@ def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_serv
 
     # Fingerprints agree across strategies, so switching never re-reads anything.
     with Catalog.open(config, db=f"sqlite:///{tmp_path / 'chunky.sqlite'}") as cat:
-        cat.roots["static"].strategy = "flat"
+        cat.roots["static"].settings.strategy = "flat"
         first = cat.index()
         assert first.errors == 0, first.error_messages
         assert first.by_kind["tomogram"]["added"] == 2
-        cat.roots["static"].strategy = "pruned"
+        cat.roots["static"].settings.strategy = "pruned"
         second = cat.index()
         assert second.nothing_changed and second.files_read == 0
         with cat.session() as s:
@@ -302,12 +303,12 @@ def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_serv
 
 def test_auto_decision_model() -> None:
     """The cost model alone: many chunk keys per directory switch, a tree of small files does not."""
-    listing = storage_mod._FlatListing(())
+    listing = storage_mod.FlatListing(())
     for r in range(400):  # 400 runs, 5 small files each: the flat listing is the cheap one
         for name in (".meta", "VoxelSpacing10.000/.meta", "Picks/a_1_x.json", "Picks/b_1_x.json", "Picks/c_1_x.json"):
             listing.add(f"ExperimentRuns/TS_{r}/{name}", {"ETag": "e", "size": 1}, False)
     assert listing.prefer_pruned(pages=2, concurrency=32) == ""
-    chunky = storage_mod._FlatListing(())
+    chunky = storage_mod.FlatListing(())
     chunky.add("ExperimentRuns/TS_1/.meta", {"ETag": "e", "size": 1}, False)
     for i in range(4000):
         chunky.add(f"ExperimentRuns/TS_1/VoxelSpacing10.000/wbp.zarr/0/{i // 100}/{i % 100}/0",
@@ -342,7 +343,7 @@ def test_credentials_never_leak(s3_server: S3Server, tmp_path: Path, caplog: pyt
         assert "bucket does not exist" in str(walk_err.value)
         _assert_no_secret(str(walk_err.value))
         # whatever a backend puts in its exception text, RootError messages are scrubbed
-        scrubbed = root._root_error("list", OSError(f"denied for {ACCESS_KEY}:{SECRET_KEY}"))
+        scrubbed = root.root_error("list", OSError(f"denied for {ACCESS_KEY}:{SECRET_KEY}"))
         _assert_no_secret(str(scrubbed))
     _assert_no_secret(caplog.text, *(r.getMessage() for r in caplog.records))
     assert "no-such-bucket-copick" in caplog.text or caplog.records  # logging was on

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from copick_catalog import Catalog
+from copick_catalog.catalog.sql import create_readonly_role
 from copick_catalog.errors import CatalogError
-from copick_catalog.readonly_sql import create_readonly_role
 from copick_catalog.sample import SampleSummary
 
 

@@ -23,10 +23,16 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from copick_catalog import Catalog, layout, payloads
+from copick_catalog import Catalog
+from copick_catalog.catalog.schema import Feature, IndexErrorRow, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
+from copick_catalog.catalog.status import catalog_status
+from copick_catalog.daemon.state import read_state, state_path
+from copick_catalog.formats import glb
+from copick_catalog.formats import zarr as zarr_fmt
+from copick_catalog.index import grammar as layout
+from copick_catalog.index.scopes import entity_scope
+from copick_catalog.index.scopes import minimal as minimal_scopes
 from copick_catalog.sample import SampleSummary, make_sample_project, pick_json
-from copick_catalog.schema import Feature, IndexErrorRow, Mesh, Pick, Run, Segmentation, Tomogram, VoxelSpacing
-from copick_catalog.watcher import catalog_status, entity_scope, minimal_scopes, read_state, state_path
 
 from .conftest import age_tree, packed_points_match, run_object_counts
 
@@ -62,7 +68,7 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         with Catalog.open(config, db=db_url) as cat, pytest.MonkeyPatch.context() as mp:
             mp.setenv("COPICK_CATALOG_STATE_DIR", self.env["COPICK_CATALOG_STATE_DIR"])
-            self.state_file = state_path(cat)  # where the daemon (same project row, same env) writes
+            self.state_file = state_path(cat.engine, cat.db_url, cat.project_id)  # where the daemon writes
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> Daemon:
         cmd = [sys.executable, "-m", "copick_catalog.cli", "watch", str(self.config), "--db", self.db_url,
@@ -181,7 +187,7 @@ def write_zarr_chunk_by_chunk(group_dir: Path, shape: int = 32, chunk: int = 8, 
     from zarr.storage import LocalStore
 
     group = zarr.open_group(LocalStore(group_dir), mode="w", zarr_format=2)
-    group.attrs["multiscales"] = payloads.ome_multiscales(VS, 1)
+    group.attrs["multiscales"] = zarr_fmt.ome_multiscales(VS, 1)
     dtype = np.uint8 if labels else np.float32
     arr = group.create_array("0", shape=(shape,) * 3, chunks=(chunk,) * 3, dtype=dtype, fill_value=0,
                              chunk_key_encoding={"name": "v2", "separator": "/"})
@@ -229,7 +235,7 @@ class FileWriter:
         path = layout.path_of(layout.MeshKey(run, user, session, obj))
         full = self.root / path
         full.parent.mkdir(parents=True, exist_ok=True)
-        full.write_bytes(payloads.scene_to_glb(trimesh.creation.box()))
+        full.write_bytes(glb.scene_to_glb(trimesh.creation.box()))
         return path
 
     def write_segmentation(self, run: str, user: str, session: str, name: str) -> str:
@@ -342,7 +348,7 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
         (ov / m).parent.mkdir(parents=True, exist_ok=True)
         import trimesh
 
-        (ov / m).write_bytes(payloads.scene_to_glb(trimesh.creation.icosphere(1)))
+        (ov / m).write_bytes(glb.scene_to_glb(trimesh.creation.icosphere(1)))
         seen(lambda: m in paths(cat, Mesh), "a new mesh")
 
         # zarr groups written chunk by chunk: a segmentation, and a tomogram in a new voxel spacing
@@ -493,7 +499,7 @@ def test_postgres_shows_the_daemon_to_every_machine(sample: SampleSummary, tmp_p
     from click.testing import CliRunner
 
     from copick_catalog.cli import main
-    from copick_catalog.watcher import STATE_DIR_ENV
+    from copick_catalog.daemon.state import STATE_DIR_ENV
 
     d = daemons(sample.config, pg_url)
     elsewhere = tmp_path / "elsewhere"
@@ -667,7 +673,7 @@ def test_lost_events_and_a_dead_observer_fall_back_to_full_rescans(sample: Sampl
     import logging
     import threading
 
-    from copick_catalog.watcher import Watcher, WatchOptions
+    from copick_catalog.daemon.watcher import Watcher, WatchOptions
 
     db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     ov = overlay_of(sample)

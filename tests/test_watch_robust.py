@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from copick_catalog import Catalog, layout
+from copick_catalog import Catalog
+from copick_catalog.catalog.schema import Pick
 from copick_catalog.config import load_config, save_config
-from copick_catalog.locking import daemon_holder
+from copick_catalog.daemon.claim import daemon_holder
+from copick_catalog.index import grammar as layout
 from copick_catalog.sample import SampleSummary
-from copick_catalog.schema import Pick
 
 from .test_watch import Daemon, daemons, overlay_of, paths, pick_text, snapshot, wait_for
 
@@ -30,7 +31,7 @@ __all__ = ["daemons"]  # the fixture, re-exported for pytest
 WRITER = textwrap.dedent("""
     import os, sys, time
     import numpy as np
-    from copick_catalog import layout
+    from copick_catalog.index import grammar as layout
     from copick_catalog.sample import pick_json
 
     root, n = sys.argv[1], int(sys.argv[2])

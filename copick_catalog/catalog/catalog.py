@@ -2,7 +2,7 @@
 
 ``Catalog.open(config)`` is the entry point for everything: it loads the config, opens (and if
 needed creates or upgrades) the database, registers the project, and then offers indexing,
-queries (:mod:`copick_catalog.queries`) and ``.open()`` of payloads behind rows.
+queries (:mod:`copick_catalog.catalog.queries`) and ``.open()`` of payloads behind rows.
 """
 
 from __future__ import annotations
@@ -18,26 +18,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import payloads
-from .config import CopickConfig, load_config
+from ..config import CopickConfig, load_config
+from ..errors import CatalogError
+from ..index.indexer import Indexer, IndexReport
+from ..index.kinds import Limits
+from ..index.roots import Root, open_root
 from .db import check_schema, create_engine, ensure_schema, normalize_url, write_tx
-from .errors import CatalogError, StaleRowError
-from .indexer import Indexer, IndexReport
-from .locking import project_lock
+from .locks import project_lock
 from .queries import QueryMixin
-from .readonly_sql import SqlResult, run_readonly_sql
-from .schema import (
-    DensityMap,
-    Filament,
-    FileBacked,
-    IndexErrorRow,
-    IndexRun,
-    Mesh,
-    Pick,
-    PickableObject,
-    Project,
-)
-from .storage import Root
+from .schema import FileBacked, IndexErrorRow, IndexRun, PickableObject, Project
+from .sql import SqlResult, run_readonly_sql
 from .summary import refresh_run_objects
 
 log = logging.getLogger(__name__)
@@ -62,7 +52,9 @@ class Catalog(QueryMixin):
         self.engine = engine
         self.project_id = project_id
         self.roots = build_roots(config, config_path.parent)
-        self._sessions = sessionmaker(engine, expire_on_commit=False, info={"catalog": self})
+        self.limits = Limits()
+        # rows find their files through the roots in their session's info (FileBacked.open)
+        self._sessions = sessionmaker(engine, expire_on_commit=False, info={"roots": self.roots})
 
     # ------------------------------------------------------------------ opening
 
@@ -86,7 +78,7 @@ class Catalog(QueryMixin):
                 project_id = find_project(engine, cfg, config_path)
             else:
                 if upgrade:
-                    ensure_schema(engine)
+                    ensure_schema(engine, upgrade_shared=False)
                 project_id = register_project(engine, cfg, config_path)
         except sa.exc.OperationalError as exc:
             engine.dispose()
@@ -146,7 +138,7 @@ class Catalog(QueryMixin):
                                "(and with write access) to index")
         with project_lock(self.engine, self.project_id, wait=wait, timeout=timeout):
             indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
-                              progress=progress, cancel=cancel)
+                              progress=progress, cancel=cancel, limits=self.limits)
             report = indexer.run(trigger, scopes, record=record)
         if self._read_session is not None:
             self._read_session.commit()  # drop any snapshot older than this index run
@@ -160,45 +152,6 @@ class Catalog(QueryMixin):
         """A SQLAlchemy session whose rows can ``.open()`` their files."""
         with self._sessions() as s:
             yield s
-
-    def root_of(self, row: FileBacked) -> Root:
-        try:
-            return self.roots[row.layer]
-        except KeyError:
-            raise CatalogError(f"row {row.path!r} is in the {row.layer} layer, which this project's config "
-                               "does not define") from None
-
-    def check_fresh(self, row: FileBacked) -> None:
-        """Raise :class:`StaleRowError` if the file behind ``row`` changed or vanished since indexing."""
-        root = self.root_of(row)
-        entry = root.fingerprint(row.path)
-        where = root.url_of(row.path)
-        if entry is None:
-            raise StaleRowError(f"{where} has vanished since it was indexed; run `copick-catalog index` "
-                                "(or Catalog.index()) to update the catalog")
-        if entry.fingerprint != row.fingerprint.split("|", 1)[0]:
-            raise StaleRowError(f"{where} changed since it was indexed; call Catalog.refresh(row) or reindex "
-                                "to get the current row")
-
-    def open_row(self, row: FileBacked, *, check: bool = True) -> Any:
-        if check:
-            self.check_fresh(row)
-        root = self.root_of(row)
-        if isinstance(row, Pick):
-            return payloads.parse_picks(root.read_bytes(row.path), root.url_of(row.path))
-        if isinstance(row, Filament):
-            return payloads.parse_filaments(root.read_bytes(row.path), root.url_of(row.path))
-        if isinstance(row, Mesh):
-            return payloads.load_scene(root.read_bytes(row.path))
-        if isinstance(row, DensityMap) and row.fmt == "mrc":
-            return payloads.read_mrc_array(root.read_bytes(row.path), root.url_of(row.path))
-        import zarr
-
-        return zarr.open_group(self.store_of(row), mode="r" if row.read_only else "r+")
-
-    def store_of(self, row: FileBacked) -> Any:
-        """The zarr store behind a tomogram/feature/segmentation row (read-only for static rows)."""
-        return self.root_of(row).zarr_store(row.path, read_only=row.read_only)
 
     def refresh(self, row: FileBacked) -> FileBacked | None:
         """Reindex the file behind ``row`` and return its current row (None if it is gone)."""
@@ -217,6 +170,13 @@ class Catalog(QueryMixin):
                 q = q.where(IndexErrorRow.severity == severity)
             return list(s.scalars(q.order_by(IndexErrorRow.layer, IndexErrorRow.path)))
 
+    def status(self) -> dict[str, Any]:
+        """When the catalog was last indexed and by what, what it holds, open errors, and whether an
+        index run or a watch daemon is working on it (what ``copick-catalog status`` prints)."""
+        from .status import catalog_status
+
+        return catalog_status(self)
+
     def last_runs(self, n: int = 5) -> list[IndexRun]:
         with self.session() as s:
             return list(s.scalars(sa.select(IndexRun).where(IndexRun.project_id == self.project_id)
@@ -225,10 +185,10 @@ class Catalog(QueryMixin):
 
 def build_roots(config: CopickConfig, base_dir: Path) -> dict[str, Root]:
     """The project's roots by layer; a static root equal to the overlay (or absent) is not a layer."""
-    overlay = Root(config.overlay_root, "overlay", config.overlay_fs_args, base_dir)
+    overlay = open_root(config.overlay_root, "overlay", config.overlay_fs_args, base_dir)
     roots = {"overlay": overlay}
     if config.static_root:
-        static = Root(config.static_root, "static", config.static_fs_args, base_dir)
+        static = open_root(config.static_root, "static", config.static_fs_args, base_dir)
         if static.url != overlay.url:
             roots = {"static": static, "overlay": overlay}
     return roots
@@ -238,8 +198,8 @@ def register_project(engine: Engine, config: CopickConfig, config_path: Path) ->
     """Create or update the project row and its pickable objects; return the project id."""
     roots = build_roots(config, config_path.parent)
     values = {"name": config.name, "config_path": str(config_path), "config": config.redacted(),
-              "static_url": roots["static"].url if "static" in roots else None,
-              "overlay_url": roots["overlay"].url}
+              "static_url": roots["static"].scrub(roots["static"].url) if "static" in roots else None,
+              "overlay_url": roots["overlay"].scrub(roots["overlay"].url)}
     with write_tx(engine) as conn:
         pid = conn.execute(sa.select(Project.id).where(Project.name == config.name,
                                                        Project.config_path == str(config_path))).scalar()

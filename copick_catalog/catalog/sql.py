@@ -32,8 +32,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ..errors import CatalogError
 from .db import sqlite_path
-from .errors import CatalogError
 
 #: What ``sql`` may do on SQLite: read tables, call (built-in) functions, run recursive CTEs.
 _SQLITE_ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,

@@ -19,77 +19,41 @@ scopes. Whatever the events missed, the diff decides.
   cancelled at its next safe point (between two write batches, each its own transaction), so
   nothing is left half-written and the next start completes the job.
 
-The daemon announces itself in a small JSON *state file* (pid, host, heartbeat, pending work) that
-it holds an exclusive ``flock`` on while it runs, so ``copick-catalog status`` can tell a live
-daemon from a stale file without any schema change. (An ``index_runs`` row with status "running"
-would not do: every index run marks such rows "interrupted" when it takes the project lock.)
+The daemon announces itself in a state file (:mod:`copick_catalog.daemon.state`) and, on PostgreSQL,
+an advisory lock every machine can see (:mod:`copick_catalog.daemon.claim`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import json
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from . import layout
-from .catalog import Catalog
-from .db import is_network_fs, is_sqlite
-from .errors import CatalogError, IndexCancelled, LockBusyError
-from .indexer import IndexReport, covers
-from .locking import DaemonClaim, daemon_holder, is_locked
-from .schema import (
-    FILE_MODELS,
-    IndexErrorRow,
-    IndexRun,
-    Pick,
-    Point,
-    Project,
-    Run,
-    VoxelSpacing,
-)
-from .storage import Root
+from ..catalog.catalog import Catalog
+from ..catalog.db import is_network_fs, is_sqlite
+from ..catalog.schema import IndexErrorRow
+from ..errors import CatalogError, IndexCancelled, LockBusyError
+from ..index.indexer import IndexReport
+from ..index.roots import Root
+from ..index.scopes import MAX_SCOPES_PER_LAYER, entity_scope, minimal
+from .claim import DaemonClaim
+from .events import EVENT_FILTER, DirtySet, EventHandler, OverflowSpy
+from .state import StateFile, state_path
 
 log = logging.getLogger(__name__)
 
-#: The events worth a rescan. No opened / closed-without-write events: with those in the mask the
-#: observer's own directory walk floods the inotify queue on big trees (stack-notes, watchdog 7.1).
-EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
-    DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
-]
-#: Above this many dirty subtrees in one layer, coarsen them (run directories, then the whole
-#: layer): one walk is cheaper than thousands of scopes, and SQLite caps expression depth at 1000.
-MAX_SCOPES_PER_LAYER = 200
-STATE_DIR_ENV = "COPICK_CATALOG_STATE_DIR"
 _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
-
 
 @dataclass
 class WatchOptions:
@@ -106,240 +70,6 @@ class WatchOptions:
     min_backoff: float = 0.5
     max_backoff: float = 30.0
     stop_grace: float = 0.5  # on SIGTERM, let a running index finish for this long, then cancel it
-
-
-# ------------------------------------------------------------------------------------------
-# events -> dirty subtrees
-
-
-def entity_scope(rel: str, is_dir: bool) -> str | None:
-    """The smallest subtree (relative path) whose rescan captures a change at ``rel``, or None.
-
-    Paths inside a zarr group map to the group, so thousands of chunk writes become one update.
-    Files map to their directory rather than to themselves: the walker lists directories, and a
-    directory of a run is a handful of entries. Paths the grammar ignores (temporary files, stray
-    directories) map to None; a temp file renamed into place arrives as a move whose destination
-    counts.
-    """
-    parts = tuple(p for p in rel.split("/") if p)
-    if not parts:
-        return ""
-    for depth in (2, 4):
-        if len(parts) >= depth and layout.is_zarr_group_dir(parts[:depth]):
-            return "/".join(parts[:depth])
-    if is_dir:
-        if layout.descend(parts) or layout.parse("/".join(parts), is_dir=True) is not None:
-            return "/".join(parts)
-        return None
-    if len(parts) < 2 or layout.parse("/".join(parts), is_dir=False) is None:
-        return None
-    return "/".join(parts[:-1])
-
-
-def minimal_scopes(prefixes: Iterable[str], limit: int = MAX_SCOPES_PER_LAYER) -> list[str]:
-    """Drop prefixes inside others; coarsen to run directories, then the root, above ``limit``."""
-    out = _drop_covered(prefixes)
-    for depth in (2, 1, 0):
-        if len(out) <= limit:
-            break
-        out = _drop_covered("/".join(p.split("/")[:depth]) for p in out)
-    return out
-
-
-def _drop_covered(prefixes: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for p in sorted({p.strip("/") for p in prefixes}, key=lambda s: (s.count("/") if s else -1, s)):
-        if not any(covers(q, p) for q in out):
-            out.append(p)
-    return out
-
-
-class DirtySet:
-    """Subtrees waiting to be indexed, per layer, with the timing the debounce needs (thread-safe).
-
-    Each layer keeps the monotonic time of its oldest pending change and of its newest event: a layer
-    is due once it has been quiet for the debounce period, or has waited the maximum delay.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[str, set[str]] = {}
-        self._first: dict[str, float] = {}
-        self._last: dict[str, float] = {}
-
-    def add(self, layer: str, prefix: str, *, at: float | None = None) -> None:
-        now = time.monotonic() if at is None else at
-        with self._lock:
-            self._items.setdefault(layer, set()).add(prefix)
-            self._first[layer] = min(self._first.get(layer, now), now)
-            self._last[layer] = max(self._last.get(layer, now), now)
-
-    def layers(self) -> list[str]:
-        with self._lock:
-            return list(self._items)
-
-    def due_at(self, layer: str, debounce: float, max_delay: float) -> float | None:
-        """When the layer's pending changes become due (monotonic), or None if there are none."""
-        with self._lock:
-            if layer not in self._items:
-                return None
-            return min(self._last[layer] + debounce, self._first[layer] + max_delay)
-
-    def take(self, layer: str) -> set[str]:
-        """Remove and return a layer's subtrees (events arriving meanwhile start a new set)."""
-        with self._lock:
-            self._first.pop(layer, None)
-            self._last.pop(layer, None)
-            return self._items.pop(layer, set())
-
-    def restore(self, layer: str, items: set[str]) -> None:
-        """Put back subtrees whose index failed; they stay due (no new debounce), merged with newer ones."""
-        if not items:
-            return
-        with self._lock:
-            self._items.setdefault(layer, set()).update(items)
-            self._first[layer] = float("-inf")
-            self._last.setdefault(layer, float("-inf"))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(v) for v in self._items.values())
-
-
-class _EventHandler(FileSystemEventHandler):
-    """Runs on the observer thread: map each event to a dirty subtree and wake the main loop."""
-
-    def __init__(self, layer: str, base: str, watcher: Watcher) -> None:
-        self.layer = layer
-        self.base = base.rstrip("/")
-        self.watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = [event.src_path]
-        if getattr(event, "dest_path", ""):
-            paths.append(event.dest_path)
-        for path in paths:
-            rel = self._relative(os.fsdecode(path))
-            if rel is None:
-                continue
-            scope = entity_scope(rel, event.is_directory)
-            if scope is not None:
-                self.watcher.mark_dirty(self.layer, scope)
-
-    def _relative(self, path: str) -> str | None:
-        if not path:
-            return None
-        if path == self.base:
-            return ""
-        if path.startswith(self.base + "/"):
-            return path[len(self.base) + 1:]
-        return None
-
-
-class _OverflowSpy(logging.Handler):
-    """watchdog rebuilds its watches after an inotify overflow but only *logs* that events were lost;
-    this turns that log record into a full incremental index."""
-
-    def __init__(self, watcher: Watcher) -> None:
-        super().__init__(level=logging.WARNING)
-        self.watcher = watcher
-
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage().lower()
-        if "overflow" in msg or "unable to rebuild" in msg:
-            self.watcher.events_lost(f"watchdog: {record.getMessage()}")
-
-
-# ------------------------------------------------------------------------------------------
-# the state file (pid + heartbeat)
-
-
-def state_path(catalog: Catalog) -> Path:
-    """Where the daemon of this catalog and project keeps its state file.
-
-    Next to a SQLite catalog (like the index lock); for a server database, in
-    ``$COPICK_CATALOG_STATE_DIR`` or ``$XDG_STATE_HOME/copick-catalog`` (``~/.local/state``), keyed
-    on the database URL and project, so ``status`` on the same host finds it.
-    """
-    url = sa.make_url(str(catalog.engine.url))
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(f"{url.database}.project{catalog.project_id}.watch.json")
-    base = os.environ.get(STATE_DIR_ENV) or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "copick-catalog")
-    digest = hashlib.sha256(f"{catalog.db_url}|{catalog.project_id}".encode()).hexdigest()[:16]
-    return Path(base) / f"watch-{digest}.json"
-
-
-class StateFile:
-    """The daemon's pid/heartbeat file, exclusively ``flock``-ed for as long as the daemon lives.
-
-    The kernel drops the lock when the process dies however it dies, so "locked" means "running"
-    even after a kill -9 left the file behind.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            other = read_state(self.path) or {}
-            raise CatalogError(f"a watch daemon (pid {other.get('pid', '?')} on {other.get('host', '?')}) is "
-                               f"already running for this catalog (state file {self.path}); stop it first"
-                               ) from None
-        self._fd = fd
-
-    def write(self, state: dict[str, Any]) -> None:
-        """Rewrite in place (the lock lives on this inode, so no rename); readers retry torn reads."""
-        data = json.dumps(state, indent=1, sort_keys=True).encode()
-        with self._lock:
-            if self._fd is None:
-                return
-            os.pwrite(self._fd, data, 0)
-            os.ftruncate(self._fd, len(data))
-
-    def release(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                os.close(self._fd)
-                self._fd = None
-
-
-def read_state(path: Path) -> dict[str, Any] | None:
-    """The last state a daemon wrote there, or None (no file, or unreadable)."""
-    for _ in range(5):
-        try:
-            text = path.read_text()
-        except OSError:
-            return None
-        try:
-            value = json.loads(text)
-            return value if isinstance(value, dict) else None
-        except json.JSONDecodeError:
-            time.sleep(0.01)  # caught the daemon mid-write
-    return None
-
-
-def daemon_running(path: Path) -> bool:
-    """Whether a live process holds the state file's lock (same host only)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 # ------------------------------------------------------------------------------------------
@@ -386,7 +116,7 @@ class Watcher:
         self.opts = options or WatchOptions()
         self.dirty = DirtySet()
         self.stats = WatchStats()
-        self.state = StateFile(state_path(catalog))
+        self.state = StateFile(state_path(catalog.engine, catalog.db_url, catalog.project_id))
         self.started_at = time.time()
         self.ready = False
         self._initial = set(catalog.roots)  # layers whose first full index has not succeeded yet
@@ -402,7 +132,7 @@ class Watcher:
         self._claim = None if is_sqlite(catalog.engine) else DaemonClaim(
             catalog.engine, catalog.project_id, socket.gethostname(), os.getpid())
         self._next_check = 0.0
-        self._spy = _OverflowSpy(self)
+        self._spy = OverflowSpy(self)
 
     # ------------------------------------------------------------------ public
 
@@ -510,7 +240,7 @@ class Watcher:
         items = self.dirty.take(layer)
         if not items:
             return
-        scopes = [(layer, p) for p in minimal_scopes(items)]
+        scopes = [(layer, p) for p in minimal(items, MAX_SCOPES_PER_LAYER)]
         wall0 = time.time()
         try:
             report = self.catalog.index(trigger="watch", scopes=scopes, wait=True, timeout=self.opts.lock_timeout,
@@ -658,7 +388,7 @@ class Watcher:
             # IN_DONT_FOLLOW), and events then arrive under the resolved path.
             path = os.path.realpath(rw.root.local_path)
             try:
-                rw.watch = self._observer.schedule(_EventHandler(rw.layer, path, self), path, recursive=True,
+                rw.watch = self._observer.schedule(EventHandler(rw.layer, path, self), path, recursive=True,
                                                    event_filter=EVENT_FILTER)
             except FileNotFoundError:
                 rw.ident = None  # gone again between the check and the watch; the next check retries
@@ -796,64 +526,6 @@ def open_with_retry(config: str | os.PathLike[str], db: str | None, stop: thread
 def _looks_transient(exc: CatalogError) -> bool:
     text = str(exc).lower()
     return any(s in text for s in ("connection", "could not connect", "timeout", "unable to open", "locked"))
-
-
-def catalog_status(cat: Catalog) -> dict[str, Any]:
-    """Everything ``copick-catalog status`` shows, as JSON-able data.
-
-    When the catalog was last indexed and by what (cli, cron, watch, api), how long it took, how
-    much it holds, how many files are in error, whether an index run holds the lock right now, and
-    whether a watch daemon is alive: its state file is locked (this host), or, on PostgreSQL, its
-    advisory lock is held (any host; ``seen_via`` says "postgresql" when only the server knows).
-    """
-    pid = cat.project_id
-    with cat.engine.connect() as conn:
-        project = conn.execute(sa.select(Project.name, Project.last_indexed_at).where(Project.id == pid)).one()
-        runs = IndexRun.__table__
-        finished = sa.select(runs).where(runs.c.project_id == pid, runs.c.status != "running")
-        last = conn.execute(finished.order_by(runs.c.started_at.desc()).limit(1)).mappings().first()
-        by_trigger = {}
-        for trig in ("cli", "cron", "watch", "api"):
-            row = conn.execute(finished.where(runs.c.trigger == trig)
-                               .order_by(runs.c.started_at.desc()).limit(1)).mappings().first()
-            if row is not None:
-                by_trigger[trig] = _run_dict(row)
-        running = [_run_dict(r) for r in conn.execute(sa.select(runs).where(
-            runs.c.project_id == pid, runs.c.status == "running")).mappings()]
-        counts = {m.__tablename__: conn.execute(sa.select(sa.func.count()).select_from(m)
-                                                .where(m.project_id == pid)).scalar_one()
-                  for m in (Run, VoxelSpacing, *FILE_MODELS.values())}
-        counts["points"] = conn.execute(sa.select(sa.func.count()).select_from(Point).join(Pick)
-                                        .where(Pick.project_id == pid)).scalar_one()
-        errs = dict(conn.execute(sa.select(IndexErrorRow.severity, sa.func.count()).where(
-            IndexErrorRow.project_id == pid).group_by(IndexErrorRow.severity)).all())
-    path = state_path(cat)
-    state = read_state(path)
-    alive = daemon_running(path)
-    daemon: dict[str, Any] = {"running": alive, "state_file": str(path)}
-    server = daemon_holder(cat.engine, pid)  # PostgreSQL: a daemon on any machine
-    if server is not None:
-        daemon["server_lock"] = server
-        if not alive:
-            daemon.update(running=True, seen_via="postgresql")
-    if state:
-        daemon.update({k: state.get(k) for k in ("pid", "host", "started_at", "heartbeat_at", "ready", "pending",
-                                                  "roots", "updates", "failures", "last_update_at", "last_error")})
-        if state.get("heartbeat_at"):
-            daemon["heartbeat_age_s"] = round(time.time() - float(state["heartbeat_at"]), 1)
-    return {
-        "project": project.name, "config": str(cat.config_path), "db": cat.db_url,
-        "last_indexed_at": project.last_indexed_at, "last_index": _run_dict(last) if last else None,
-        "last_by_trigger": by_trigger, "index_running": is_locked(cat.engine, pid), "running_rows": running,
-        "counts": counts, "open_errors": errs.get("error", 0), "open_warnings": errs.get("warning", 0),
-        "daemon": daemon,
-    }
-
-
-def _run_dict(row: Any) -> dict[str, Any]:
-    keys = ("id", "trigger", "status", "started_at", "finished_at", "duration_s", "added", "changed", "removed",
-            "unchanged", "errors", "host", "pid", "message")
-    return {k: row[k] for k in keys}
 
 
 def run_watch(config: str | os.PathLike[str], db: str | None = None,

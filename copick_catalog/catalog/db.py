@@ -28,7 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from .errors import CatalogError, SchemaVersionError
+from ..errors import CatalogError, SchemaVersionError
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +238,14 @@ def check_schema(engine: Engine) -> str:
                              f"{head!r}); someone with write access must run `copick-catalog db upgrade --db URL`")
 
 
-def ensure_schema(engine: Engine) -> str:
+def ensure_schema(engine: Engine, *, upgrade_shared: bool = True) -> str:
     """Create or upgrade the schema to head; refuse a database from a newer copick-catalog.
 
     A SQLite file that needs upgrading is copied to ``<file>.bak-<revision>`` first, so a
-    failed migration never costs the catalog.
+    failed migration never costs the catalog. With ``upgrade_shared=False`` (what ``Catalog.open``
+    asks for) an *older* server catalog is refused instead of upgraded (MLflow's rule): a shared
+    PostgreSQL catalog is used by a whole lab, and the first newer client to open it must not lock
+    out every older one by accident; ``copick-catalog db upgrade`` does it on purpose.
     """
     script = ScriptDirectory.from_config(alembic_config())
     head = head_revision()
@@ -258,12 +261,20 @@ def ensure_schema(engine: Engine) -> str:
                 f"{current!r}, which this copick-catalog does not know (it was written by a newer version); "
                 "upgrade copick-catalog or point --db at another catalog"
             ) from None
+        if not upgrade_shared and not is_sqlite(engine):
+            raise SchemaVersionError(
+                f"catalog database {engine.url.render_as_string(hide_password=True)} has the older schema "
+                f"{current!r} (this copick-catalog needs {head!r}). Upgrading changes it for everyone who uses "
+                "it: when the lab is ready, run `copick-catalog db upgrade --db URL` (older clients will then "
+                "be refused)")
         _backup_sqlite(engine, current)
     cfg = alembic_config()
     with engine.connect().execution_options(write=True) as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "head")  # (env.py turns SQLite's foreign keys off for the migration)
         conn.commit()
+        if is_sqlite(engine):
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
     log.info("catalog schema at %s (was %s)", head, current)
     return head
 

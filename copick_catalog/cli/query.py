@@ -1,39 +1,14 @@
-"""``copick-catalog query|sql|stats``: the query API on the command line (each command calls Catalog)."""
+"""``copick-catalog query``, ``sql`` and ``stats``: the query API on the command line (each calls Catalog)."""
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
-from .cli import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
-from .errors import CatalogError
-
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                      show_default=True)
-
-
-def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> None:
-    """Print rows as a rich table, JSON lines-free JSON array, or CSV."""
-    if fmt == "json":
-        click.echo(json.dumps(list(rows), indent=2, default=str))
-    elif fmt == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    else:
-        t = Table(*columns, title=title)
-        for r in rows:
-            t.add_row(*("" if r.get(c) is None else escape(str(r.get(c))) for c in columns))
-        console.print(t)
-        console.print(f"{len(rows)} row(s)")
+from .common import CONFIG_ARG, DB_OPTION, FORMAT, emit, friendly, open_catalog
 
 
 def _multi(name: str, help: str) -> Callable[[Any], Any]:
@@ -177,7 +152,7 @@ def sql(statement: str, config: Path, db: str | None, fmt: str, timeout: float) 
     density_maps, pickable_objects, run_objects, projects, index_runs and index_errors. On a shared
     PostgreSQL catalog, point --db at a role made by `copick-catalog db readonly-role`.
     """
-    from .catalog import Catalog
+    from ..catalog import Catalog
 
     with Catalog.open(config, db=db, read_only=True) as cat:
         result = cat.sql(statement, timeout=timeout)
@@ -195,15 +170,8 @@ def stats(config: Path, db: str | None, by: str, fmt: str) -> None:
     """Pick files and points per object per user (or any grouping), plus each object's run coverage."""
     cols = [c.strip() for c in by.split(",") if c.strip()]
     with open_catalog(config, db) as cat:
-        from .schema import Pick
-
-        bad = [c for c in cols if c not in Pick.__table__.c]
-        if bad:
-            raise CatalogError(f"cannot group by {bad}; pick columns are: {', '.join(Pick.__table__.c.keys())}")
         emit(cat.pick_summary(by=cols), [*cols, "picks", "points"], fmt, "picks")
         if fmt == "table":
             emit(cat.object_coverage(), ["object_name", "runs_with_picks", "runs_lacking", "picks", "points"],
                  fmt, "coverage per object")
 
-
-COMMANDS = [query, sql, stats]

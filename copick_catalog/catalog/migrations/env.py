@@ -10,8 +10,8 @@ import os
 
 from alembic import context
 
-from copick_catalog.db import create_engine, normalize_url
-from copick_catalog.schema import Base
+from copick_catalog.catalog.db import create_engine, normalize_url
+from copick_catalog.catalog.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -26,6 +26,10 @@ def _url() -> str:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    if connection.dialect.name == "sqlite" and not connection.in_transaction():
+        # Batch migrations rebuild SQLite tables (create, copy, drop, rename); with foreign keys on, the
+        # drop would cascade to every child row. The caller turns them back on afterwards.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -52,7 +56,7 @@ def run_migrations_online() -> None:
     with engine.connect().execution_options(write=True) as conn:
         _run(conn)
         conn.commit()
-    engine.dispose()
+    engine.dispose()  # (its connections had foreign keys off; none is reused)
 
 
 if context.is_offline_mode():

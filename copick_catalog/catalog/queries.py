@@ -19,9 +19,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager
 
+from ..errors import CatalogError
+from ..formats.picks import PACKED_POINT_FIELDS, pack_points, unpack_points
 from .db import chunks, read_snapshot
-from .errors import CatalogError
-from .payloads import PACKED_POINT_FIELDS, pack_points, unpack_points
 from .schema import (
     Base,
     DensityMap,
@@ -264,7 +264,10 @@ class QueryMixin:
 
     def pick_summary(self, by: Sequence[str] = ("object_name", "user_id"), **filters: Filter) -> list[dict[str, Any]]:
         """Pick files and points grouped by columns of ``picks`` (default per object per user)."""
-        cols = [getattr(Pick, c) for c in by]
+        bad = [c for c in by if c not in Pick.__table__.c]
+        if bad:
+            raise CatalogError(f"cannot group by {bad}; pick columns are: {', '.join(Pick.__table__.c.keys())}")
+        cols = [Pick.__table__.c[c] for c in by]
         stmt = (sa.select(*cols, sa.func.count().label("picks"), sa.func.sum(Pick.n_points).label("points"))
                 .where(Pick.project_id == self.project_id).group_by(*cols).order_by(*cols))
         stmt = self._filters(stmt, Pick, filters)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from .errors import InvalidNameError
+from ..errors import InvalidNameError
 
 RUNS_DIR = "ExperimentRuns"
 OBJECTS_DIR = "Objects"
@@ -36,7 +36,8 @@ SEED_MULTILABEL_SUFFIX = "_multilabel"  # what the original seed spec describes;
 FEATURES_SUFFIX = "_features"
 MAX_COMPONENT_BYTES = 255
 
-_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1F\x7F\s_]')
+#: Characters copick replaces with ``-`` when it sanitises a name (``copick.util.escape``).
+FORBIDDEN_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1F\x7F\s_]')
 
 
 class SegKind(StrEnum):
@@ -194,7 +195,7 @@ def sanitize_name(name: str, *, warn: bool = True) -> str:
     ``-``; leading and trailing dashes are stripped. Warns when the name changed, because the
     caller will find the object under a different name than the one they passed.
     """
-    cleaned = _FORBIDDEN.sub("-", name).strip("-")
+    cleaned = FORBIDDEN_NAME_CHARS.sub("-", name).strip("-")
     if not cleaned:
         raise InvalidNameError(f"name {name!r} is empty after sanitising; choose a name with letters or digits")
     if warn and cleaned != name:
@@ -210,7 +211,7 @@ def _check_component(value: str, what: str, *, allow_underscore: bool) -> None:
         raise InvalidNameError(f"{what} {value!r} would leave the project root; use a plain name")
     if value.startswith("."):
         raise InvalidNameError(f"{what} {value!r} starts with '.', and copick hides such names; rename it")
-    if not allow_underscore and _FORBIDDEN.search(value):
+    if not allow_underscore and FORBIDDEN_NAME_CHARS.search(value):
         raise InvalidNameError(
             f"{what} {value!r} contains '_', whitespace or a reserved character, so copick could not read "
             "it back; sanitise it first (copick_catalog.layout.sanitize_name)"
@@ -487,6 +488,18 @@ def is_zarr_group_dir(parts: Sequence[str]) -> bool:
     if n == 2:
         return parts[0] == OBJECTS_DIR
     return n == 4 and parts[0] == RUNS_DIR and (parts[2].startswith(VS_PREFIX) or parts[2] in SEGMENTATION_DIRS)
+
+
+#: How deep copick's zarr groups sit: ``Objects/<name>.zarr`` (2) and ``ExperimentRuns/<run>/<dir>/<x>.zarr`` (4).
+GROUP_DEPTHS = (2, 4)
+
+
+def group_depth(parts: Sequence[str]) -> int | None:
+    """If ``parts`` names a path inside (or at) a copick zarr group, how many leading parts name the group."""
+    for depth in GROUP_DEPTHS:
+        if len(parts) >= depth and is_zarr_group_dir(parts[:depth]):
+            return depth
+    return None
 
 
 def run_of(key: Key) -> str | None:

@@ -53,12 +53,8 @@ from typing import Any, ClassVar
 import numpy as np
 import sqlalchemy as sa
 
-from . import layout, payloads
-from .catalog import Catalog
-from .config import CopickConfig
-from .config import PickableObject as ObjectConfig
-from .errors import CatalogError, NotFoundError, ReadOnlyError, StaleRowError
-from .schema import (
+from ..catalog import Catalog
+from ..catalog.schema import (
     DensityMap,
     Feature,
     FileBacked,
@@ -72,7 +68,14 @@ from .schema import (
     Tomogram,
     VoxelSpacing,
 )
-from .storage import Root
+from ..config import CopickConfig
+from ..config import PickableObject as ObjectConfig
+from ..errors import CatalogError, NotFoundError, ReadOnlyError, StaleRowError
+from ..formats import glb, mrc, zarrio
+from ..formats import zarr as zarr_fmt
+from ..formats import picks as payloads
+from ..index import grammar as layout
+from ..index.roots import Backup, Root
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +171,7 @@ def _hidden_sibling(rel: str, tag: str) -> str:
 
 
 def _read_array(store: Any, zarr_group: str, selection: Any) -> np.ndarray:
-    import zarr
-
-    group = zarr.open_group(store, mode="r")
-    return np.asarray(group[zarr_group][selection])
+    return zarrio.read_level(store, zarr_group, selection)
 
 
 def _label_dtype(data: np.ndarray, floor: type[np.unsignedinteger]) -> np.dtype:
@@ -194,42 +194,15 @@ class _Undo:
 
     def __init__(self, root: Root, rel: str, group: bool) -> None:
         self.root, self.rel, self.group = root, rel, group
-        self.data: bytes | None = None
-        self.backup: str | None = None
-
-    def save(self) -> None:
-        """Remember the current content. For a local zarr group this moves it aside (a rename)."""
-        if not self.root.exists(self.rel):
-            return
-        if not self.group:
-            self.data = self.root.read_bytes(self.rel)
-            return
-        self.backup = _hidden_sibling(self.rel, "bak")
-        if self.root.is_local:
-            os.rename(self.root.full(self.rel), self.root.full(self.backup))
-        else:
-            self.root.fs.copy(self.root.full(self.rel), self.root.full(self.backup), recursive=True)
+        self.kept: Backup | None = None
 
     def restore(self) -> None:
-        """Put back what :meth:`save` remembered (or remove what did not exist before)."""
-        if self.group:
-            self.root.remove(self.rel, recursive=True)
-            if self.backup is not None:
-                if self.root.is_local:
-                    os.rename(self.root.full(self.backup), self.root.full(self.rel))
-                else:
-                    self.root.fs.copy(self.root.full(self.backup), self.root.full(self.rel), recursive=True)
-                    self.root.remove(self.backup, recursive=True)
-                self.backup = None
-        elif self.data is not None:
-            self.root.write_bytes(self.rel, self.data)
-        else:
-            self.root.remove(self.rel)
+        self.root.restore(self.kept, self.rel, self.group)
+        self.kept = None
 
     def discard(self) -> None:
-        if self.backup is not None:
-            self.root.remove(self.backup, recursive=True)
-            self.backup = None
+        self.root.discard(self.kept)
+        self.kept = None
 
 
 class _Writer:
@@ -270,49 +243,20 @@ class _Writer:
     def put_file(self, rel: str, data: bytes, check: Callable[[], bool]) -> None:
         """Write a small file (pick JSON, GLB, ``.meta``) and record it."""
         undo = _Undo(self.overlay, rel, group=False)
-        undo.save()
+        undo.kept = self.overlay.backup(rel, group=False)
         self.overlay.write_bytes(rel, data)  # atomic: on failure nothing changed, catalog untouched
         self._record(rel, check, undo)
 
     def put_group(self, rel: str, fill: Callable[[Any], object], check: Callable[[], bool]) -> None:
-        """Write a whole zarr group with ``fill(store)`` and record it.
-
-        Locally the group is written into a hidden sibling first and renamed into place, so readers
-        never see a half-written group and the previous group can be put back.
-        """
-        root = self.overlay
-        undo = _Undo(root, rel, group=True)
-        if root.is_local:
-            tmp = _hidden_sibling(rel, "tmp")
-            root.makedirs(rel.rpartition("/")[0])
-            try:
-                fill(root.zarr_store(tmp, read_only=False))
-            except BaseException:
-                root.remove(tmp, recursive=True)
-                raise
-            try:
-                undo.save()
-                os.rename(root.full(tmp), root.full(rel))
-            except BaseException:
-                root.remove(tmp, recursive=True)
-                undo.restore()
-                raise
-        else:
-            undo.save()
-            try:
-                root.remove(rel, recursive=True)
-                fill(root.zarr_store(rel, read_only=False))
-            except BaseException:
-                undo.restore()
-                raise
+        """Write a whole zarr group with ``fill(store)`` and record it (atomically where the root can)."""
+        undo = _Undo(self.overlay, rel, group=True)
+        undo.kept = self.overlay.write_group(rel, fill)
         self._record(rel, check, undo)
 
     def delete(self, rel: str, group: bool, check: Callable[[], bool]) -> None:
         """Remove a file or group from the overlay and its row from the catalog."""
         undo = _Undo(self.overlay, rel, group=group)
-        undo.save()  # for a local group, this rename *is* the removal
-        if not (group and self.overlay.is_local):
-            self.overlay.remove(rel, recursive=group)
+        undo.kept = self.overlay.move_aside(rel, group)
         self._record(rel, check, undo)
 
     def reindex(self, layer: str, rel: str) -> None:
@@ -569,7 +513,7 @@ class CopickMesh(Provenance, _Entity):
         return None if obj is None else obj.color
 
     def load(self) -> Any:
-        self._scene = payloads.load_scene(self._read_bytes())
+        self._scene = glb.load_scene(self._read_bytes())
         return self._scene
 
     def refresh(self) -> None:
@@ -591,7 +535,7 @@ class CopickMesh(Provenance, _Entity):
         """Export the scene as GLB into the overlay and record its row."""
         self._require_writable("store")
         w = self._root._writer
-        w.put_file(self.path, payloads.scene_to_glb(self.mesh), w.row_check(Mesh, self.path))
+        w.put_file(self.path, glb.scene_to_glb(self.mesh), w.row_check(Mesh, self.path))
 
     def delete(self) -> None:
         self._delete_through()
@@ -651,10 +595,10 @@ class CopickSegmentation(Provenance, _ZarrEntity):
         dt = _label_dtype(arr, floor) if dtype is None else np.dtype(dtype)
         vs = self.voxel_size
         if arr.ndim == 3:
-            self._write_group(lambda store: payloads.write_ome_zarr(store, arr, vs, levels=levels, dtype=dt,
+            self._write_group(lambda store: zarr_fmt.write_ome_zarr(store, arr, vs, levels=levels, dtype=dt,
                                                                     labels=True))
         else:
-            self._write_group(lambda store: payloads.write_nd_zarr(store, arr.astype(dt), vs))
+            self._write_group(lambda store: zarr_fmt.write_nd_zarr(store, arr.astype(dt), vs))
 
     def delete(self) -> None:
         self._delete_through()
@@ -693,7 +637,7 @@ class CopickFeatures(_ZarrEntity):
         self._require_writable("write")
         arr = np.asarray(data)
         vs = self.tomogram.voxel_spacing.voxel_size
-        self._write_group(lambda store: payloads.write_nd_zarr(store, arr, vs))
+        self._write_group(lambda store: zarr_fmt.write_nd_zarr(store, arr, vs))
 
     def delete(self) -> None:
         self._delete_through()
@@ -781,7 +725,7 @@ class CopickTomogram(_ZarrEntity):
         self._require_writable("write")
         arr = np.asarray(data)
         vs = self.voxel_spacing.voxel_size
-        self._write_group(lambda store: payloads.write_ome_zarr(store, arr, vs, levels=levels, dtype=dtype))
+        self._write_group(lambda store: zarr_fmt.write_ome_zarr(store, arr, vs, levels=levels, dtype=dtype))
 
     def refresh(self) -> None:
         super().refresh()
@@ -1117,7 +1061,7 @@ class CopickRun:
         if not isinstance(value, str):
             return False
         names = self.root.config.object_names
-        return value in names or layout._FORBIDDEN.sub("-", value).strip("-") in names
+        return value in names or layout.FORBIDDEN_NAME_CHARS.sub("-", value).strip("-") in names
 
     def _mesh_args(self, args: tuple[Any, ...], object_name: Any, session_id: Any,
                    user_id: Any) -> tuple[Any, Any, Any]:
@@ -1342,7 +1286,7 @@ class CopickObject:
         if not zarrs:
             layer, path, _ = maps[0]
             root = self.root.catalog.roots[layer]
-            return payloads.read_mrc_array(root.read_bytes(path), root.url_of(path))[z, y, x]
+            return mrc.read_mrc_array(root.read_bytes(path), root.url_of(path))[z, y, x]
         layer = "static" if self.read_only else "overlay"
         return _read_array(self.root.catalog.roots[layer].zarr_store(self._rel, read_only=True), zarr_group,
                            (z, y, x))
@@ -1355,7 +1299,7 @@ class CopickObject:
             raise ReadOnlyError(f"the density map of {self.name!r} is in the static (read-only) root")
         arr = np.asarray(data)
         w = self.root._writer
-        w.put_group(self._rel, lambda store: payloads.write_ome_zarr(store, arr, voxel_size, levels=1, dtype=dtype),
+        w.put_group(self._rel, lambda store: zarr_fmt.write_ome_zarr(store, arr, voxel_size, levels=1, dtype=dtype),
                     w.row_check(DensityMap, self._rel))
         self._maps = None
 

@@ -5,20 +5,26 @@ they speak copick's words: ``picks.user_id``, ``tomograms.tomo_type``, ``segment
 Every file-backed row records its ``layer`` (static/overlay), its ``path`` relative to that root and
 the ``fingerprint`` the indexer compares, so a moved or remounted project keeps its catalog.
 
-Nothing here creates tables: the Alembic migrations in ``copick_catalog/migrations`` do.
+Nothing here creates tables: the Alembic migrations in ``copick_catalog/catalog/migrations`` do.
+``row.open()`` reads the payload through the row's kind spec (:mod:`copick_catalog.index.kinds`), with
+the project's roots that the :class:`~copick_catalog.Catalog` puts in its sessions' ``info``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, object_session, relationship
 from sqlalchemy.orm.decl_api import DeclarativeAttributeIntercept
 
+from ..errors import CatalogError, StaleRowError
+from ..index.grammar import Kind
+from ..index.kinds import SPECS
+
 if TYPE_CHECKING:
-    from .catalog import Catalog
+    from ..index.roots import Root
 
 #: JSON on SQLite, JSONB on PostgreSQL (comparable, indexable, what people expect to query).
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -144,15 +150,30 @@ class VoxelSpacing(Base):
 
 
 class FileBacked:
-    """Columns and behaviour shared by every row that stands for a file or zarr group."""
+    """Columns and behaviour shared by every row that stands for a file or zarr group.
+
+    ``__kind__`` names the entry of :data:`copick_catalog.index.kinds.SPECS` that reads, fills and
+    opens rows of the table.
+    """
+
+    __kind__: ClassVar[Kind]
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+    @declared_attr
+    def project_id(cls) -> Mapped[int]:
+        return _fk("projects.id")
 
     layer: Mapped[str] = mapped_column(sa.String(8))
     path: Mapped[str] = mapped_column(sa.String(2048))
-    # Bookkeeping for the indexer, loaded only when touched (one query for the three): listing
+    # Bookkeeping for the indexer, loaded only when touched (one query for the group): listing
     # thousands of rows should not pay for columns nobody reads.
     fingerprint: Mapped[str] = mapped_column(sa.String(128), deferred=True, deferred_group="sync")
     mtime: Mapped[float | None] = mapped_column(sa.Float, deferred=True, deferred_group="sync")
     indexed_at: Mapped[float] = mapped_column(sa.Float, deferred=True, deferred_group="sync")
+    #: indexed within a couple of seconds of the file's mtime: re-read next time even if it looks unchanged
+    racy: Mapped[bool] = mapped_column(default=False, server_default=sa.false(), deferred=True,
+                                       deferred_group="sync")
     stale: Mapped[bool] = mapped_column(default=False)
 
     @property
@@ -160,19 +181,30 @@ class FileBacked:
         """Static rows are read-only, like copick's static layer."""
         return self.layer == "static"
 
-    def catalog(self) -> Catalog:
-        cat = self.__dict__.get("_catalog")
-        if cat is None:
-            session = object_session(self)
-            cat = session.info.get("catalog") if session is not None else None
-        if cat is None:
-            from .errors import CatalogError
-
+    def _root(self) -> Root:
+        session = object_session(self)
+        roots = session.info.get("roots") if session is not None else None
+        if roots is None:
             raise CatalogError(
                 f"{type(self).__name__} row {self.path!r} is not attached to a Catalog; load it through "
-                "Catalog.find/picks/... or Catalog.session() to call .open()"
-            )
-        return cat
+                "Catalog.find/picks/... or Catalog.session() to call .open()")
+        try:
+            return roots[self.layer]  # type: ignore[no-any-return]
+        except KeyError:
+            raise CatalogError(f"row {self.path!r} is in the {self.layer} layer, which this project's config "
+                               "does not define") from None
+
+    def check_fresh(self) -> None:
+        """Raise :class:`StaleRowError` if the file behind this row changed or vanished since indexing."""
+        root = self._root()
+        entry = root.fingerprint(self.path)
+        where = root.url_of(self.path)
+        if entry is None:
+            raise StaleRowError(f"{where} has vanished since it was indexed; run `copick-catalog index` "
+                                "(or Catalog.index()) to update the catalog")
+        if entry.fingerprint != self.fingerprint:
+            raise StaleRowError(f"{where} changed since it was indexed; call Catalog.refresh(row) or reindex "
+                                "to get the current row")
 
     def open(self, *, check: bool = True) -> Any:
         """The payload behind this row, read from the files (see each class for what comes back).
@@ -180,25 +212,36 @@ class FileBacked:
         With ``check`` (default) the file's fingerprint is compared with the indexed one first, and
         a changed or vanished file raises :class:`~copick_catalog.errors.StaleRowError`.
         """
-        return self.catalog().open_row(self, check=check)
+        if check:
+            self.check_fresh()
+        return SPECS[self.__kind__].open(self._root(), self.path, self.read_only)
 
 
-class Tomogram(FileBacked, Base):
-    """A reconstructed volume; ``open()`` gives the multiscale zarr group."""
+class _Volume:
+    """The columns of a row backed by a zarr group: level-0 shape and dtype, levels, zarr format."""
 
-    __tablename__ = "tomograms"
-    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),
-                      sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "layer"))
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = _fk("projects.id")
-    run_id: Mapped[int] = _fk("runs.id")
-    voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
-    tomo_type: Mapped[str] = mapped_column(sa.String(255), index=True)
     shape: Mapped[list[Any] | None] = mapped_column(JSON)
     dtype: Mapped[str | None] = mapped_column(sa.String(32))
     n_levels: Mapped[int] = mapped_column(default=0)
     zarr_format: Mapped[int | None]
+
+    def zarr(self) -> Any:
+        """The zarr store of the group (read-only for static rows), as in the copick spec."""
+        row: Any = self
+        return row._root().zarr_store(row.path, read_only=row.read_only)
+
+
+class Tomogram(FileBacked, _Volume, Base):
+    """A reconstructed volume; ``open()`` gives the multiscale zarr group."""
+
+    __kind__ = Kind.TOMOGRAM
+    __tablename__ = "tomograms"
+    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),
+                      sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "layer"))
+
+    run_id: Mapped[int] = _fk("runs.id")
+    voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
+    tomo_type: Mapped[str] = mapped_column(sa.String(255), index=True)
 
     run: Mapped[Run] = relationship()
     voxel_spacing: Mapped[VoxelSpacing] = relationship(back_populates="tomograms")
@@ -208,39 +251,27 @@ class Tomogram(FileBacked, Base):
     def voxel_size(self) -> float:
         return self.voxel_spacing.voxel_size
 
-    def zarr(self) -> Any:
-        """The zarr store of the group (read-only for static rows), as in the copick spec."""
-        return self.catalog().store_of(self)
-
     def __repr__(self) -> str:
         return f"<Tomogram {self.tomo_type!r} {self.layer} {self.path!r}>"
 
 
-class Feature(FileBacked, Base):
+class Feature(FileBacked, _Volume, Base):
     """A feature map computed from a tomogram (``<tomo_type>_<feature_type>_features.zarr``)."""
 
+    __kind__ = Kind.FEATURE
     __tablename__ = "features"
     __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),
                       sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "feature_type", "layer"))
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = _fk("projects.id")
     run_id: Mapped[int] = _fk("runs.id")
     voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
     tomogram_id: Mapped[int | None] = _fk("tomograms.id", nullable=True, ondelete="SET NULL")
     tomo_type: Mapped[str] = mapped_column(sa.String(255), index=True)
     feature_type: Mapped[str] = mapped_column(sa.String(255), index=True)
-    shape: Mapped[list[Any] | None] = mapped_column(JSON)
-    dtype: Mapped[str | None] = mapped_column(sa.String(32))
-    n_levels: Mapped[int] = mapped_column(default=0)
-    zarr_format: Mapped[int | None]
 
     run: Mapped[Run] = relationship()
     voxel_spacing: Mapped[VoxelSpacing] = relationship()
     tomogram: Mapped[Tomogram | None] = relationship(back_populates="features")
-
-    def zarr(self) -> Any:
-        return self.catalog().store_of(self)
 
     def __repr__(self) -> str:
         return f"<Feature {self.tomo_type}/{self.feature_type!r} {self.layer}>"
@@ -270,6 +301,7 @@ class _Annotation(Provenance):
     thousands of rows needs neither a join nor a second object per row.
     """
 
+    run_id: Mapped[int] = _fk("runs.id")
     run_name: Mapped[str] = mapped_column(sa.String(255), index=True)
 
     object_name: Mapped[str] = mapped_column(sa.String(255), index=True)
@@ -281,22 +313,24 @@ class _Annotation(Provenance):
         return self.object_name
 
 
-class Pick(FileBacked, _Annotation, Base):
-    """A pick file; ``open()`` gives the validated :class:`~copick_catalog.payloads.PickFile`."""
+def _annotation_keys(*extra: Any) -> tuple[Any, ...]:
+    """The unique keys of an annotation table (its file, and its identity in a run and layer), plus ``extra``."""
+    return (sa.UniqueConstraint("project_id", "layer", "path"),
+            sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"), *extra)
 
+
+class Pick(FileBacked, _Annotation, Base):
+    """A pick file; ``open()`` gives the validated :class:`~copick_catalog.formats.picks.PickFile`."""
+
+    __kind__ = Kind.PICK
     __tablename__ = "picks"
-    __table_args__ = (
-        sa.UniqueConstraint("project_id", "layer", "path"),
-        sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
+    __table_args__ = _annotation_keys(
         # serves "picks of object X by user Y" in run order without a sort, and per-object/user totals
         sa.Index("ix_picks_listing", "project_id", "object_name", "user_id", "run_name", "session_id", "layer",
                  "n_points"),
         sa.Index(None, "project_id", "session_id", "n_points"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = _fk("projects.id")
-    run_id: Mapped[int] = _fk("runs.id")
     n_points: Mapped[int] = mapped_column(default=0)
     unit: Mapped[str | None] = mapped_column(sa.String(32))
     trust_orientation: Mapped[bool | None]
@@ -332,7 +366,7 @@ class Point(Base):
 
 
 class PackedPoints(Base):
-    """A pick's points again, as one blob (see :data:`copick_catalog.payloads.PACKED_POINT_FIELDS`).
+    """A pick's points again, as one blob (see :data:`copick_catalog.formats.picks.PACKED_POINT_FIELDS`).
 
     Duplicates ``points`` on purpose: a bulk read of 250,000 points then costs 10,000 blobs instead
     of 1.5 M Python objects. A table of its own, so scans of ``picks`` stay as small as they were.
@@ -347,15 +381,10 @@ class PackedPoints(Base):
 class Mesh(FileBacked, _Annotation, Base):
     """A GLB mesh; ``open()`` gives a ``trimesh.Scene``."""
 
+    __kind__ = Kind.MESH
     __tablename__ = "meshes"
-    __table_args__ = (
-        sa.UniqueConstraint("project_id", "layer", "path"),
-        sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
-    )
+    __table_args__ = _annotation_keys()
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = _fk("projects.id")
-    run_id: Mapped[int] = _fk("runs.id")
     n_vertices: Mapped[int] = mapped_column(default=0)
     n_faces: Mapped[int] = mapped_column(default=0)
 
@@ -368,32 +397,26 @@ class Mesh(FileBacked, _Annotation, Base):
 class Filament(FileBacked, _Annotation, Base):
     """A filament annotation (copick 1.31 ``Filaments/``): a picks-like JSON file."""
 
+    __kind__ = Kind.FILAMENT
     __tablename__ = "filaments"
-    __table_args__ = (
-        sa.UniqueConstraint("project_id", "layer", "path"),
-        sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
-    )
+    __table_args__ = _annotation_keys()
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = _fk("projects.id")
-    run_id: Mapped[int] = _fk("runs.id")
     n_filaments: Mapped[int] = mapped_column(default=0)
     n_points: Mapped[int] = mapped_column(default=0)
 
     run: Mapped[Run] = relationship(back_populates="filaments")
 
 
-class Segmentation(FileBacked, Provenance, Base):
+class Segmentation(FileBacked, _Volume, Provenance, Base):
     """A label volume; ``open()`` gives the zarr group. ``kind`` is semantic, instance or panoptic."""
 
+    __kind__ = Kind.SEGMENTATION
     __tablename__ = "segmentations"
     __table_args__ = (
         sa.UniqueConstraint("project_id", "layer", "path"),
         sa.Index(None, "run_id", "voxel_size", "name", "user_id", "session_id", "is_multilabel"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = _fk("projects.id")
     run_id: Mapped[int] = _fk("runs.id")
     run_name: Mapped[str] = mapped_column(sa.String(255), index=True)
     voxel_size: Mapped[float] = mapped_column(sa.Float, index=True)
@@ -402,15 +425,8 @@ class Segmentation(FileBacked, Provenance, Base):
     session_id: Mapped[str] = mapped_column(sa.String(255), index=True)
     is_multilabel: Mapped[bool] = mapped_column(default=False)
     kind: Mapped[str] = mapped_column(sa.String(16), default="semantic")
-    shape: Mapped[list[Any] | None] = mapped_column(JSON)
-    dtype: Mapped[str | None] = mapped_column(sa.String(32))
-    n_levels: Mapped[int] = mapped_column(default=0)
-    zarr_format: Mapped[int | None]
 
     run: Mapped[Run] = relationship(back_populates="segmentations")
-
-    def zarr(self) -> Any:
-        return self.catalog().store_of(self)
 
     def __repr__(self) -> str:
         ml = " multilabel" if self.is_multilabel else ""
@@ -420,11 +436,10 @@ class Segmentation(FileBacked, Provenance, Base):
 class DensityMap(FileBacked, Base):
     """A per-object density map: copick's ``Objects/<name>.zarr`` or the seed's ``ParticleMrcs/*.mrc``."""
 
+    __kind__ = Kind.DENSITY_MAP
     __tablename__ = "density_maps"
     __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = _fk("projects.id")
     object_name: Mapped[str] = mapped_column(sa.String(255), index=True)
     fmt: Mapped[str] = mapped_column(sa.String(8), default="zarr")
     shape: Mapped[list[Any] | None] = mapped_column(JSON)
@@ -503,15 +518,7 @@ class IndexErrorRow(Base):
         return f"<IndexError {self.severity} {self.layer}:{self.path}: {self.message[:60]}>"
 
 
-
-
-#: Entity tables the indexer fills from files, by layout kind name.
-FILE_MODELS: dict[str, type[FileBacked]] = {
-    "tomogram": Tomogram,
-    "feature": Feature,
-    "pick": Pick,
-    "mesh": Mesh,
-    "filament": Filament,
-    "segmentation": Segmentation,
-    "density_map": DensityMap,
-}
+#: The table of each entity kind (the rows of :data:`copick_catalog.index.kinds.SPECS`).
+FILE_MODELS: dict[Kind, type[FileBacked]] = {
+    m.__kind__: m for m in (Tomogram, Feature, Pick, Mesh, Filament, Segmentation, DensityMap)}
+assert set(FILE_MODELS) == set(SPECS), "every kind spec needs a table, and every table a spec"

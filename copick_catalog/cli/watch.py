@@ -1,7 +1,4 @@
-"""``copick-catalog watch`` and ``copick-catalog status``: thin skins over :mod:`copick_catalog.watcher`.
-
-Registered by :func:`copick_catalog.cli._register_optional` through ``COMMANDS``.
-"""
+"""``copick-catalog watch`` and ``status``: thin skins over :mod:`copick_catalog.daemon` and ``Catalog.status``."""
 
 from __future__ import annotations
 
@@ -20,7 +17,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
+from .common import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
 
 
 @click.command()
@@ -41,7 +38,7 @@ def watch(config: Path, db: str | None, poll: float, debounce: float, max_delay:
     and keep a cron `index --skip-if-busy` as a safety net. `kill -USR1 PID` writes every thread's
     stack to the log, for a daemon that seems stuck.
     """
-    from .watcher import WatchOptions, run_watch
+    from ..daemon.watcher import WatchOptions, run_watch
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack, to the log
     pkg = logging.getLogger("copick_catalog")
@@ -64,10 +61,8 @@ def watch(config: Path, db: str | None, poll: float, debounce: float, max_delay:
 @friendly
 def status(config: Path, db: str | None, as_json: bool) -> None:
     """When the catalog of CONFIG was last indexed, what it holds, and whether a daemon is running."""
-    from .watcher import catalog_status
-
     with open_catalog(config, db) as cat:
-        info = catalog_status(cat)
+        info = cat.status()
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
@@ -125,5 +120,3 @@ def print_status(info: dict[str, Any]) -> None:
         t.add_row(name.replace("_", " "), str(n))
     console.print(t)
 
-
-COMMANDS = [watch, status]

@@ -1,0 +1,79 @@
+"""What every command shares: consoles, the CONFIG/--db options, one-line errors, and printing rows."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import CatalogError, LockBusyError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
+
+DB_OPTION = click.option("--db", "db", default=None, metavar="URL",
+                         help="Catalog database: SQLAlchemy URL or SQLite file "
+                              "(default: $COPICK_CATALOG_DB or <config stem>.catalog.sqlite next to the config).")
+CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                      show_default=True)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our own exceptions into a one-line message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LockBusyError as exc:
+            err_console.print(f"[yellow]busy:[/] {escape(str(exc))}")
+            sys.exit(75)  # EX_TEMPFAIL: cron wrappers can tell "busy" from "broken"
+        except CatalogError as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            err_console.print(f"[red]error:[/] {escape(str(exc))}")
+            sys.exit(2)
+
+    return wrapper
+
+
+def open_catalog(config: Path, db: str | None) -> Any:
+    from ..catalog import Catalog
+
+    return Catalog.open(config, db=db)
+
+
+def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> None:
+    """Print rows as a rich table, JSON lines-free JSON array, or CSV."""
+    if fmt == "json":
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+    elif fmt == "csv":
+        w = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        t = Table(*columns, title=title)
+        for r in rows:
+            t.add_row(*("" if r.get(c) is None else escape(str(r.get(c))) for c in columns))
+        console.print(t)
+        console.print(f"{len(rows)} row(s)")
+
+
+def print_report(report: Any) -> None:
+    t = Table(title="index report", show_header=True)
+    for col in ("added", "changed", "removed", "unchanged", "errors", "runs", "files read", "seconds"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(v) for v in (report.added, report.changed, report.removed, report.unchanged, report.errors,
+                                 report.runs, report.files_read, f"{report.duration_s:.2f}")))
+    console.print(t)

@@ -1,0 +1,96 @@
+"""The zarr library calls the catalog makes, for zarr 2.18 (copick 1.x) and zarr 3 (copick 2.x) alike.
+
+copick 1.31 pins ``zarr<3``; copick 2.x needs zarr 3. Installing copick-catalog next to either must not
+move its zarr, so every call into the zarr library goes through this module, which speaks both APIs:
+stores for a local directory or an fsspec URL, a format-2 group, and format-2 arrays with nested ``/``
+chunk keys and Blosc-lz4 (what copick 1.x writes and both generations read). Nothing else in the
+package imports zarr; reading headers needs no zarr at all (:mod:`copick_catalog.formats.zarr`).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+
+@cache
+def zarr_major() -> int:
+    """The installed zarr's major version (2 or 3)."""
+    import zarr
+
+    return int(str(zarr.__version__).split(".")[0])
+
+
+def local_store(path: str, *, read_only: bool = True) -> Any:
+    """A store for a group in a local directory."""
+    if zarr_major() >= 3:
+        from zarr.storage import LocalStore
+
+        return LocalStore(path, read_only=read_only)
+    from zarr.storage import DirectoryStore
+
+    return DirectoryStore(path, dimension_separator="/")
+
+
+def fsspec_store(url: str, storage_options: dict[str, Any], *, read_only: bool = True) -> Any:
+    """A store for a group at an fsspec URL (S3 and others); listing caches are the caller's choice."""
+    if zarr_major() >= 3:
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
+    from zarr.storage import FSStore
+
+    return FSStore(url, mode="r" if read_only else "w", key_separator="/", dimension_separator="/",
+                   **storage_options)
+
+
+def open_group(store: Any, *, read_only: bool = True) -> Any:
+    """An existing group, for reading (``mode="r"``) or writing in place (``"r+"``)."""
+    import zarr
+
+    return zarr.open_group(store, mode="r" if read_only else "r+")
+
+
+def new_group(store: Any, zarr_format: int = 2) -> Any:
+    """An empty group that replaces whatever the store held."""
+    import zarr
+
+    if zarr_major() >= 3:
+        return zarr.open_group(store, mode="w", zarr_format=zarr_format)
+    if zarr_format != 2:
+        raise ValueError("writing zarr format 3 needs zarr 3 (pip install 'zarr>=3'); this environment has zarr 2")
+    return zarr.open_group(store, mode="w")
+
+
+def blosc_lz4() -> Any:
+    """The compressor copick 1.x writes with (zarr 2's default): Blosc lz4, level 5, byte shuffle."""
+    from numcodecs import Blosc
+
+    return Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+
+
+def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...], *, zarr_format: int = 2) -> Any:
+    """Create array ``name`` in ``group`` with nested ``/`` chunk keys and fill it with ``data``.
+
+    Format 2 arrays are Blosc-lz4 compressed like copick's; format 3 arrays use zarr 3's defaults.
+    """
+    if zarr_major() >= 3:
+        kwargs: dict[str, Any] = {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+        if zarr_format == 2:
+            kwargs["compressors"] = blosc_lz4()
+        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0, **kwargs)
+    else:
+        arr = group.create_dataset(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0,
+                                   compressor=blosc_lz4(), dimension_separator="/")
+    arr[...] = data
+    return arr
+
+
+def read_level(store: Any, level: str, selection: Any = Ellipsis) -> np.ndarray:
+    """``group[level][selection]`` as a numpy array."""
+    return np.asarray(open_group(store)[level][selection])
+
+
+__all__ = ["fsspec_store", "local_store", "new_group", "open_group", "read_level", "write_array", "zarr_major"]

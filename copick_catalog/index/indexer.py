@@ -1,0 +1,588 @@
+"""Scan -> diff against the catalog -> read what changed -> batched upserts and deletes -> report.
+
+The scan is the truth: each root is listed in one pass (:meth:`Root.walk`), every path is parsed
+by the grammar in :mod:`.grammar`, and the result is compared by fingerprint with what the catalog
+holds (:mod:`.snapshot`). Only new or changed payloads are read, through each kind's spec
+(:mod:`.kinds`). Writes go in short batches, each its own transaction, so a crash at any point leaves
+a consistent catalog that the next run completes.
+
+Concurrent writers are respected: the snapshot is taken *before* the listing, and rows whose
+``indexed_at`` is newer than the scan start (written by the object API meanwhile) are never
+overwritten or deleted by this run. A file that fails to parse keeps its previous good row,
+marked stale, and gets an ``index_errors`` row; a file modified within the last few seconds is
+re-read once before it counts as broken, because copick writes JSON in place. A directory that
+cannot be listed is an error row too, and everything catalogued below it is kept (marked stale),
+never taken for deleted; a root that lists as empty while the catalog holds rows for it looks
+unmounted, and the run refuses to empty it unless told to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ..catalog.db import chunks, write_tx
+from ..catalog.schema import FILE_MODELS, Feature, IndexErrorRow, IndexRun, Project, Run, Tomogram, VoxelSpacing
+from ..catalog.summary import refresh_run_objects, runs_with_picks
+from ..errors import IndexCancelled, PayloadError, RootError
+from . import grammar
+from .grammar import Kind
+from .kinds import SPECS, Header, Limits
+from .roots import Entry, ListingStats, Root
+from .scopes import Scope, covers, minimal_scopes
+from .snapshot import DirRow, FileRow, Snapshot, load_snapshot, runs_clause
+from .writes import prune_index_runs, replace_points, upsert
+
+log = logging.getLogger(__name__)
+
+#: A file whose mtime is this close to the scan start is "racily clean": re-checked next time.
+RACY_WINDOW_S = 2.0
+#: How long after a parse failure on a freshly modified file we look again before giving up.
+RETRY_DELAY_S = 0.3
+BATCH_FILES = 400
+
+
+@dataclass
+class IndexReport:
+    """What an index run did. ``added + changed + unchanged`` is every entity seen."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    warnings: int = 0
+    files_read: int = 0
+    entries_listed: int = 0
+    list_calls: int = 0
+    runs: int = 0
+    duration_s: float = 0.0
+    by_kind: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    error_messages: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+    def count(self, kind: str, what: str, n: int = 1) -> None:
+        self.by_kind[kind][what] += n
+        setattr(self, what, getattr(self, what) + n)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "changed": self.changed, "removed": self.removed,
+            "unchanged": self.unchanged, "errors": self.errors, "warnings": self.warnings,
+            "files_read": self.files_read, "entries_listed": self.entries_listed,
+            "list_calls": self.list_calls, "runs": self.runs, "duration_s": round(self.duration_s, 3),
+            "by_kind": {k: dict(v) for k, v in self.by_kind.items()},
+        }
+
+    @property
+    def nothing_changed(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+
+@dataclass(slots=True)
+class _Seen:
+    key: grammar.Key
+    entry: Entry
+    layer: str
+    note: str | None = None
+
+
+@dataclass(slots=True)
+class _Read:
+    """A payload read for one entity: its header, or an error message naming the file and the fix."""
+
+    seen: _Seen
+    header: Header | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Scan:
+    """What listing the scopes found."""
+
+    seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+    runs: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    vss: dict[str, set[tuple[str, float]]] = field(default_factory=lambda: defaultdict(set))
+    #: (layer, path) -> (error kind, severity, message)
+    problems: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
+    #: (layer, prefix) of subtrees that could not be examined: what the catalog knows there is kept
+    unknown: list[tuple[str, str]] = field(default_factory=list)
+
+    def is_unknown(self, layer: str, path: str) -> bool:
+        return any(lay == layer and covers(prefix, path) for lay, prefix in self.unknown)
+
+
+class Indexer:
+    """Index one project's roots into the catalog. Create one per run; call :meth:`run`."""
+
+    def __init__(self, engine: Engine, project_id: int, roots: dict[str, Root], objects: Sequence[str],
+                 *, progress: Callable[[str, int, int], None] | None = None,
+                 cancel: Callable[[], bool] | None = None, limits: Limits | None = None,
+                 allow_empty_root: bool = False) -> None:
+        self.engine = engine
+        self.project_id = project_id
+        self.roots = roots
+        self.objects = list(objects)
+        self.progress = progress
+        self.cancel = cancel
+        self.limits = limits or Limits()
+        self.allow_empty_root = allow_empty_root
+        self.read_counter = 0  # payload reads, for tests and the benchmark
+
+    def _checkpoint(self) -> None:
+        """Stop here if the caller asked to. Called only between transactions: a stop asked for by
+        interrupting the thread instead can land inside one and leave SQLite's write lock held."""
+        if self.cancel is not None and self.cancel():
+            raise IndexCancelled("index run cancelled by its caller; the next run completes it")
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, trigger: str = "api", scopes: Iterable[Scope] | None = None, record: bool = True) -> IndexReport:
+        """Index everything (``scopes=None``) or only the given ``(layer, relative prefix)`` subtrees.
+
+        ``record=False`` skips the ``index_runs`` bookkeeping (used for write-through of single files).
+        """
+        t0 = time.time()
+        report = IndexReport()
+        scope_list = [(layer, "") for layer in self.roots] if scopes is None else minimal_scopes(scopes)
+        unknown = [layer for layer, _ in scope_list if layer not in self.roots]
+        if unknown:
+            raise ValueError(f"unknown layer(s) {unknown}; this project has {sorted(self.roots)}")
+        if not record:
+            self._index(scope_list, t0, report)
+            report.duration_s = time.time() - t0
+            return report
+        run_id = self._start_run(trigger, t0)
+        try:
+            self._index(scope_list, t0, report)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, IndexCancelled | KeyboardInterrupt) else "failed"
+            self._finish_run(run_id, report, t0, status, f"{type(exc).__name__}: {exc}")
+            raise
+        self._finish_run(run_id, report, t0, "ok", None)
+        return report
+
+    # ------------------------------------------------------------------ run bookkeeping
+
+    def _start_run(self, trigger: str, t0: float) -> int:
+        with write_tx(self.engine) as conn:
+            # We hold the project lock, so any run still marked running died without finishing.
+            conn.execute(sa.update(IndexRun).where(IndexRun.project_id == self.project_id,
+                                                   IndexRun.status == "running")
+                         .values(status="interrupted"))
+            return int(conn.execute(sa.insert(IndexRun).values(
+                project_id=self.project_id, trigger=trigger, status="running", started_at=t0,
+                host=socket.gethostname(), pid=os.getpid()).returning(IndexRun.id)).scalar_one())
+
+    def _finish_run(self, run_id: int, report: IndexReport, t0: float, status: str, message: str | None) -> None:
+        t1 = time.time()
+        report.duration_s = t1 - t0
+        try:
+            with write_tx(self.engine) as conn:
+                conn.execute(sa.update(IndexRun).where(IndexRun.id == run_id).values(
+                    status=status, finished_at=t1, duration_s=t1 - t0, added=report.added,
+                    changed=report.changed, removed=report.removed, unchanged=report.unchanged,
+                    errors=report.errors, message=message))
+                if status == "ok":
+                    conn.execute(sa.update(Project).where(Project.id == self.project_id)
+                                 .values(last_indexed_at=t1))
+                prune_index_runs(conn, self.project_id)
+        except sa.exc.SQLAlchemyError:
+            log.exception("could not record the end of index run %s", run_id)
+
+    # ------------------------------------------------------------------ the pass
+
+    def _index(self, scopes: list[Scope], t0: float, report: IndexReport) -> None:
+        snapshot = load_snapshot(self.engine, self.project_id, scopes)  # before listing: see module docstring
+        scan = _Scan()
+        for layer, prefix in scopes:
+            self._list(layer, prefix, snapshot, scan, report)
+
+        run_ids, vs_ids = self._sync_runs(scopes, snapshot, scan)
+
+        todo: list[tuple[_Seen, FileRow | None]] = []
+        scanned_ok: set[tuple[str, str]] = set()
+        for (layer, path), s in scan.seen.items():
+            old = snapshot.files.get((s.key.kind, layer, path))
+            if old is not None and old.unchanged(s.entry.fingerprint):
+                report.count(s.key.kind.value, "unchanged")
+                scanned_ok.add((layer, path))
+            else:
+                todo.append((s, old))
+        todo.sort(key=lambda t: (t[0].layer, t[0].entry.path))  # stable batches
+        total = len(todo)
+        for start in range(0, total, BATCH_FILES):
+            self._checkpoint()
+            batch = todo[start:start + BATCH_FILES]
+            reads = self._read_batch([s for s, _ in batch], t0)
+            self._checkpoint()
+            self._write_batch(batch, reads, run_ids, vs_ids, t0, report, scan.problems, scanned_ok)
+            if self.progress:
+                self.progress("index", min(start + BATCH_FILES, total), total)
+
+        self._checkpoint()
+        vanished = [(kind, layer, path, old) for (kind, layer, path), old in snapshot.files.items()
+                    if (layer, path) not in scan.seen]
+        kept = [(kind, old) for kind, layer, path, old in vanished if scan.is_unknown(layer, path)]
+        self._mark_stale(kept)
+        self._delete_vanished([v for v in vanished if not scan.is_unknown(v[1], v[2])], t0, report)
+        self._drop_empty_runs(scopes, snapshot, scan, t0, report)
+        volumes = (Kind.TOMOGRAM, Kind.FEATURE)
+        if (any(k in volumes for k, *_ in vanished) or any(s.key.kind in volumes for s, _ in todo)
+                or self._dangling_features(scopes)):
+            self._link_features(scopes)
+        self._sync_errors(scopes, snapshot.errors, scan, scanned_ok, report)
+        report.runs = len(set().union(*scan.runs.values())) if scan.runs else 0
+
+    def _list(self, layer: str, prefix: str, snapshot: Snapshot, scan: _Scan, report: IndexReport) -> None:
+        """Walk one scope, collecting entities, the runs and voxel spacings they imply, and problems."""
+        root = self.roots[layer]
+        stats = ListingStats()
+        root.invalidate()
+        if not prefix and not root.exists():
+            if layer == "static" or snapshot.has_rows(layer):
+                raise RootError(
+                    f"{layer} root {root.scrub(root.url)} does not exist or is not reachable (unmounted?); the "
+                    "catalog was left as it was. Fix the path in the config or mount the root, then index again")
+            return  # a fresh project whose overlay nobody has written to yet
+        found_runs_dir = False
+        listed = 0
+        for n, entry in enumerate(root.walk(stats, under=prefix)):
+            if n % 1000 == 999:
+                self._checkpoint()
+            listed += 1
+            found_runs_dir = found_runs_dir or entry.path.split("/", 1)[0] == grammar.RUNS_DIR
+            if entry.error is not None:
+                scan.problems[(layer, entry.path)] = ("io", "error", entry.error)
+                scan.unknown.append((layer, entry.path))
+                continue
+            self._note(layer, entry, scan)
+        report.entries_listed += stats.entries
+        report.list_calls += stats.list_calls
+        if not prefix and not self.allow_empty_root and snapshot.has_rows(layer) and (
+                listed == 0 or (not found_runs_dir and any(r.present(layer) for r in snapshot.runs.values()))):
+            what = "lists as empty" if listed == 0 else f"has no {grammar.RUNS_DIR} directory any more"
+            raise RootError(
+                f"{layer} root {root.scrub(root.url)} {what}, but the catalog holds rows for it: it looks unmounted. "
+                "Nothing was removed. Mount it and index again, or, if the data really is gone, index with "
+                "--allow-empty-root (Catalog.index(allow_empty_root=True)) to remove its rows")
+
+    def _note(self, layer: str, entry: Entry, scan: _Scan) -> None:
+        parsed = grammar.parse(entry.path, self.objects, is_dir=entry.is_dir)
+        if parsed is None:
+            return
+        if isinstance(parsed, grammar.Malformed):
+            scan.problems[(layer, entry.path)] = ("name", "error", parsed.reason)
+            return
+        key = parsed.key
+        if isinstance(key, grammar.RunKey):
+            scan.runs[layer].add(key.run)
+            return
+        if isinstance(key, grammar.VoxelSpacingKey):
+            scan.runs[layer].add(key.run)
+            scan.vss[layer].add((key.run, key.voxel_size))
+            return
+        if SPECS[key.kind].is_group(key) != entry.is_dir:
+            return  # a stray file named like a group, or a directory named like a file
+        for anc in grammar.iter_ancestors(key):
+            if isinstance(anc, grammar.RunKey):
+                scan.runs[layer].add(anc.run)
+            elif isinstance(anc, grammar.VoxelSpacingKey):
+                scan.vss[layer].add((anc.run, anc.voxel_size))
+        scan.seen[(layer, entry.path)] = _Seen(key, entry, layer, parsed.note)
+        if parsed.note:
+            scan.problems[(layer, entry.path)] = ("ambiguous_name", "warning", parsed.note)
+
+    # ------------------------------------------------------------------ runs and voxel spacings
+
+    def _sync_runs(self, scopes: list[Scope], snap: Snapshot,
+                   scan: _Scan) -> tuple[dict[str, int], dict[tuple[str, float], int]]:
+        """Upsert runs and voxel spacings whose presence flags changed; return id maps."""
+        now = time.time()
+        in_scope = runs_clause(scopes)  # entities seen in the scopes belong to these runs only
+        run_rows = [{"project_id": self.project_id, "name": name, **flags, "indexed_at": now}
+                    for name, flags in _changed_presence(scopes, snap.runs, scan.runs, _run_rel, scan)]
+        vs_rows = [{"run": key[0], "voxel_size": key[1], **flags, "indexed_at": now}
+                   for key, flags in _changed_presence(scopes, snap.vss, scan.vss, _vs_rel, scan)]
+        with write_tx(self.engine) as conn:
+            if run_rows:
+                upsert(conn, Run.__table__, run_rows, ["project_id", "name"], ["in_static", "in_overlay", "indexed_at"])
+            run_ids = {name: rid for name, rid in conn.execute(
+                sa.select(Run.name, Run.id).where(Run.project_id == self.project_id, in_scope))}
+            if run_rows:  # a new run starts with zero picks of every object
+                refresh_run_objects(conn, self.project_id, [run_ids[r["name"]] for r in run_rows])
+            if vs_rows:
+                rows = [{"project_id": self.project_id, "run_id": run_ids[r.pop("run")], **r} for r in vs_rows]
+                upsert(conn, VoxelSpacing.__table__, rows, ["run_id", "voxel_size"],
+                       ["in_static", "in_overlay", "indexed_at"])
+            vs_ids = {(name, vs): vid for vid, name, vs in conn.execute(
+                sa.select(VoxelSpacing.id, Run.name, VoxelSpacing.voxel_size).join(Run)
+                .where(Run.project_id == self.project_id, in_scope))}
+        return run_ids, vs_ids
+
+    def _drop_empty_runs(self, scopes: list[Scope], snap: Snapshot, scan: _Scan, t0: float,
+                         report: IndexReport) -> None:
+        """Delete runs and voxel spacings that no longer exist in either root."""
+        gone_runs = [old.id for name, old in snap.runs.items()
+                     if old.indexed_at < t0 and not any(_layer_presence(scopes, name, old, scan.runs, _run_rel,
+                                                                        scan).values())]
+        gone_vs = [old.id for key, old in snap.vss.items()
+                   if old.indexed_at < t0 and not any(_layer_presence(scopes, key, old, scan.vss, _vs_rel,
+                                                                      scan).values())]
+        if not gone_runs and not gone_vs:
+            return
+        with write_tx(self.engine) as conn:
+            for chunk in chunks(gone_vs):
+                conn.execute(sa.delete(VoxelSpacing).where(VoxelSpacing.id.in_(chunk),
+                                                           VoxelSpacing.indexed_at < t0))
+            for chunk in chunks(gone_runs):
+                conn.execute(sa.delete(Run).where(Run.id.in_(chunk), Run.indexed_at < t0))
+        report.count("run", "removed", len(gone_runs))
+
+    # ------------------------------------------------------------------ reading payloads
+
+    def _read_batch(self, batch: list[_Seen], t0: float) -> list[_Read]:
+        by_root: dict[str, list[_Seen]] = defaultdict(list)
+        for s in batch:
+            by_root[s.layer].append(s)
+        out: list[_Read] = []
+        for layer, items in by_root.items():
+            root = self.roots[layer]
+            if root.read_concurrency <= 1:
+                out.extend(self._read_one(root, s) for s in items)
+            else:
+                with ThreadPoolExecutor(max_workers=root.read_concurrency) as pool:
+                    out.extend(pool.map(lambda s, r=root: self._read_one(r, s), items))
+        # copick writes JSON in place: give freshly modified files one more chance.
+        retry = [r for r in out if r.error and r.seen.entry.mtime and t0 - r.seen.entry.mtime < RACY_WINDOW_S * 2]
+        if retry:
+            time.sleep(RETRY_DELAY_S)
+            for r in retry:
+                root = self.roots[r.seen.layer]
+                fresh = root.fingerprint(r.seen.entry.path)
+                if fresh is None or fresh.error is not None:
+                    continue
+                r.seen.entry = fresh
+                again = self._read_one(root, r.seen)
+                r.header, r.error = again.header, again.error
+        return out
+
+    def _read_one(self, root: Root, s: _Seen) -> _Read:
+        self.read_counter += 1
+        where = root.url_of(s.entry.path)
+        try:
+            return _Read(s, SPECS[s.key.kind].read(root, s.entry, self.limits))
+        except PayloadError as exc:
+            return _Read(s, error=str(exc))
+        except PermissionError:
+            return _Read(s, error=f"{where}: cannot read (permission denied); fix its permissions (chmod a+r)")
+        except OSError as exc:
+            return _Read(s, error=f"{where}: cannot read ({root.scrub(exc.strerror or str(exc))}); check the file "
+                                  "and the storage, then index again")
+        except Exception as exc:  # a reader must never take the run down: anything odd in a file is an error row
+            log.debug("unexpected error reading %s", where, exc_info=True)
+            return _Read(s, error=f"{where}: cannot be read ({type(exc).__name__}: {root.scrub(str(exc))[:300]}); "
+                                  "fix or remove the file, then index again")
+
+    # ------------------------------------------------------------------ writing
+
+    def _row_values(self, s: _Seen, values: dict[str, Any], run_ids: dict[str, int],
+                    vs_ids: dict[tuple[str, float], int], t0: float) -> dict[str, Any]:
+        key, e = s.key, s.entry
+        spec = SPECS[key.kind]
+        # An exact fingerprint (an S3 ETag) changes with the content, so it cannot be racily clean.
+        racy = not e.exact and e.mtime is not None and t0 - e.mtime < RACY_WINDOW_S
+        row: dict[str, Any] = {
+            "project_id": self.project_id, "layer": s.layer, "path": e.path, "fingerprint": e.fingerprint,
+            "racy": racy, "mtime": e.mtime, "indexed_at": time.time(), "stale": False, **values,
+            **spec.columns(key),
+        }
+        if "run" in spec.parents:
+            row["run_id"] = run_ids[key.run]  # type: ignore[union-attr]
+        if "voxel_spacing" in spec.parents:
+            row["voxel_spacing_id"] = vs_ids[(key.run, key.voxel_size)]  # type: ignore[union-attr]
+        return row
+
+    def _write_batch(self, batch: list[tuple[_Seen, FileRow | None]], reads: list[_Read],
+                     run_ids: dict[str, int], vs_ids: dict[tuple[str, float], int], t0: float,
+                     report: IndexReport, problems: dict[tuple[str, str], tuple[str, str, str]],
+                     scanned_ok: set[tuple[str, str]]) -> None:
+        olds = {(s.layer, s.entry.path): old for s, old in batch}
+        rows_by_kind: dict[Kind, list[dict[str, Any]]] = defaultdict(list)
+        points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        stale_ids: dict[Kind, list[int]] = defaultdict(list)
+        for r in reads:
+            where = (r.seen.layer, r.seen.entry.path)
+            report.files_read += 1
+            old = olds[where]
+            if r.error is not None or r.header is None:
+                message = r.error or f"{r.seen.entry.path}: no header"
+                problems[where] = ("parse", "error", message)
+                report.error_messages.append(message)
+                if old is not None and not old.stale:
+                    stale_ids[r.seen.key.kind].append(old.id)
+                continue
+            rows_by_kind[r.seen.key.kind].append(self._row_values(r.seen, r.header.values, run_ids, vs_ids, t0))
+            if r.header.points is not None:
+                points_by_path[where] = r.header.points
+            scanned_ok.add(where)
+            if old is None:
+                report.count(r.seen.key.kind.value, "added")
+            elif old.fingerprint == r.seen.entry.fingerprint:
+                report.count(r.seen.key.kind.value, "unchanged")  # a racily-clean or stale re-check, not a change
+            else:
+                report.count(r.seen.key.kind.value, "changed")
+        with write_tx(self.engine) as conn:
+            for kind, rows in rows_by_kind.items():
+                table: Any = FILE_MODELS[kind].__table__
+                update_cols = [c for c in rows[0] if c not in ("project_id", "layer", "path")]
+                written = upsert(conn, table, rows, ["project_id", "layer", "path"], update_cols,
+                                 guard=table.c.indexed_at < t0, returning=(table.c.id, table.c.layer, table.c.path))
+                if kind is Kind.PICK:
+                    ids = {(layer, path): pid for pid, layer, path in written}
+                    replace_points(conn, ids, points_by_path)
+                    refresh_run_objects(conn, self.project_id, {r["run_id"] for r in rows})
+            for kind, ids in stale_ids.items():
+                model: Any = FILE_MODELS[kind]
+                conn.execute(sa.update(model).where(model.id.in_(ids)).values(stale=True))
+
+    def _mark_stale(self, kept: list[tuple[Kind, FileRow]]) -> None:
+        """Rows under a directory that could not be listed: kept, but no longer vouched for."""
+        by_kind: dict[Kind, list[int]] = defaultdict(list)
+        for kind, old in kept:
+            if not old.stale:
+                by_kind[kind].append(old.id)
+        if not by_kind:
+            return
+        with write_tx(self.engine) as conn:
+            for kind, ids in by_kind.items():
+                model: Any = FILE_MODELS[kind]
+                for chunk in chunks(ids):
+                    conn.execute(sa.update(model).where(model.id.in_(chunk)).values(stale=True))
+
+    def _delete_vanished(self, vanished: list[tuple[Kind, str, str, FileRow]], t0: float,
+                         report: IndexReport) -> None:
+        by_kind: dict[Kind, list[int]] = defaultdict(list)
+        for kind, _layer, _path, old in vanished:
+            if old.indexed_at < t0:
+                by_kind[kind].append(old.id)
+        for kind, ids in by_kind.items():
+            model: Any = FILE_MODELS[kind]
+            for chunk in chunks(ids):
+                with write_tx(self.engine) as conn:
+                    runs = runs_with_picks(conn, chunk) if kind is Kind.PICK else set()
+                    conn.execute(sa.delete(model).where(model.id.in_(chunk), model.indexed_at < t0))
+                    if runs:
+                        refresh_run_objects(conn, self.project_id, runs)
+            report.count(kind.value, "removed", len(ids))
+
+    def _feature_match(self) -> tuple[Any, Any, Any]:
+        t: Any = Tomogram.__table__
+        f: Any = Feature.__table__
+        return t, f, sa.and_(t.c.voxel_spacing_id == f.c.voxel_spacing_id, t.c.tomo_type == f.c.tomo_type)
+
+    def _dangling_features(self, scopes: list[Scope]) -> bool:
+        """Whether a feature of the scanned runs lacks the link to a tomogram that exists (a run cut short
+        between writing features and linking them, or a tomogram that came back)."""
+        t, f, match = self._feature_match()
+        runs = sa.select(Run.id).where(Run.project_id == self.project_id, runs_clause(scopes))
+        q = sa.select(f.c.id).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs), f.c.tomogram_id.is_(None),
+                                    sa.exists(sa.select(t.c.id).where(match))).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
+    def _link_features(self, scopes: list[Scope]) -> None:
+        """Point each feature of the scanned runs at its tomogram: the same layer if there is one, else the other."""
+        t, f, match = self._feature_match()
+        same = sa.select(t.c.id).where(match, t.c.layer == f.c.layer).limit(1).scalar_subquery()
+        other = sa.select(sa.func.min(t.c.id)).where(match).scalar_subquery()
+        best = sa.func.coalesce(same, other)
+        with write_tx(self.engine) as conn:
+            runs = sa.select(Run.id).where(Run.project_id == self.project_id, runs_clause(scopes))
+            conn.execute(sa.update(f).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs))
+                         .values(tomogram_id=best))
+
+    def _sync_errors(self, scopes: list[Scope], old_errors: set[tuple[str, str]], scan: _Scan,
+                     scanned_ok: set[tuple[str, str]], report: IndexReport) -> None:
+        """Record this run's problems; clear the ones whose file is now fine or gone."""
+        now = time.time()
+        problems = scan.problems
+        rows = [{"project_id": self.project_id, "layer": layer, "path": path, "kind": kind,
+                 "severity": sev, "message": msg, "first_seen": now, "last_seen": now}
+                for (layer, path), (kind, sev, msg) in problems.items()]
+        report.errors += sum(1 for r in rows if r["severity"] == "error")
+        report.warnings += sum(1 for r in rows if r["severity"] == "warning")
+        # an error inside a subtree that could not be examined this time stays as it was
+        cleared = [k for k in old_errors if k not in problems and not scan.is_unknown(*k)]
+        if not rows and not cleared:
+            return
+        with write_tx(self.engine) as conn:
+            if rows:
+                upsert(conn, IndexErrorRow.__table__, rows, ["project_id", "layer", "path"],
+                       ["kind", "severity", "message", "last_seen"])
+            for layer in {k[0] for k in cleared}:
+                paths = [p for lay, p in cleared if lay == layer]
+                for chunk in chunks(paths):
+                    conn.execute(sa.delete(IndexErrorRow).where(
+                        IndexErrorRow.project_id == self.project_id, IndexErrorRow.layer == layer,
+                        IndexErrorRow.path.in_(chunk)))
+
+
+# ------------------------------------------------------------------------------------------
+# presence of runs and voxel spacings after a scan
+
+
+def _run_rel(name: str) -> str:
+    return grammar.run_dir_unchecked(name)
+
+
+def _vs_rel(key: tuple[str, float]) -> str:
+    return f"{grammar.run_dir_unchecked(key[0])}/{grammar.VS_PREFIX}{grammar.format_voxel_size(key[1])}"
+
+
+def _layer_presence(scopes: list[Scope], key: Any, old: DirRow | None, seen: dict[str, set[Any]],
+                    rel_of: Callable[[Any], str], scan: _Scan) -> dict[str, bool]:
+    """``{"in_static": …, "in_overlay": …}`` for a run or voxel spacing after this scan."""
+    return {f"in_{layer}": _presence(scopes, layer, rel_of(key), key in seen[layer],
+                                     old.present(layer) if old else False, scan)
+            for layer in ("static", "overlay")}
+
+
+def _changed_presence(scopes: list[Scope], snap: dict[Any, DirRow], seen: dict[str, set[Any]],
+                      rel_of: Callable[[Any], str], scan: _Scan) -> Iterator[tuple[Any, dict[str, bool]]]:
+    """Runs or voxel spacings that exist after the scan and whose presence flags changed."""
+    for key in set(snap) | set().union(*seen.values()):
+        old = snap.get(key)
+        flags = _layer_presence(scopes, key, old, seen, rel_of, scan)
+        if any(flags.values()) and (old is None or (old.in_static, old.in_overlay) !=
+                                    (flags["in_static"], flags["in_overlay"])):
+            yield key, flags
+
+
+def _presence(scopes: list[Scope], layer: str, rel: str, seen: bool, before: bool, scan: _Scan) -> bool:
+    """Whether an entity directory exists in ``layer`` after a scan of ``scopes``.
+
+    A scan that covered the directory decides; one that only saw inside it proves it exists; a
+    directory inside a subtree that could not be listed keeps its previous answer, as does one the
+    scan did not cover.
+    """
+    if seen:
+        return True
+    if scan.is_unknown(layer, rel):
+        return before
+    if any(lay == layer and covers(prefix, rel) for lay, prefix in scopes):
+        return False
+    return before
+
+
+__all__ = ["BATCH_FILES", "RACY_WINDOW_S", "IndexReport", "Indexer"]

@@ -1,0 +1,180 @@
+"""The registry of entity kinds: for each, how it is read, which columns its key fills, how it opens.
+
+Everything that differs between a pick, a mesh and a tomogram is written once, in its
+:class:`KindSpec`: the indexer reads headers and fills rows through it, ``row.open()`` opens the
+payload through it, and status counts and the object API iterate it. The table of each kind is the
+ORM model whose ``__kind__`` names it (:data:`copick_catalog.catalog.schema.FILE_MODELS`). A new kind
+is one spec here, one grammar key, one model and one migration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PayloadError
+from ..formats import glb, mrc, picks, zarrio
+from ..formats import zarr as zarr_meta
+from . import grammar
+from .grammar import Kind
+from .roots import Entry, Root
+
+IDENTITY = [list(r) for r in picks.IDENTITY]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size caps (bytes) per kind of file read while indexing: one huge or hostile file cannot exhaust memory."""
+
+    pick: int = 512 * 1024**2
+    filament: int = 256 * 1024**2
+    mesh: int = 256 * 1024**2
+    zarr_meta: int = 4 * 1024**2
+    mrc_header: int = 1024
+
+
+@dataclass(slots=True)
+class Header:
+    """What reading one entity's header produced: column values, and for picks the points."""
+
+    values: dict[str, Any]
+    points: list[tuple[Any, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """One entity kind: its grammar key, whether it is a zarr group, and its reader, columns and opener.
+
+    ``parents`` says which parent ids a row needs (``run_id``, ``voxel_spacing_id``); ``columns`` gives
+    the identity columns a key fills; ``read`` turns a listed entry into column values; ``open`` returns
+    the payload behind a row (a validated model, a ``trimesh.Scene``, a zarr group, an array).
+    """
+
+    kind: Kind
+    key_type: type
+    read: Callable[[Root, Entry, Limits], Header]
+    columns: Callable[[Any], dict[str, Any]]
+    open: Callable[[Root, str, bool], Any]
+    parents: tuple[str, ...] = ("run",)
+    group: bool = False
+    group_of: Callable[[Any], bool] | None = field(default=None)
+
+    def is_group(self, key: Any) -> bool:
+        """Whether this key's payload is a zarr group (a directory) rather than one file."""
+        return self.group_of(key) if self.group_of is not None else self.group
+
+
+# ----------------------------------------------------------------------------------------------
+# readers
+
+
+def _read_picks(root: Root, entry: Entry, limits: Limits) -> Header:
+    pf = picks.parse_picks(root.read_bytes(entry.path, limits.pick), root.url_of(entry.path))
+    pts = [(i, p.location.x, p.location.y, p.location.z, p.instance_id, p.score,
+            None if p.transformation_ == IDENTITY else json.dumps(p.transformation_))
+           for i, p in enumerate(pf.points or [])]
+    return Header({"n_points": len(pts), "unit": pf.unit, "trust_orientation": pf.trust_orientation,
+                   "voxel_spacing": pf.voxel_spacing}, pts)
+
+
+def _read_filaments(root: Root, entry: Entry, limits: Limits) -> Header:
+    ff = picks.parse_filaments(root.read_bytes(entry.path, limits.filament), root.url_of(entry.path))
+    return Header({"n_filaments": len(ff.filaments or []), "n_points": ff.n_points})
+
+
+def _read_mesh(root: Root, entry: Entry, limits: Limits) -> Header:
+    nv, nf = glb.read_glb_counts(root.read_bytes(entry.path, limits.mesh), root.url_of(entry.path))
+    return Header({"n_vertices": nv, "n_faces": nf})
+
+
+def _zarr_info(root: Root, entry: Entry, limits: Limits) -> zarr_meta.ArrayInfo:
+    """Summarise a group from just its metadata files."""
+    path = entry.path
+    files = root.read_many([f"{path}/{m}" for m in entry.meta], limits.zarr_meta)
+    raw: dict[str, bytes] = {}
+    for m in entry.meta:
+        got = files.get(f"{path}/{m}")
+        if isinstance(got, PayloadError):
+            raise got
+        if isinstance(got, Exception):
+            raise PayloadError(root.url_of(f"{path}/{m}"), f"cannot read zarr metadata ({got})")
+        if got is not None:
+            raw[m] = got
+    return zarr_meta.read_zarr_info(raw, root.url_of(path))
+
+
+def _read_volume(root: Root, entry: Entry, limits: Limits) -> Header:
+    info = _zarr_info(root, entry, limits)
+    return Header({"shape": info.shape, "dtype": info.dtype, "n_levels": info.n_levels,
+                   "zarr_format": info.zarr_format})
+
+
+def _read_density_map(root: Root, entry: Entry, limits: Limits) -> Header:
+    if entry.is_dir:
+        info = _zarr_info(root, entry, limits)
+    else:
+        info = mrc.read_mrc_info(root.read_head(entry.path, limits.mrc_header), root.url_of(entry.path))
+    return Header({"shape": info.shape, "dtype": info.dtype, "voxel_size": info.voxel_size})
+
+
+# ----------------------------------------------------------------------------------------------
+# openers
+
+
+def _open_picks(root: Root, path: str, read_only: bool) -> picks.PickFile:
+    return picks.parse_picks(root.read_bytes(path), root.url_of(path))
+
+
+def _open_filaments(root: Root, path: str, read_only: bool) -> picks.FilamentFile:
+    return picks.parse_filaments(root.read_bytes(path), root.url_of(path))
+
+
+def _open_mesh(root: Root, path: str, read_only: bool) -> Any:
+    return glb.load_scene(root.read_bytes(path))
+
+
+def _open_group(root: Root, path: str, read_only: bool) -> Any:
+    return zarrio.open_group(root.zarr_store(path, read_only=read_only), read_only=read_only)
+
+
+def _open_density_map(root: Root, path: str, read_only: bool) -> Any:
+    if path.endswith(".mrc"):
+        return mrc.read_mrc_array(root.read_bytes(path), root.url_of(path))
+    return _open_group(root, path, read_only)
+
+
+# ----------------------------------------------------------------------------------------------
+# the registry
+
+
+def _annotation_columns(key: Any) -> dict[str, Any]:
+    return {"run_name": key.run, "object_name": key.object_name, "user_id": key.user_id,
+            "session_id": key.session_id}
+
+
+SPECS: dict[Kind, KindSpec] = {spec.kind: spec for spec in (
+    KindSpec(Kind.TOMOGRAM, grammar.TomogramKey, _read_volume, lambda k: {"tomo_type": k.tomo_type}, _open_group,
+             parents=("run", "voxel_spacing"), group=True),
+    KindSpec(Kind.FEATURE, grammar.FeatureKey, _read_volume,
+             lambda k: {"tomo_type": k.tomo_type, "feature_type": k.feature_type}, _open_group,
+             parents=("run", "voxel_spacing"), group=True),
+    KindSpec(Kind.PICK, grammar.PickKey, _read_picks, _annotation_columns, _open_picks),
+    KindSpec(Kind.MESH, grammar.MeshKey, _read_mesh, _annotation_columns, _open_mesh),
+    KindSpec(Kind.FILAMENT, grammar.FilamentKey, _read_filaments, _annotation_columns, _open_filaments),
+    KindSpec(Kind.SEGMENTATION, grammar.SegmentationKey, _read_volume,
+             lambda k: {"run_name": k.run, "voxel_size": k.voxel_size, "name": k.name, "user_id": k.user_id,
+                        "session_id": k.session_id, "is_multilabel": k.is_multilabel, "kind": k.seg_kind.value},
+             _open_group, group=True),
+    KindSpec(Kind.DENSITY_MAP, grammar.DensityMapKey, _read_density_map,
+             lambda k: {"object_name": k.object_name, "fmt": k.fmt}, _open_density_map, parents=(),
+             group_of=lambda k: k.fmt == "zarr"),
+)}
+
+
+def spec_of(kind: Kind | str) -> KindSpec:
+    return SPECS[Kind(kind)]
+
+
+__all__ = ["IDENTITY", "SPECS", "Header", "KindSpec", "Limits", "spec_of"]

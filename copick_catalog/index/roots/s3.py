@@ -1,0 +1,367 @@
+"""S3 roots (s3fs): listing with raw ``ListObjectsV2`` calls, choosing between a flat and a pruned walk.
+
+Two walks, chosen per listing:
+
+``flat``
+    one recursive, paginated ``ListObjectsV2`` of the root prefix (1,000 keys a request), filtered
+    down to the grammar. Requests grow with the number of *keys*, not directories: a 2,000-run
+    project without big tomograms is ~10 requests. But every zarr chunk key is a listed key.
+``pruned``
+    ``ls`` (delimiter listings) of only the directories :func:`grammar.descend` wants, issued
+    concurrently, never entering a ``*.zarr`` group: a group costs one ``ls`` of the group plus one
+    short listing (at most :data:`LEVEL_LIST_KEYS` keys) per level, which returns that level's
+    ``.zarray``/``.zattrs``/``zarr.json`` because those sort before the chunk keys (``zarr.json``,
+    which can sort after them, is fetched with a ``HEAD`` when the short listing was cut off).
+    Requests grow with the number of directories, but chunks never cost anything.
+
+``auto`` (the default) is a probe: it starts the flat listing and decides at checkpoints (after
+2, 4, 8, … pages, so an abandoned probe costs at most as many pages again as a perfect early
+decision would have spent). From the keys seen so far it knows exactly how many requests the
+pruned walk would have needed for the same part of the tree (one per wanted directory, group
+and level), and compares the two walks for that part, assuming the rest of the tree looks alike:
+
+1. a round-trip model (a page costs 1 round trip + ``PAGE_KEY_COST`` per key; pruned requests
+   run ``concurrency`` at a time, plus ``PRUNED_DEPTH`` sequential ones). Trees of small files
+   never get past this step: the flat listing wins by a wide margin.
+2. When the model favours pruning by ``SWITCH_MARGIN`` (chunk keys dominate), it measures
+   instead of trusting the model: the flat pages' wall time so far, against one small listing's
+   latency and a burst of ``concurrency`` small listings. A server that really answers
+   concurrently (AWS S3) makes pruning far faster; one that answers one request at a time (moto, a
+   small MinIO) does not, and the flat listing continues.
+
+Nothing is stored between runs. Both walks produce identical entries and fingerprints (tests
+assert it), so a different choice on the next run never makes a reindex re-read anything.
+Fingerprints on S3 are ``size:ETag`` (a content hash), so they are *exact*: they cannot look
+unchanged after a write in the same clock tick (:attr:`Entry.exact`). The calls go through s3fs's
+own client (its credentials, retries and error mapping), not its listing helpers, whose listing
+cache must never serve a reindex and which give no page-by-page control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .. import grammar
+from .base import ZARR_META_NAMES, Entry, ListingStats, file_entry, group_from_keys
+from .flat import FlatListing, reachable
+from .remote import FsspecRoot, WalkSettings
+
+log = logging.getLogger(__name__)
+
+#: Keys asked for when listing one level of a zarr group: its metadata sorts first, chunks after.
+LEVEL_LIST_KEYS = 16
+#: First checkpoint (in pages) at which ``auto`` may switch; later ones double.
+PROBE_FIRST_CHECK = 2
+
+
+class S3Root(FsspecRoot):
+    """A root in an S3 bucket (or an S3-compatible server through ``endpoint_url``)."""
+
+    def __init__(self, url: str, layer: str, fs_args: dict[str, Any] | None = None,
+                 settings: WalkSettings | None = None) -> None:
+        super().__init__(url, "s3", layer, fs_args, settings)
+        self.walker = S3Walker(self.fs, self.base, self.settings, f"{layer} root {self.scrub(self.url)}")
+
+    def _fs_kwargs(self, cls: type) -> dict[str, Any]:
+        # no listing cache: a reindex must see the bucket as it is now
+        kwargs = dict(self.fs_args, use_listings_cache=False)
+        config = dict(kwargs.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", self.settings.concurrency)
+        kwargs["config_kwargs"] = config
+        return kwargs
+
+    def _cat_kwargs(self) -> dict[str, Any]:
+        # max_concurrency=1: otherwise s3fs first HEADs the object to see if it is worth ranged reads
+        return {"max_concurrency": 1}
+
+    def _store_options(self) -> dict[str, Any]:
+        return dict(self.fs_args, use_listings_cache=False)
+
+    def exists(self, rel: str = "") -> bool:
+        try:
+            return bool(self.walker.run(self.walker.exists, rel, ListingStats()))
+        except Exception as exc:
+            raise self.root_error(f"check {rel or 'the root'}", exc) from None
+
+    def fingerprint(self, rel: str) -> Entry | None:
+        try:
+            return self.walker.run(self.walker.fingerprint, rel, ListingStats())  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise self.root_error(f"read {rel}", exc) from None
+
+    def _single_entry(self, under: str, stats: ListingStats) -> list[Entry] | None:
+        if grammar.is_zarr_group_dir(tuple(under.split("/"))):
+            return None  # the walker fingerprints a group scope with a short listing of its own
+        return super()._single_entry(under, stats)
+
+    def _walk(self, stats: ListingStats, under: str) -> Iterator[Entry]:
+        self._register_secrets()
+        try:
+            entries = self.walker.run(self.walker.walk, under, stats)
+        except Exception as exc:
+            raise self.root_error(f"list {under or 'the root'}", exc) from None
+        yield from entries
+
+
+class _Ctx:
+    """Per-call state of an S3 operation: its stats and the semaphore bounding requests in flight."""
+
+    def __init__(self, stats: ListingStats, concurrency: int) -> None:
+        self.stats = stats
+        self.sem = asyncio.Semaphore(concurrency)
+        #: (latency of one small listing, wall time per request of a concurrent burst), once measured
+        self.calibration: tuple[float, float] | None = None
+
+
+class S3Walker:
+    """Listing and fingerprinting on S3 with raw ``ListObjectsV2``/``HeadObject`` calls.
+
+    The calls go through s3fs's own client (``_call_s3``: its credentials, retries and error
+    mapping to ``FileNotFoundError``/``PermissionError``), but not through its listing helpers,
+    because the walks need page-by-page control (``auto``), bounded listings (group levels), and an
+    exact count of the requests they make.
+    """
+
+    def __init__(self, fs: Any, base: str, settings: WalkSettings, describe: str = "S3 root") -> None:
+        self.fs = fs
+        self.settings = settings
+        self.describe = describe  # for log messages: which root this walker lists
+        bucket, key, _ = fs.split_path(base)
+        self.bucket: str = bucket
+        self.base_key: str = key.strip("/")
+
+    # -- plumbing
+
+    def run(self, coro_fn: Any, *args: Any) -> Any:
+        """Run a coroutine of this class on s3fs's event loop and wait for it."""
+        from fsspec.asyn import sync
+
+        async def main() -> Any:
+            ctx = _Ctx(args[-1], self.settings.concurrency)
+            return await coro_fn(*args[:-1], ctx)
+
+        return sync(self.fs.loop, main)
+
+    def prefix_of(self, rel: str) -> str:
+        """The key prefix of the directory ``rel`` (with a trailing slash, or "" for a bucket root)."""
+        key = "/".join(p for p in (self.base_key, rel) if p)
+        return f"{key}/" if key else ""
+
+    def key_of(self, rel: str) -> str:
+        return "/".join(p for p in (self.base_key, rel) if p)
+
+    async def _list(self, ctx: _Ctx, **kwargs: Any) -> dict[str, Any]:
+        async with ctx.sem:
+            ctx.stats.list_calls += 1
+            return await self.fs._call_s3("list_objects_v2", Bucket=self.bucket, **kwargs)
+
+    async def _head(self, ctx: _Ctx, key: str) -> dict[str, Any] | None:
+        async with ctx.sem:
+            ctx.stats.stat_calls += 1
+            try:
+                out = await self.fs._call_s3("head_object", Bucket=self.bucket, Key=key)
+            except FileNotFoundError:
+                return None
+        return {"ETag": out.get("ETag", ""), "size": out.get("ContentLength"),
+                "LastModified": out.get("LastModified")}
+
+    async def _ls(self, ctx: _Ctx, prefix: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """A complete delimiter listing of ``prefix``: (objects, sub-prefixes)."""
+        objects: list[dict[str, Any]] = []
+        prefixes: list[str] = []
+        kwargs: dict[str, Any] = {"Prefix": prefix, "Delimiter": "/", "MaxKeys": self.settings.page_keys}
+        while True:
+            out = await self._list(ctx, **kwargs)
+            objects.extend(out.get("Contents", []))
+            prefixes.extend(p["Prefix"] for p in out.get("CommonPrefixes", []))
+            if not out.get("IsTruncated"):
+                return objects, prefixes
+            kwargs["ContinuationToken"] = out["NextContinuationToken"]
+
+    # -- single paths
+
+    async def exists(self, rel: str, ctx: _Ctx) -> bool:
+        if rel:
+            key = self.key_of(rel)
+            if await self._head(ctx, key) is not None:
+                return True
+        try:
+            out = await self._list(ctx, Prefix=self.prefix_of(rel), MaxKeys=1)
+        except FileNotFoundError:
+            return False
+        return bool(out.get("Contents") or out.get("CommonPrefixes"))
+
+    async def fingerprint(self, rel: str, ctx: _Ctx) -> Entry | None:
+        parts = tuple(rel.split("/"))
+        if grammar.is_zarr_group_dir(parts):
+            return await self.group(rel, ctx)
+        info = await self._head(ctx, self.key_of(rel))
+        if info is not None:
+            return file_entry(rel, info)
+        out = await self._list(ctx, Prefix=self.prefix_of(rel), MaxKeys=1)
+        return Entry(rel, True, "dir") if out.get("Contents") or out.get("CommonPrefixes") else None
+
+    async def group(self, rel: str, ctx: _Ctx) -> Entry | None:
+        """Fingerprint a zarr group from its metadata only: one ``ls`` plus one short listing per level."""
+        prefix = self.prefix_of(rel)
+        objects, prefixes = await self._ls(ctx, prefix)
+        if not objects and not prefixes:
+            return None
+        members: dict[str, dict[str, Any]] = {}
+        for obj in objects:
+            name = obj["Key"][len(prefix):]
+            if name in ZARR_META_NAMES:
+                members[name] = info_of(obj)
+        levels = [p[len(prefix):].rstrip("/") for p in prefixes]
+        found = await asyncio.gather(*(self._level(ctx, prefix, lvl) for lvl in levels if not lvl.startswith(".")))
+        for level_members in found:
+            members.update(level_members)
+        return group_from_keys(rel, members)
+
+    async def _level(self, ctx: _Ctx, prefix: str, level: str) -> dict[str, dict[str, Any]]:
+        """The metadata files of one level, from a short listing: they sort before its chunk keys."""
+        lp = f"{prefix}{level}/"
+        out = await self._list(ctx, Prefix=lp, Delimiter="/", MaxKeys=LEVEL_LIST_KEYS)
+        found: dict[str, dict[str, Any]] = {}
+        last = ""
+        for obj in out.get("Contents", []):
+            name = obj["Key"][len(lp):]
+            last = max(last, name)
+            if name in ZARR_META_NAMES:
+                found[name] = info_of(obj)
+        for p in out.get("CommonPrefixes", []):
+            last = max(last, p["Prefix"][len(lp):])
+        if out.get("IsTruncated"):
+            # Cut off: a metadata name sorting after the last key returned (zarr.json after '0.0.0'
+            # chunk keys) may exist further on; ask for it directly instead of listing the chunks.
+            later = [n for n in ZARR_META_NAMES if n not in found and n > last]
+            heads = await asyncio.gather(*(self._head(ctx, lp + n) for n in later))
+            for name, info in zip(later, heads, strict=True):
+                if info is not None:
+                    found[name] = info
+        return {f"{level}/{name}": info for name, info in found.items()}
+
+    # -- walks
+
+    async def walk(self, under: str, ctx: _Ctx) -> list[Entry]:
+        stats = ctx.stats
+        start = tuple(p for p in under.split("/") if p)
+        if start and grammar.is_zarr_group_dir(start):
+            stats.strategy = "pruned"
+            entry = await self.group(under, ctx)
+            stats.entries += entry is not None
+            return [entry] if entry is not None else []
+        strategy = self.settings.strategy
+        if strategy in ("flat", "auto"):
+            flat = FlatListing(start)
+            done = await self._flat(ctx, under, flat, switch=strategy == "auto")
+            if done:
+                stats.strategy = "flat"
+                stats.keys, stats.chunk_keys = flat.keys, flat.chunk_keys
+                if strategy == "auto":
+                    stats.reason = flat.last_check or "the flat listing finished before the first checkpoint"
+                return flat.finish(stats)
+            stats.probe_list_calls = stats.list_calls
+        stats.strategy = "pruned"
+        out: list[Entry] = []
+        await self._pruned_dir(ctx, start, out)
+        stats.entries += len(out)
+        return out
+
+    async def _flat(self, ctx: _Ctx, under: str, flat: FlatListing, *, switch: bool) -> bool:
+        """Page through the whole prefix; with ``switch``, return False early if pruning is better."""
+        base_prefix = self.prefix_of("")
+        kwargs: dict[str, Any] = {"Prefix": self.prefix_of(under), "MaxKeys": self.settings.page_keys}
+        pages, check_at = 0, PROBE_FIRST_CHECK
+        started = time.perf_counter()
+        while True:
+            out = await self._list(ctx, **kwargs)
+            pages += 1
+            for obj in out.get("Contents", []):
+                key = obj["Key"]
+                if not key.startswith(base_prefix):
+                    continue
+                rel = key[len(base_prefix):]
+                if rel.endswith("/"):  # a "directory marker" object some tools create
+                    flat.add(rel.rstrip("/"), {}, True)
+                elif rel:
+                    flat.add(rel, info_of(obj), False)
+            if not out.get("IsTruncated"):
+                return True
+            kwargs["ContinuationToken"] = out["NextContinuationToken"]
+            if switch and pages >= check_at:
+                check_at *= 2
+                verdict = flat.prefer_pruned(pages, self.settings.concurrency)
+                if verdict and self.settings.calibrate:
+                    # The model says pruning pays if requests really run concurrently: measure it.
+                    single, per_request = await self._calibrate(ctx, flat)
+                    verdict = flat.prefer_pruned_measured(pages, time.perf_counter() - started, single,
+                                                          per_request, self.settings.concurrency)
+                if verdict:
+                    ctx.stats.reason = verdict
+                    ctx.stats.keys, ctx.stats.chunk_keys = flat.keys, flat.chunk_keys
+                    log.info("%s: %s; switching to the pruned walk", self.describe, verdict)
+                    return False
+
+    async def _calibrate(self, ctx: _Ctx, flat: FlatListing) -> tuple[float, float]:
+        """Time one small listing, then a burst of ``concurrency`` of them (once per walk).
+
+        Returns (latency, wall time per request in the burst): the second is what a pruned walk's
+        request really costs here, which is latency/concurrency on S3 but a full request time on a
+        server that answers one at a time (moto, a small MinIO).
+        """
+        if ctx.calibration is None:
+            dirs = [d for d in sorted(flat.dirs) if reachable(tuple(d.split("/")))][:self.settings.concurrency] or [""]
+            probe = {"Delimiter": "/", "MaxKeys": LEVEL_LIST_KEYS}
+            t0 = time.perf_counter()
+            await self._list(ctx, Prefix=self.prefix_of(dirs[0]), **probe)
+            t1 = time.perf_counter()
+            n = self.settings.concurrency
+            await asyncio.gather(*(self._list(ctx, Prefix=self.prefix_of(dirs[i % len(dirs)]), **probe)
+                                   for i in range(n)))
+            ctx.calibration = (t1 - t0, (time.perf_counter() - t1) / n)
+        return ctx.calibration
+
+    async def _pruned_dir(self, ctx: _Ctx, parts: tuple[str, ...], out: list[Entry]) -> None:
+        """List one directory; recurse (concurrently) into the ones the grammar wants."""
+        rel = "/".join(parts)
+        prefix = self.prefix_of(rel)
+        objects, prefixes = await self._ls(ctx, prefix)
+        if grammar.descend(parts):
+            for obj in objects:
+                name = obj["Key"][len(prefix):]
+                if name:  # "" is the directory marker of this very directory
+                    out.append(file_entry("/".join((*parts, name)), info_of(obj)))
+        tasks = []
+        for p in prefixes:
+            name = p[len(prefix):].rstrip("/")
+            child = (*parts, name)
+            child_rel = "/".join(child)
+            if grammar.is_zarr_group_dir(child):
+                tasks.append(self._group_into(ctx, child_rel, out))
+                continue
+            out.append(Entry(child_rel, True, "dir"))
+            if grammar.descend(child):
+                tasks.append(self._pruned_dir(ctx, child, out))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _group_into(self, ctx: _Ctx, rel: str, out: list[Entry]) -> None:
+        entry = await self.group(rel, ctx)
+        if entry is not None:
+            out.append(entry)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def info_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a ``ListObjectsV2`` entry a fingerprint uses, named like s3fs's info dicts."""
+    return {"ETag": obj.get("ETag", ""), "size": obj.get("Size"), "LastModified": obj.get("LastModified")}
+
+
+__all__ = ["LEVEL_LIST_KEYS", "S3Root", "S3Walker"]

@@ -1,0 +1,88 @@
+"""The indexer's writes: upserts that write nothing when nothing changed, points in bulk, history pruning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..catalog.db import chunks, is_sqlite, upsert_insert
+from ..catalog.schema import IndexRun, PackedPoints, Point
+from ..formats.picks import pack_points
+
+#: index_runs rows kept per project (plus the newest finished run of each trigger); see prune_index_runs.
+KEEP_INDEX_RUNS = 1000
+
+
+def prune_index_runs(conn: Connection, project_id: int) -> None:
+    """Keep the newest KEEP_INDEX_RUNS rows of a project, and the newest finished row of each trigger.
+
+    A watch daemon records a row per burst (thousands a day); without pruning the history grows
+    forever, and `status` needs only the recent past plus the last run of each kind (the nightly cron).
+    """
+    runs = IndexRun.__table__
+    mine = runs.c.project_id == project_id
+    oldest_kept = (sa.select(runs.c.id).where(mine).order_by(runs.c.id.desc())
+                   .offset(KEEP_INDEX_RUNS - 1).limit(1).scalar_subquery())
+    last_of_trigger = sa.select(sa.func.max(runs.c.id)).where(mine, runs.c.status != "running").group_by(
+        runs.c.trigger)
+    conn.execute(sa.delete(runs).where(mine, runs.c.id < oldest_kept, runs.c.id.not_in(last_of_trigger),
+                                       runs.c.status != "running"))
+
+
+def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str],
+            update: list[str], guard: Any = None, returning: tuple[Any, ...] | None = None) -> list[Any]:
+    """``INSERT … ON CONFLICT DO UPDATE`` that writes nothing when nothing changed.
+
+    ``guard`` restricts which existing rows may be updated (rows newer than the scan are kept).
+    """
+    stmt = upsert_insert(conn, table)
+    distinct = sa.or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in update
+                        if c not in ("indexed_at", "last_seen", "mtime")])
+    where = distinct if guard is None else sa.and_(guard, distinct)
+    stmt = stmt.on_conflict_do_update(index_elements=conflict,
+                                      set_={c: stmt.excluded[c] for c in update}, where=where)
+    out: list[Any] = []
+    for chunk in chunks(rows):
+        if returning is not None:
+            out.extend(conn.execute(stmt.returning(*returning), list(chunk)).all())
+        else:
+            conn.execute(stmt, list(chunk))
+    return out
+
+
+def replace_points(conn: Connection, ids: dict[tuple[str, str], int],
+                    points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]]) -> None:
+    """Rewrite the points of every pick row this batch wrote: the ``points`` rows and the packed copy."""
+    if not ids:
+        return
+    pick_ids = list(ids.values())
+    for chunk in chunks(pick_ids):
+        conn.execute(sa.delete(Point).where(Point.pick_id.in_(chunk)))
+        conn.execute(sa.delete(PackedPoints).where(PackedPoints.pick_id.in_(chunk)))
+    rows = [(pid, *pt) for where, pid in ids.items() for pt in points_by_path.get(where, ())]
+    if rows:
+        bulk_insert_points(conn, rows)
+    conn.execute(sa.insert(PackedPoints), [
+        {"pick_id": pid, "data": pack_points([pt[1:6] for pt in points_by_path.get(where, ())])}
+        for where, pid in ids.items()])
+
+
+POINT_COLUMNS = ("pick_id", "idx", "x", "y", "z", "instance_id", "score", "transform")
+
+
+def bulk_insert_points(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert point tuples as fast as the driver allows (executemany on SQLite, COPY on PostgreSQL)."""
+    cols = ", ".join(POINT_COLUMNS)
+    dbapi = conn.connection.driver_connection
+    if is_sqlite(conn):
+        marks = ", ".join("?" * len(POINT_COLUMNS))
+        dbapi.executemany(f"INSERT INTO points ({cols}) VALUES ({marks})", rows)  # type: ignore[union-attr]
+        return
+    with dbapi.cursor() as cur, cur.copy(f"COPY points ({cols}) FROM STDIN") as copy:  # type: ignore[union-attr]
+        for row in rows:
+            copy.write_row(row)
+
+
+__all__ = ["KEEP_INDEX_RUNS", "POINT_COLUMNS", "bulk_insert_points", "prune_index_runs", "replace_points", "upsert"]
