@@ -33,13 +33,38 @@ __version__ = "0.1.0"
 _LAZY = {
     "Catalog": "copick_catalog.catalog",
     "from_file": "copick_catalog.copick.objects",
-    **{name: "copick_catalog.catalog.schema" for name in (
-        "DensityMap", "Feature", "Filament", "Mesh", "Pick", "Point", "Run", "Segmentation", "Tomogram",
-        "VoxelSpacing")},
+    **{
+        name: "copick_catalog.catalog.schema"
+        for name in (
+            "DensityMap",
+            "Feature",
+            "Filament",
+            "Mesh",
+            "Pick",
+            "Point",
+            "Run",
+            "Segmentation",
+            "Tomogram",
+            "VoxelSpacing",
+        )
+    },
 }
 
-__all__ = ["Catalog", "CatalogError", "DensityMap", "Feature", "Filament", "Mesh", "Pick", "Point", "Run",
-           "Segmentation", "Tomogram", "VoxelSpacing", "from_file"]
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "DensityMap",
+    "Feature",
+    "Filament",
+    "Mesh",
+    "Pick",
+    "Point",
+    "Run",
+    "Segmentation",
+    "Tomogram",
+    "VoxelSpacing",
+    "from_file",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -45,7 +45,7 @@ class PickableObject(BaseModel):
         if FORBIDDEN_NAME_CHARS.search(value):
             warnings.warn(
                 f"pickable object name {value!r} contains characters copick does not allow "
-                "(underscore, whitespace or one of <>:\"/\\|?*); copick itself will refuse this config",
+                '(underscore, whitespace or one of <>:"/\\|?*); copick itself will refuse this config',
                 UserWarning,
                 stacklevel=2,
             )

@@ -41,8 +41,7 @@ def redact_url(text: str) -> str:
 def redact(value: Any) -> Any:
     """A copy of nested config data with secret-named entries masked and URL user info removed."""
     if isinstance(value, dict):
-        return {k: (MASK if is_secret_key(k) and v not in (None, "", {}, []) else redact(v))
-                for k, v in value.items()}
+        return {k: (MASK if is_secret_key(k) and v not in (None, "", {}, []) else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     if isinstance(value, str):
@@ -99,8 +98,11 @@ class LogScrubber(logging.Filter):
         self.secrets = sorted(set(self.secrets) | set(secrets), key=len, reverse=True)
         # Logger filters apply only to records of that very logger, so attach to each one.
         for name, logger in list(logging.root.manager.loggerDict.items()):
-            if isinstance(logger, logging.Logger) and name.split(".")[0] in self.PREFIXES \
-                    and self not in logger.filters:
+            if (
+                isinstance(logger, logging.Logger)
+                and name.split(".")[0] in self.PREFIXES
+                and self not in logger.filters
+            ):
                 logger.addFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -58,8 +58,9 @@ def age(root: Path, seconds: float = 3600) -> None:
 
 
 def run_index_child(config: Path, db: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", INDEX_CHILD, str(config), db], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", INDEX_CHILD, str(config), db], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -71,8 +72,10 @@ def timed(fn: Callable[[], Any], reps: int) -> tuple[dict[str, float], Any]:
         result = fn()
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
-    return {"p50_ms": round(statistics.median(times), 3),
-            "p95_ms": round(times[min(len(times) - 1, round(0.95 * (len(times) - 1)))], 3)}, result
+    return {
+        "p50_ms": round(statistics.median(times), 3),
+        "p95_ms": round(times[min(len(times) - 1, round(0.95 * (len(times) - 1)))], 3),
+    }, result
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,8 +141,11 @@ def walk_tomogram_types(project: Path) -> dict[tuple[float, str], int]:
 
 
 def walk_ribosome_rows(project: Path, users: tuple[str, ...]) -> list[tuple[str, str, int]]:
-    return [(run, u, len(json.loads(p.read_bytes())["points"])) for run, u, _s, o, p in _pick_files(project)
-            if u in users and o == "ribosome"]
+    return [
+        (run, u, len(json.loads(p.read_bytes())["points"]))
+        for run, u, _s, o, p in _pick_files(project)
+        if u in users and o == "ribosome"
+    ]
 
 
 def walk_points_arrow(project: Path, user: str, obj: str) -> Any:
@@ -151,16 +157,23 @@ def walk_points_arrow(project: Path, user: str, obj: str) -> Any:
         if u == user and o == obj:
             for pt in json.loads(p.read_bytes())["points"]:
                 loc = pt["location"]
-                for k, v in (("run", run), ("x", loc["x"]), ("y", loc["y"]), ("z", loc["z"]),
-                             ("instance_id", pt["instance_id"]), ("score", pt["score"])):
+                for k, v in (
+                    ("run", run),
+                    ("x", loc["x"]),
+                    ("y", loc["y"]),
+                    ("z", loc["z"]),
+                    ("instance_id", pt["instance_id"]),
+                    ("score", pt["score"]),
+                ):
                     cols[k].append(v)
     return pa.table(cols)
 
 
 def _same_points(a: Any, b: Any) -> bool:
     def rows(t: Any) -> list[tuple[Any, ...]]:
-        return sorted(zip(*(t.column(c).to_pylist() for c in ("run", "x", "y", "z", "instance_id", "score")),
-                          strict=True))
+        return sorted(
+            zip(*(t.column(c).to_pylist() for c in ("run", "x", "y", "z", "instance_id", "score")), strict=True)
+        )
 
     return rows(a) == rows(b)
 
@@ -175,26 +188,52 @@ def bench_queries(config: Path, db: str, reps: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with Catalog.open(config, db=db) as cat:
         cases: list[tuple[str, Callable[[], Any], Callable[[], Any], Callable[[Any, Any], bool]]] = [
-            ("total_points_by_session", cat.points_by_session, lambda: walk_points_by_session(project),
-             lambda a, b: {r["session_id"]: r["points"] for r in a} == b),
-            ("picks_per_object_per_user", cat.pick_summary, lambda: walk_picks_per_object_user(project),
-             lambda a, b: {(r["object_name"], r["user_id"]): (r["picks"], r["points"]) for r in a} == b),
-            ("runs_lacking_proteasome", lambda: cat.runs_lacking("proteasome"),
-             lambda: walk_runs_lacking(project, "proteasome"), lambda a, b: a == b),
-            ("tomogram_types_per_voxel_spacing", cat.tomogram_types, lambda: walk_tomogram_types(project),
-             lambda a, b: {(r["voxel_size"], r["tomo_type"]): r["runs"] for r in a} == b),
-            ("alice_ribosome_rows", lambda: cat.picks(user_id="alice", object_name="ribosome"),
-             lambda: walk_ribosome_rows(project, ("alice",)),
-             lambda a, b: sorted((p.run_name, p.user_id, p.n_points) for p in a) == sorted(b)),
-            ("alice_ribosome_points_arrow",
-             lambda: cat.points_table(user_id="alice", object_name="ribosome", format="arrow"),
-             lambda: walk_points_arrow(project, "alice", "ribosome"), _same_points),
+            (
+                "total_points_by_session",
+                cat.points_by_session,
+                lambda: walk_points_by_session(project),
+                lambda a, b: {r["session_id"]: r["points"] for r in a} == b,
+            ),
+            (
+                "picks_per_object_per_user",
+                cat.pick_summary,
+                lambda: walk_picks_per_object_user(project),
+                lambda a, b: {(r["object_name"], r["user_id"]): (r["picks"], r["points"]) for r in a} == b,
+            ),
+            (
+                "runs_lacking_proteasome",
+                lambda: cat.runs_lacking("proteasome"),
+                lambda: walk_runs_lacking(project, "proteasome"),
+                lambda a, b: a == b,
+            ),
+            (
+                "tomogram_types_per_voxel_spacing",
+                cat.tomogram_types,
+                lambda: walk_tomogram_types(project),
+                lambda a, b: {(r["voxel_size"], r["tomo_type"]): r["runs"] for r in a} == b,
+            ),
+            (
+                "alice_ribosome_rows",
+                lambda: cat.picks(user_id="alice", object_name="ribosome"),
+                lambda: walk_ribosome_rows(project, ("alice",)),
+                lambda a, b: sorted((p.run_name, p.user_id, p.n_points) for p in a) == sorted(b),
+            ),
+            (
+                "alice_ribosome_points_arrow",
+                lambda: cat.points_table(user_id="alice", object_name="ribosome", format="arrow"),
+                lambda: walk_points_arrow(project, "alice", "ribosome"),
+                _same_points,
+            ),
         ]
         for name, sql_fn, walk_fn, same in cases:
             sql_stats, sql_result = timed(sql_fn, reps if not name.endswith("_arrow") else max(3, reps // 4))
             walk_stats, walk_result = timed(walk_fn, 2)
-            entry = {"sql": sql_stats, "walk": walk_stats, "same_answer": same(sql_result, walk_result),
-                     "speedup_p50": round(walk_stats["p50_ms"] / max(sql_stats["p50_ms"], 1e-6), 1)}
+            entry = {
+                "sql": sql_stats,
+                "walk": walk_stats,
+                "same_answer": same(sql_result, walk_result),
+                "speedup_p50": round(walk_stats["p50_ms"] / max(sql_stats["p50_ms"], 1e-6), 1),
+            }
             if name.endswith(("_rows", "_arrow")):
                 entry["rows"] = len(sql_result)
                 entry["us_per_row"] = round(sql_stats["p50_ms"] * 1000 / max(len(sql_result), 1), 2)
@@ -225,8 +264,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--picks-per-run", type=int, default=12)
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--pg-url", default=os.environ.get("COPICK_CATALOG_TEST_PG",
-                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument(
+        "--pg-url",
+        default=os.environ.get("COPICK_CATALOG_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     ap.add_argument("--root", choices=["local", "s3"], default="local")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-queries", action="store_true")
@@ -244,8 +285,12 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
 
     from copick_catalog.sample import make_sample_project
 
-    result: dict[str, Any] = {"runs": args.runs, "backend": args.backend, "root": args.root,
-                              "machine": {"cpus": os.cpu_count()}}
+    result: dict[str, Any] = {
+        "runs": args.runs,
+        "backend": args.backend,
+        "root": args.root,
+        "machine": {"cpus": os.cpu_count()},
+    }
     if args.root == "s3":
         sys.path.insert(0, str(ROOT / "scripts"))
         from bench_s3 import bench_s3  # type: ignore[import-not-found]
@@ -262,19 +307,27 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         if not args.keep:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
     t = time.perf_counter()
-    s = make_sample_project(work / "project", runs=args.runs, picks_per_run=args.picks_per_run, tomogram_runs=3,
-                            size=32, users=BENCH_USERS)
+    s = make_sample_project(
+        work / "project", runs=args.runs, picks_per_run=args.picks_per_run, tomogram_runs=3, size=32, users=BENCH_USERS
+    )
     age(work / "project")
-    result["project"] = {"pick_files": s.pick_files, "points": s.points,
-                         "generate_s": round(time.perf_counter() - t, 1)}
+    result["project"] = {
+        "pick_files": s.pick_files,
+        "points": s.points,
+        "generate_s": round(time.perf_counter() - t, 1),
+    }
     db = f"sqlite:///{work / 'catalog.sqlite'}" if args.backend == "sqlite" else database()
     full = run_index_child(s.config, db)
     noop = run_index_child(s.config, db)
     result["index"] = {
-        "full_s": round(full["seconds"], 2), "full_files_per_s": round(full["files_read"] / full["seconds"]),
-        "full_peak_rss_mb": round(full["peak_rss_mb"], 1), "noop_s": round(noop["seconds"], 2),
-        "noop_files_read": noop["files_read"], "noop_peak_rss_mb": round(noop["peak_rss_mb"], 1),
-        "entities": full["entities"], "errors": full["errors"],
+        "full_s": round(full["seconds"], 2),
+        "full_files_per_s": round(full["files_read"] / full["seconds"]),
+        "full_peak_rss_mb": round(full["peak_rss_mb"], 1),
+        "noop_s": round(noop["seconds"], 2),
+        "noop_files_read": noop["files_read"],
+        "noop_peak_rss_mb": round(noop["peak_rss_mb"], 1),
+        "entities": full["entities"],
+        "errors": full["errors"],
     }
     if not args.no_queries:
         result["queries"] = bench_queries(s.config, db, args.reps)

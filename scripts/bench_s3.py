@@ -76,24 +76,43 @@ def _index_once(server: S3Server, config: Path, db: str, strategy: str) -> dict[
             stats = root.last_stats
             out[phase] = {
                 "seconds": round(seconds, 2),
-                "s3_requests": {"list": counts.get("list", 0), "get": counts.get("get", 0),
-                                "head": counts.get("head", 0), "total": counts["total"]},
-                "files_read": report.files_read, "entities": report.added + report.changed + report.unchanged,
+                "s3_requests": {
+                    "list": counts.get("list", 0),
+                    "get": counts.get("get", 0),
+                    "head": counts.get("head", 0),
+                    "total": counts["total"],
+                },
+                "files_read": report.files_read,
+                "entities": report.added + report.changed + report.unchanged,
                 "errors": report.errors,
-                "walk": None if stats is None else {
-                    "strategy": stats.strategy, "list_calls": stats.list_calls, "head_calls": stats.stat_calls,
-                    "probe_list_calls": stats.probe_list_calls, "keys": stats.keys,
-                    "chunk_keys": stats.chunk_keys, "reason": stats.reason,
+                "walk": None
+                if stats is None
+                else {
+                    "strategy": stats.strategy,
+                    "list_calls": stats.list_calls,
+                    "head_calls": stats.stat_calls,
+                    "probe_list_calls": stats.probe_list_calls,
+                    "keys": stats.keys,
+                    "chunk_keys": stats.chunk_keys,
+                    "reason": stats.reason,
                 },
             }
-            _log(f"{strategy} {phase}: {seconds:.2f}s, {counts['total']} requests ({counts.get('list', 0)} listings)"
-                 f", {report.files_read} files read")
+            _log(
+                f"{strategy} {phase}: {seconds:.2f}s, {counts['total']} requests ({counts.get('list', 0)} listings)"
+                f", {report.files_read} files read"
+            )
     return out
 
 
-def bench_s3(n_runs: int = 2000, *, tomogram_runs: int = 3, chunky_runs: int = 0,
-             strategies: tuple[str, ...] = ("auto", "flat", "pruned"), db: str | None = None,
-             workdir: Path | None = None) -> dict[str, Any]:
+def bench_s3(
+    n_runs: int = 2000,
+    *,
+    tomogram_runs: int = 3,
+    chunky_runs: int = 0,
+    strategies: tuple[str, ...] = ("auto", "flat", "pruned"),
+    db: str | None = None,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
     """Generate ``n_runs`` runs, upload the static root to a fresh moto_server, index with each strategy.
 
     ``chunky_runs`` adds a tomogram with tiny chunks (584 chunk keys) to that many runs, evenly spread,
@@ -110,8 +129,9 @@ def bench_s3(n_runs: int = 2000, *, tomogram_runs: int = 3, chunky_runs: int = 0
     if chunky_runs:
         width = max(4, len(str(n_runs)))
         step = max(1, n_runs // chunky_runs)  # spread out, like tomograms in a real project
-        _add_chunky_tomograms(project / "static", [f"TS_{r + 1:0{width}d}" for r in range(0, n_runs, step)
-                                                   ][:chunky_runs])
+        _add_chunky_tomograms(
+            project / "static", [f"TS_{r + 1:0{width}d}" for r in range(0, n_runs, step)][:chunky_runs]
+        )
     _age(project)
     result["generate_s"] = round(time.perf_counter() - t, 1)
 
@@ -147,9 +167,14 @@ def main() -> None:
     ap.add_argument("--db", default=None, help="SQLAlchemy URL ({strategy} is replaced); default SQLite files")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
-    result = bench_s3(args.runs, tomogram_runs=args.tomogram_runs, chunky_runs=args.chunky_runs,
-                      strategies=tuple(s for s in args.strategies.split(",") if s), db=args.db,
-                      workdir=args.workdir)
+    result = bench_s3(
+        args.runs,
+        tomogram_runs=args.tomogram_runs,
+        chunky_runs=args.chunky_runs,
+        strategies=tuple(s for s in args.strategies.split(",") if s),
+        db=args.db,
+        workdir=args.workdir,
+    )
     print(json.dumps(result, indent=2))
 
 

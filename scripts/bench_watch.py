@@ -67,8 +67,14 @@ def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.002) ->
         time.sleep(interval)
 
 
-def bench_watch(n_runs: int = 2000, writes: int = 100, *, idle_seconds: float = 5.0, debounce: float = 0.25,
-                workdir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def bench_watch(
+    n_runs: int = 2000,
+    writes: int = 100,
+    *,
+    idle_seconds: float = 5.0,
+    debounce: float = 0.25,
+    workdir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """Run the benchmark and return its numbers (seconds unless a key says otherwise)."""
     with tempfile.TemporaryDirectory(dir=workdir, prefix="bench-watch-") as tmp:
         t = time.perf_counter()
@@ -80,11 +86,28 @@ def bench_watch(n_runs: int = 2000, writes: int = 100, *, idle_seconds: float = 
         log_path = Path(tmp) / "watch.log"
         t = time.perf_counter()
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "copick_catalog.cli", "watch", str(sample.config),
-                                     "--db", str(db), "--debounce", str(debounce)], stdout=log, stderr=log)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "copick_catalog.cli",
+                    "watch",
+                    str(sample.config),
+                    "--db",
+                    str(db),
+                    "--debounce",
+                    str(debounce),
+                ],
+                stdout=log,
+                stderr=log,
+            )
         try:
-            _wait(lambda: (read_state(state_file) or {}).get("ready") and proc.poll() is None, 300,
-                  "the initial index", interval=0.02)
+            _wait(
+                lambda: (read_state(state_file) or {}).get("ready") and proc.poll() is None,
+                300,
+                "the initial index",
+                interval=0.02,
+            )
             startup_s = time.perf_counter() - t
             latencies = _measure_writes(sample.config.parent / "overlay", db, n_runs, writes)
             time.sleep(1.0)  # let the last update and its state write settle
@@ -103,13 +126,21 @@ def bench_watch(n_runs: int = 2000, writes: int = 100, *, idle_seconds: float = 
         state = read_state(state_file) or {}
         lost = "overflow" in log_path.read_text(errors="replace").lower()
     return {
-        "n_runs": n_runs, "writes": writes, "debounce_s": debounce,
-        "generate_s": round(generate_s, 2), "startup_to_ready_s": round(startup_s, 2),
-        "latency_p50_s": round(_percentile(latencies, 50), 4), "latency_p95_s": round(_percentile(latencies, 95), 4),
+        "n_runs": n_runs,
+        "writes": writes,
+        "debounce_s": debounce,
+        "generate_s": round(generate_s, 2),
+        "startup_to_ready_s": round(startup_s, 2),
+        "latency_p50_s": round(_percentile(latencies, 50), 4),
+        "latency_p95_s": round(_percentile(latencies, 95), 4),
         "latency_max_s": round(max(latencies), 4),
-        "idle_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 3), "idle_window_s": round(t1 - t0, 2),
-        "idle_rss_mb": round(rss, 1) if rss else None, "stop_s": round(stop_s, 3), "exit_code": rc,
-        "daemon_updates": state.get("updates"), "inotify_overflow_logged": lost,
+        "idle_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 3),
+        "idle_window_s": round(t1 - t0, 2),
+        "idle_rss_mb": round(rss, 1) if rss else None,
+        "stop_s": round(stop_s, 3),
+        "exit_code": rc,
+        "daemon_updates": state.get("updates"),
+        "inotify_overflow_logged": lost,
     }
 
 
@@ -126,8 +157,15 @@ def _measure_writes(overlay: Path, db: Path, n_runs: int, writes: int) -> list[f
                 run = f"TS_{int(rng.integers(1, n_runs + 1)):0{width}d}"
                 rel = layout.path_of(layout.PickKey(run, "bench", str(i), "ribosome"))
                 n = int(rng.integers(5, 50))
-                text = pick_json("ribosome", "bench", str(i), run, rng.uniform(0, 1000, (n, 3)).round(2),
-                                 np.arange(n), rng.uniform(0.5, 1, n).round(3))
+                text = pick_json(
+                    "ribosome",
+                    "bench",
+                    str(i),
+                    run,
+                    rng.uniform(0, 1000, (n, 3)).round(2),
+                    np.arange(n),
+                    rng.uniform(0.5, 1, n).round(3),
+                )
                 full = overlay / rel
                 full.parent.mkdir(parents=True, exist_ok=True)
                 with open(full, "w") as fh:

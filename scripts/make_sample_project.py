@@ -27,10 +27,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t = time.perf_counter()
-    s = make_sample_project(args.out, runs=args.runs, picks_per_run=args.picks_per_run,
-                            tomogram_runs=args.tomogram_runs, size=args.size, seed=args.seed)
-    print(f"{s.runs} runs, {s.pick_files} pick files ({s.points} points), {s.tomograms} tomograms "
-          f"in {time.perf_counter() - t:.1f} s; config: {s.config}")
+    s = make_sample_project(
+        args.out,
+        runs=args.runs,
+        picks_per_run=args.picks_per_run,
+        tomogram_runs=args.tomogram_runs,
+        size=args.size,
+        seed=args.seed,
+    )
+    print(
+        f"{s.runs} runs, {s.pick_files} pick files ({s.points} points), {s.tomograms} tomograms "
+        f"in {time.perf_counter() - t:.1f} s; config: {s.config}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def pg_reachable() -> bool:
 
 def skip_or_fail_without_pg() -> None:
     if _pg_admin() is None:
-        msg = (f"PostgreSQL NOT TESTED: no server at {PG_URL} ({_pg_state.get('reason')}). "
-               "Start one (see README) or set COPICK_CATALOG_TEST_PG.")
+        msg = (
+            f"PostgreSQL NOT TESTED: no server at {PG_URL} ({_pg_state.get('reason')}). "
+            "Start one (see README) or set COPICK_CATALOG_TEST_PG."
+        )
         if REQUIRE_PG:
             pytest.fail(msg)
         pytest.skip(msg)
@@ -91,8 +93,9 @@ def sample(_sample_template: SampleSummary, tmp_path: Path) -> SampleSummary:
     text = cfg.read_text().replace(str(src), str(dst))
     cfg.write_text(text)
     age_tree(dst)
-    return SampleSummary(cfg, _sample_template.runs, _sample_template.pick_files, _sample_template.points,
-                         _sample_template.tomograms)
+    return SampleSummary(
+        cfg, _sample_template.runs, _sample_template.pick_files, _sample_template.points, _sample_template.tomograms
+    )
 
 
 def age_tree(root: Path, seconds: float = 3600.0) -> None:
@@ -108,8 +111,10 @@ def age_tree(root: Path, seconds: float = 3600.0) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = "reachable, tests use it" if pg_reachable() else f"NOT reachable ({_pg_state.get('reason')})"
-    return [f"copick-catalog: PostgreSQL at {PG_URL}: {state}; required={REQUIRE_PG}",
-            "copick-catalog: s3:// roots are tested against moto's S3 server, started as its own process on 127.0.0.1"]
+    return [
+        f"copick-catalog: PostgreSQL at {PG_URL}: {state}; required={REQUIRE_PG}",
+        "copick-catalog: s3:// roots are tested against moto's S3 server, started as its own process on 127.0.0.1",
+    ]
 
 
 def run_object_counts(engine: sa.Engine) -> set[tuple[str, str, int, int]]:
@@ -119,8 +124,7 @@ def run_object_counts(engine: sa.Engine) -> set[tuple[str, str, int, int]]:
     summary that drifted from the picks fails every test that snapshots the catalog.
     """
     with engine.connect() as conn:
-        table = set(conn.execute(sa.text(
-            "SELECT run_name, object_name, n_picks, n_points FROM run_objects")).all())
+        table = set(conn.execute(sa.text("SELECT run_name, object_name, n_picks, n_points FROM run_objects")).all())
         runs = conn.execute(sa.text("SELECT id, name, project_id FROM runs")).all()
         objects = conn.execute(sa.text("SELECT project_id, name FROM pickable_objects")).all()
         picks = conn.execute(sa.text("SELECT run_id, object_name, n_points FROM picks")).all()
@@ -129,10 +133,12 @@ def run_object_counts(engine: sa.Engine) -> set[tuple[str, str, int, int]]:
         acc = per.setdefault((run_id, obj), [0, 0])
         acc[0] += 1
         acc[1] += n
-    expected = {(name, obj, *per.get((rid, obj), (0, 0))) for rid, name, pid in runs
-                for opid, obj in objects if opid == pid}
-    assert table == expected, (f"run_objects drifted from picks: extra {sorted(table - expected)[:5]}, "
-                               f"missing {sorted(expected - table)[:5]}")
+    expected = {
+        (name, obj, *per.get((rid, obj), (0, 0))) for rid, name, pid in runs for opid, obj in objects if opid == pid
+    }
+    assert table == expected, (
+        f"run_objects drifted from picks: extra {sorted(table - expected)[:5]}, missing {sorted(expected - table)[:5]}"
+    )
     return table
 
 
@@ -148,11 +154,14 @@ def packed_points_match(engine: sa.Engine) -> int:
         picks = [r[0] for r in conn.execute(sa.text("SELECT id FROM picks"))]
         blobs = dict(conn.execute(sa.text("SELECT pick_id, data FROM packed_points")).all())
         rows: dict[int, list[tuple[float, ...]]] = {}
-        for pid, *values in conn.execute(sa.text(
-                "SELECT pick_id, x, y, z, instance_id, score FROM points ORDER BY pick_id, idx")):
+        for pid, *values in conn.execute(
+            sa.text("SELECT pick_id, x, y, z, instance_id, score FROM points ORDER BY pick_id, idx")
+        ):
             rows.setdefault(pid, []).append(tuple(values))
-    assert set(blobs) == set(picks), f"picks without a packed copy: {sorted(set(picks) - set(blobs))[:5]}, " \
-                                     f"packed copies without a pick: {sorted(set(blobs) - set(picks))[:5]}"
+    assert set(blobs) == set(picks), (
+        f"picks without a packed copy: {sorted(set(picks) - set(blobs))[:5]}, "
+        f"packed copies without a pick: {sorted(set(blobs) - set(picks))[:5]}"
+    )
     for pid in picks:
         packed = np.frombuffer(bytes(blobs[pid]), dtype="<f8").reshape(-1, 5)
         expected = np.array(rows.get(pid, []), dtype=np.float64).reshape(-1, 5)

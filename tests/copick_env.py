@@ -161,8 +161,7 @@ def _build_venv(venv: Path) -> None:
                 )
         if not _is_valid(tmp):
             raise RuntimeError(
-                f"The freshly built venv does not import copick=={COPICK_VERSION}.\n"
-                + _manual_instructions(venv),
+                f"The freshly built venv does not import copick=={COPICK_VERSION}.\n" + _manual_instructions(venv),
             )
         if venv.exists() or venv.is_symlink():
             # Present but broken (it failed validation under the lock): replace it -- but only if it is a

@@ -47,8 +47,9 @@ class Request:
     @property
     def kind(self) -> str:
         """``list`` (ListObjects), ``head``, ``get``, ``put``, ``delete`` or ``other``."""
-        if self.method == "GET" and ("list-type=" in self.query or "delimiter=" in self.query
-                                     or "prefix=" in self.query):
+        if self.method == "GET" and (
+            "list-type=" in self.query or "delimiter=" in self.query or "prefix=" in self.query
+        ):
             return "list"
         return {"HEAD": "head", "GET": "get", "PUT": "put", "DELETE": "delete"}.get(self.method, "other")
 
@@ -72,10 +73,14 @@ class S3Server:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                            config=Config(max_pool_connections=max_pool_connections,
-                                          request_checksum_calculation="when_required"))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(max_pool_connections=max_pool_connections, request_checksum_calculation="when_required"),
+        )
 
     def new_bucket(self, prefix: str = "t") -> str:
         """Create a fresh bucket (one per test keeps moto's per-bucket costs and state apart)."""
@@ -153,8 +158,9 @@ def start_moto_server(log_dir: Path, timeout: float = 30.0) -> S3Server:
         log_path = log_dir / f"moto-{port}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - the child process owns it
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(_moto_command(port), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            _moto_command(port), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log.close()
         server = S3Server(proc, port, log_path)
         deadline = time.monotonic() + timeout

@@ -15,8 +15,16 @@ BASE = {
     "config_type": "filesystem",
     "name": "test",
     "pickable_objects": [
-        {"name": "proteasome", "is_particle": True, "label": 1, "color": [255, 0, 0, 255], "go_id": "GO:0000502",
-         "radius": 60, "map_threshold": 0.0418, "metadata": None},
+        {
+            "name": "proteasome",
+            "is_particle": True,
+            "label": 1,
+            "color": [255, 0, 0, 255],
+            "go_id": "GO:0000502",
+            "radius": 60,
+            "map_threshold": 0.0418,
+            "metadata": None,
+        },
         {"name": "membrane", "is_particle": False, "label": 3},
     ],
     "overlay_root": "local:///data/overlay",

@@ -82,8 +82,16 @@ def _array_info(entity: Any) -> tuple[list[int] | None, str | None]:
 
 def _seg(s: Any) -> dict[str, Any]:
     shape, dtype = _array_info(s)
-    return {"voxel_size": float(s.voxel_size), "user_id": s.user_id, "session_id": s.session_id, "name": s.name,
-            "is_multilabel": s.is_multilabel, "read_only": s.read_only, "shape": shape, "dtype": dtype}
+    return {
+        "voxel_size": float(s.voxel_size),
+        "user_id": s.user_id,
+        "session_id": s.session_id,
+        "name": s.name,
+        "is_multilabel": s.is_multilabel,
+        "read_only": s.read_only,
+        "shape": shape,
+        "dtype": dtype,
+    }
 
 
 def _seg_key(s: dict[str, Any]) -> tuple:
@@ -103,36 +111,76 @@ def our_listing(root: CopickRoot) -> dict[str, Any]:
         for vs in run.voxel_spacings:
             tomos = []
             for t in vs.tomograms:
-                detail = sorted(({"feature_type": f.feature_type, "read_only": f.read_only} for f in t.features),
-                                key=lambda d: (d["feature_type"], not d["read_only"]))
-                tomos.append({"tomo_type": t.tomo_type, "read_only": t.read_only,
-                              "features": sorted(d["feature_type"] for d in detail), "features_detail": detail})
+                detail = sorted(
+                    ({"feature_type": f.feature_type, "read_only": f.read_only} for f in t.features),
+                    key=lambda d: (d["feature_type"], not d["read_only"]),
+                )
+                tomos.append(
+                    {
+                        "tomo_type": t.tomo_type,
+                        "read_only": t.read_only,
+                        "features": sorted(d["feature_type"] for d in detail),
+                        "features_detail": detail,
+                    }
+                )
             tomos.sort(key=lambda t: (t["tomo_type"], not t["read_only"]))
             vss[f"{vs.voxel_size:.3f}"] = {"voxel_size": float(vs.voxel_size), "tomograms": tomos}
-        picks = sorted(({"user_id": p.user_id, "session_id": p.session_id, "object_name": p.pickable_object_name,
-                         "n_points": len(p.points), "read_only": p.read_only} for p in run.picks),
-                       key=lambda p: (p["user_id"], p["session_id"], p["object_name"], not p["read_only"]))
+        picks = sorted(
+            (
+                {
+                    "user_id": p.user_id,
+                    "session_id": p.session_id,
+                    "object_name": p.pickable_object_name,
+                    "n_points": len(p.points),
+                    "read_only": p.read_only,
+                }
+                for p in run.picks
+            ),
+            key=lambda p: (p["user_id"], p["session_id"], p["object_name"], not p["read_only"]),
+        )
         meshes = []
         for m in run.meshes:
             nv, nf = _mesh_counts(m.mesh)
-            meshes.append({"user_id": m.user_id, "session_id": m.session_id, "object_name": m.pickable_object_name,
-                           "read_only": m.read_only, "n_vertices": nv, "n_faces": nf})
+            meshes.append(
+                {
+                    "user_id": m.user_id,
+                    "session_id": m.session_id,
+                    "object_name": m.pickable_object_name,
+                    "read_only": m.read_only,
+                    "n_vertices": nv,
+                    "n_faces": nf,
+                }
+            )
         meshes.sort(key=lambda m: (m["user_id"], m["session_id"], m["object_name"], not m["read_only"]))
         runs[run.name] = {
-            "voxel_spacings": vss, "picks": picks, "meshes": meshes,
+            "voxel_spacings": vss,
+            "picks": picks,
+            "meshes": meshes,
             "segmentations": sorted(map(_seg, run.get_segmentations()), key=_seg_key),
             "instance_segmentations": sorted(map(_seg, run.get_segmentations(is_instance=True)), key=_seg_key),
             "panoptic_segmentations": sorted(map(_seg, run.get_segmentations(is_panoptic=True)), key=_seg_key),
         }
-    objects = sorted(({"name": o.name, "is_particle": o.is_particle, "label": o.label, "read_only": o.read_only,
-                       "has_density_map": o.has_density_map()} for o in root.pickable_objects),
-                     key=lambda o: o["name"])
+    objects = sorted(
+        (
+            {
+                "name": o.name,
+                "is_particle": o.is_particle,
+                "label": o.label,
+                "read_only": o.read_only,
+                "has_density_map": o.has_density_map(),
+            }
+            for o in root.pickable_objects
+        ),
+        key=lambda o: o["name"],
+    )
     return {"runs": runs, "objects": objects}
 
 
 def copick_listing(listing: dict[str, Any]) -> dict[str, Any]:
-    out = {"runs": {name: {k: v for k, v in r.items() if k != "filaments"} for name, r in listing["runs"].items()},
-           "objects": listing["objects"]}
+    out = {
+        "runs": {name: {k: v for k, v in r.items() if k != "filaments"} for name, r in listing["runs"].items()},
+        "objects": listing["objects"],
+    }
     return json.loads(json.dumps(out))
 
 
@@ -150,13 +198,17 @@ def add_failing_trigger(root: CopickRoot, table: str, event: str = "INSERT") -> 
     name = f"cc_fail_{table}_{event.lower()}"
     with root.catalog.engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"CREATE TRIGGER {name} BEFORE {event} ON {table} "
-                                 "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
         else:
-            conn.exec_driver_sql("CREATE OR REPLACE FUNCTION cc_injected_failure() RETURNS trigger LANGUAGE plpgsql "
-                                 "AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$")
-            conn.exec_driver_sql(f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW "
-                                 "EXECUTE FUNCTION cc_injected_failure()")
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION cc_injected_failure() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION cc_injected_failure()"
+            )
         conn.commit()
 
 
@@ -177,15 +229,15 @@ def hidden_leftovers(base: Path) -> list[Path]:
 # listings: the same answers as copick
 
 
-def test_listing_matches_copick_on_copick_written_project(copick_project: tuple[Path, dict[str, Any]],
-                                                          db_url: str) -> None:
+def test_listing_matches_copick_on_copick_written_project(
+    copick_project: tuple[Path, dict[str, Any]], db_url: str
+) -> None:
     config, listing = copick_project
     with from_file(config, db=db_url) as root:
         assert our_listing(root) == copick_listing(listing)
 
 
-def test_listing_matches_copick_on_sample(sample: SampleSummary, sample_listing: dict[str, Any],
-                                          db_url: str) -> None:
+def test_listing_matches_copick_on_sample(sample: SampleSummary, sample_listing: dict[str, Any], db_url: str) -> None:
     with from_file(sample.config, db=db_url) as root:
         assert our_listing(root) == copick_listing(sample_listing)
 
@@ -199,7 +251,11 @@ def test_queries(root: CopickRoot, sample: SampleSummary) -> None:
     assert {p.user_id for p in run.get_picks(object_name="ribosome")} == {"alice", "bob", "carol", "pytom"}
     two = run.get_picks(object_name=["ribosome", "proteasome"], user_id=("alice", "bob"))
     assert sorted((p.user_id, p.pickable_object_name) for p in two) == [
-        ("alice", "proteasome"), ("alice", "ribosome"), ("bob", "proteasome"), ("bob", "ribosome")]
+        ("alice", "proteasome"),
+        ("alice", "ribosome"),
+        ("bob", "proteasome"),
+        ("bob", "ribosome"),
+    ]
     assert [p.session_id for p in run.get_picks(user_id="bob", session_id="2")] == ["2"] * 3
     # tool vs user (no user_id in the config: every user pick)
     assert {p.user_id for p in run.tool_picks()} == {"pytom"} and all(p.read_only for p in run.tool_picks())
@@ -276,15 +332,21 @@ def test_we_write_copick_reads(copick_project: tuple[Path, dict[str, Any]], tmp_
     assert dave["instance_ids"] == list(range(6)) and np.allclose(dave["scores"], np.linspace(0.1, 0.6, 6))
     assert got[("dave", "2", "proteasome")]["points"] == []
     assert {(m["user_id"], m["n_vertices"], m["n_faces"]) for m in r["meshes"] if m["user_id"] == "dave"} == {
-        ("dave", 162, 320)}
+        ("dave", 162, 320)
+    }
     segs = {(s["name"], s["is_multilabel"]): s for s in r["segmentations"] if s["user_id"] == "dave"}
     assert segs[("membrane", False)] | {"sum": None} == segs[("membrane", False)] | {
-        "shape": [32, 32, 32], "dtype": "uint8", "levels": ["0"], "sum": None}
+        "shape": [32, 32, 32],
+        "dtype": "uint8",
+        "levels": ["0"],
+        "sum": None,
+    }
     assert segs[("membrane", False)]["sum"] == labels.sum()
     assert segs[("labels", True)]["sum"] == multi.sum() and segs[("labels", True)]["levels"] == ["0", "1"]
     five = r["voxel_spacings"]["5.000"]
     assert [(t["tomo_type"], t["read_only"], t["shape"], t["levels"]) for t in five] == [
-        ("wbp", False, [16, 16, 16], ["0", "1"])]
+        ("wbp", False, [16, 16, 16], ["0", "1"])
+    ]
     assert five[0]["sum"] == pytest.approx(float(volume.astype(np.float64).sum()), rel=1e-5)
     assert five[0]["features"][0]["feature_type"] == "sobel"
     assert five[0]["features"][0]["sum"] == pytest.approx(float(np.abs(volume).astype(np.float64).sum()), rel=1e-5)
@@ -294,13 +356,17 @@ def test_we_write_copick_reads(copick_project: tuple[Path, dict[str, Any]], tmp_
     # ... and copick's reading of the whole run equals ours, item for item
     with from_file(config, db=str(tmp_path / "catalog.sqlite")) as again:
         ours = again.get_run("TS_001")
-        assert sorted((p.user_id, p.session_id, p.pickable_object_name, p.read_only, len(p.points))
-                      for p in ours.picks) == sorted(
-            (p["user_id"], p["session_id"], p["object_name"], p["read_only"], len(p["points"])) for p in r["picks"])
-        assert sorted((s.user_id, s.name, s.voxel_size, s.read_only, s.is_instance, s.is_panoptic)
-                      for s in ours.segmentations) == sorted(
+        assert sorted(
+            (p.user_id, p.session_id, p.pickable_object_name, p.read_only, len(p.points)) for p in ours.picks
+        ) == sorted(
+            (p["user_id"], p["session_id"], p["object_name"], p["read_only"], len(p["points"])) for p in r["picks"]
+        )
+        assert sorted(
+            (s.user_id, s.name, s.voxel_size, s.read_only, s.is_instance, s.is_panoptic) for s in ours.segmentations
+        ) == sorted(
             (s["user_id"], s["name"], s["voxel_size"], s["read_only"], s["is_instance"], s["is_panoptic"])
-            for s in r["segmentations"])
+            for s in r["segmentations"]
+        )
 
 
 def test_copick_writes_we_read(sample: SampleSummary, tmp_path: Path) -> None:
@@ -427,8 +493,12 @@ def test_static_rows_refuse_writes(root: CopickRoot, sample: SampleSummary) -> N
     run = root.get_run("TS_0001")
     tool = run.get_picks(user_id="pytom", object_name="ribosome")[0]
     assert tool.read_only and tool.from_tool
-    for action in (lambda: tool.from_numpy(np.zeros((1, 3))), tool.store, tool.delete,
-                   lambda: run.delete_picks(object_name="ribosome")):
+    for action in (
+        lambda: tool.from_numpy(np.zeros((1, 3))),
+        tool.store,
+        tool.delete,
+        lambda: run.delete_picks(object_name="ribosome"),
+    ):
         with pytest.raises(ReadOnlyError, match="static"):
             action()
     assert issubclass(ReadOnlyError, PermissionError)
@@ -489,7 +559,11 @@ def test_argument_orders(root: CopickRoot) -> None:
     keywords = run.new_mesh(user_id="dave", session_id="3", object_name="membrane")
     mixed = run.new_mesh("dave", "4", object_name="membrane")
     assert [m.path.rsplit("/", 1)[1] for m in (seed, copick, keywords, mixed)] == [
-        "dave_1_membrane.glb", "dave_2_membrane.glb", "dave_3_membrane.glb", "dave_4_membrane.glb"]
+        "dave_1_membrane.glb",
+        "dave_2_membrane.glb",
+        "dave_3_membrane.glb",
+        "dave_4_membrane.glb",
+    ]
     assert all((m.user_id, m.pickable_object_name) == ("dave", "membrane") for m in (seed, copick, keywords, mixed))
     with pytest.raises(TypeError, match="ambiguous"):
         run.new_mesh("ribosome", "1", "membrane")  # a user called like an object: say it with keywords
@@ -505,7 +579,10 @@ def test_argument_orders(root: CopickRoot) -> None:
     b = run.new_segmentation("dave", "2", 10, "ribosome")  # the seed's
     c = run.new_segmentation(voxel_size=10, name="cells", session_id="3", is_multilabel=True, user_id="dave")
     assert [s.path.rsplit("/", 1)[1] for s in (a, b, c)] == [
-        "10.000_dave_1_ribosome.zarr", "10.000_dave_2_ribosome.zarr", "10.000_dave_3_cells-multilabel.zarr"]
+        "10.000_dave_1_ribosome.zarr",
+        "10.000_dave_2_ribosome.zarr",
+        "10.000_dave_3_cells-multilabel.zarr",
+    ]
     with pytest.raises(ValueError, match="named after a pickable object"):
         run.new_segmentation(10.0, "cells", "4", False, "dave")
     inst = run.new_segmentation(10.0, "ribosome", "5", user_id="dave", is_instance=True)
@@ -518,8 +595,16 @@ def test_files_written_outside_the_api_are_not_overwritten(root: CopickRoot, sam
     run = root.get_run("TS_0006")
     run.picks  # listed before someone else writes a file  # noqa: B018
     foreign = overlay_dir(sample.config) / "ExperimentRuns/TS_0006/Picks/zoe_1_ribosome.json"
-    foreign.write_text(json.dumps({"pickable_object_name": "ribosome", "user_id": "zoe", "session_id": "1",
-                                   "points": [{"location": {"x": 1, "y": 2, "z": 3}}]}))
+    foreign.write_text(
+        json.dumps(
+            {
+                "pickable_object_name": "ribosome",
+                "user_id": "zoe",
+                "session_id": "1",
+                "points": [{"location": {"x": 1, "y": 2, "z": 3}}],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="already exists"):
         run.new_picks("ribosome", "1", user_id="zoe")
     got = run.new_picks("ribosome", "1", user_id="zoe", exist_ok=True)
@@ -553,9 +638,16 @@ def test_two_processes_write_different_picks(sample: SampleSummary, db_url: str,
         pass  # schema and first index, before the writers start
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(sample.config), db_url, user, str(go)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for user in ("procA", "procB")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(sample.config), db_url, user, str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for user in ("procA", "procB")
+    ]
     deadline = time.monotonic() + 60
     while not all(Path(f"{go}.{u}").exists() for u in ("procA", "procB")):
         assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs]
@@ -588,13 +680,23 @@ def test_read_paths_list_no_directories(root: CopickRoot, monkeypatch: pytest.Mo
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             calls[name] = calls.get(name, 0) + 1
             return fn(*args, **kwargs)
+
         return wrapper
 
     local = fsspec.implementations.local.LocalFileSystem
-    for owner, attr in ((os, "scandir"), (os, "listdir"), (os, "walk"), (glob, "glob"), (glob, "iglob"),
-                        (Root, "walk"), (local, "ls"), (local, "find"), (local, "glob"), (local, "walk")):
-        monkeypatch.setattr(owner, attr, counting(f"{getattr(owner, '__name__', owner)}.{attr}",
-                                                  getattr(owner, attr)))
+    for owner, attr in (
+        (os, "scandir"),
+        (os, "listdir"),
+        (os, "walk"),
+        (glob, "glob"),
+        (glob, "iglob"),
+        (Root, "walk"),
+        (local, "ls"),
+        (local, "find"),
+        (local, "glob"),
+        (local, "walk"),
+    ):
+        monkeypatch.setattr(owner, attr, counting(f"{getattr(owner, '__name__', owner)}.{attr}", getattr(owner, attr)))
     root.refresh()
     seen = 0
     for run in root.runs:

@@ -96,9 +96,7 @@ def test_picks(project: tuple[Path, dict[str, Any]]) -> None:
 def test_meshes(project: tuple[Path, dict[str, Any]]) -> None:
     _, listing = project
     meshes = listing["runs"]["TS_001"]["meshes"]
-    assert [
-        (m["user_id"], m["object_name"], m["read_only"], m["n_vertices"], m["n_faces"]) for m in meshes
-    ] == [
+    assert [(m["user_id"], m["object_name"], m["read_only"], m["n_vertices"], m["n_faces"]) for m in meshes] == [
         ("alice", "membrane", False, 8, 12),
         ("membrain", "membrane", True, 8, 12),
     ]
@@ -110,8 +108,7 @@ def test_segmentations(project: tuple[Path, dict[str, Any]]) -> None:
     _, listing = project
     run = listing["runs"]["TS_001"]
     segs = {
-        (s["voxel_size"], s["user_id"], s["name"], s["is_multilabel"], s["read_only"]): s
-        for s in run["segmentations"]
+        (s["voxel_size"], s["user_id"], s["name"], s["is_multilabel"], s["read_only"]): s for s in run["segmentations"]
     }
     assert set(segs) == {
         (10.0, "alice", "membrane", False, False),

@@ -27,8 +27,17 @@ from copick_catalog.catalog.schema import (
 from copick_catalog.sample import SampleSummary
 from tests.conftest import packed_points_match, run_object_counts
 
-TABLES = ("runs", "voxel_spacings", "tomograms", "features", "picks", "meshes", "segmentations", "filaments",
-          "density_maps")
+TABLES = (
+    "runs",
+    "voxel_spacings",
+    "tomograms",
+    "features",
+    "picks",
+    "meshes",
+    "segmentations",
+    "filaments",
+    "density_maps",
+)
 
 
 def snapshot(cat: Catalog) -> dict[str, set[tuple]]:
@@ -36,15 +45,25 @@ def snapshot(cat: Catalog) -> dict[str, set[tuple]]:
     out: dict[str, set[tuple]] = {}
     with cat.engine.connect() as conn:
         out["runs"] = set(conn.execute(sa.text("SELECT name, in_static, in_overlay FROM runs")).all())
-        out["voxel_spacings"] = set(conn.execute(sa.text(
-            "SELECT r.name, v.voxel_size, v.in_static, v.in_overlay FROM voxel_spacings v JOIN runs r "
-            "ON r.id = v.run_id")).all())
+        out["voxel_spacings"] = set(
+            conn.execute(
+                sa.text(
+                    "SELECT r.name, v.voxel_size, v.in_static, v.in_overlay FROM voxel_spacings v JOIN runs r "
+                    "ON r.id = v.run_id"
+                )
+            ).all()
+        )
         for t in TABLES[2:]:
             rows = conn.execute(sa.text(f"SELECT layer, path, fingerprint FROM {t}")).all()
             out[t] = {(layer, path, fp.split("|")[0]) for layer, path, fp in rows}
-        out["points"] = set(conn.execute(sa.text(
-            "SELECT p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
-            "JOIN picks p ON p.id = pt.pick_id")).all())
+        out["points"] = set(
+            conn.execute(
+                sa.text(
+                    "SELECT p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
+                    "JOIN picks p ON p.id = pt.pick_id"
+                )
+            ).all()
+        )
         out["n_points"] = set(conn.execute(sa.text("SELECT path, n_points FROM picks")).all())
         out["run_objects"] = run_object_counts(cat.engine)
         packed_points_match(cat.engine)
@@ -119,8 +138,14 @@ def test_deleting_a_pick_removes_its_row_and_points(sample: SampleSummary, db_ur
         assert report.removed == 1 and report.files_read == 0
         with cat.session() as s:
             assert s.scalar(sa.select(sa.func.count()).select_from(Pick)) == sample.pick_files - 1
-            assert s.scalar(sa.select(sa.func.count()).select_from(Pick).where(Pick.path.endswith(
-                "TS_0001/Picks/alice_1_ribosome.json"))) == 0
+            assert (
+                s.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Pick)
+                    .where(Pick.path.endswith("TS_0001/Picks/alice_1_ribosome.json"))
+                )
+                == 0
+            )
             orphan = s.scalar(sa.select(sa.func.count()).select_from(Point).outerjoin(Pick).where(Pick.id.is_(None)))
             assert orphan == 0
 
@@ -189,7 +214,8 @@ def test_malformed_names_are_reported_not_fatal(sample: SampleSummary, db_url: s
             # the rest of the run is intact
             n = s.scalar(sa.select(sa.func.count()).select_from(Pick).join(Run).where(Run.name == "TS_0003"))
             assert n == len(list((run / "Picks").glob("*_*_*.json"))) - 1 + len(
-                list((sample.config.parent / "static/ExperimentRuns/TS_0003/Picks").glob("*.json")))
+                list((sample.config.parent / "static/ExperimentRuns/TS_0003/Picks").glob("*.json"))
+            )
 
 
 def test_index_runs_are_recorded(sample: SampleSummary, db_url: str) -> None:
@@ -201,8 +227,9 @@ def test_index_runs_are_recorded(sample: SampleSummary, db_url: str) -> None:
             assert s.scalar(sa.select(sa.func.count()).select_from(IndexErrorRow)) == 0
 
 
-def test_index_run_history_is_pruned_but_keeps_each_triggers_last(sample: SampleSummary, db_url: str,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_index_run_history_is_pruned_but_keeps_each_triggers_last(
+    sample: SampleSummary, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A daemon adds a row per burst; the history keeps the newest rows plus the last run of each trigger."""
     from copick_catalog.index import writes
 
@@ -210,9 +237,13 @@ def test_index_run_history_is_pruned_but_keeps_each_triggers_last(sample: Sample
     with Catalog.open(sample.config, db=db_url) as cat:
         cat.index(trigger="cron")
         with cat.engine.begin() as conn:  # a day of watch bursts after the nightly cron run
-            conn.execute(sa.insert(IndexRun), [
-                {"project_id": cat.project_id, "trigger": "watch", "status": "ok", "started_at": 1e9 + i}
-                for i in range(30)])
+            conn.execute(
+                sa.insert(IndexRun),
+                [
+                    {"project_id": cat.project_id, "trigger": "watch", "status": "ok", "started_at": 1e9 + i}
+                    for i in range(30)
+                ],
+            )
         cat.index(trigger="api")
         with cat.session() as s:
             rows = s.execute(sa.select(IndexRun.id, IndexRun.trigger).order_by(IndexRun.id)).all()
@@ -226,23 +257,58 @@ def test_scope_clause_selects_exactly_the_subtree(sample: SampleSummary, db_url:
     from copick_catalog.catalog.db import is_sqlite
     from copick_catalog.index.snapshot import scope_clause as _scope_clause
 
-    paths = ["ExperimentRuns/TS_1", "ExperimentRuns/TS_1/Picks/a.json", "ExperimentRuns/TS_1/Picks/b_c.json",
-             "ExperimentRuns/TS_10/Picks/a.json", "ExperimentRuns/TS_1.bak/x.json", "ExperimentRuns/TS_1-x",
-             "experimentruns/ts_1/Picks/a.json", "ExperimentRuns/TS_1%/a.json", "ExperimentRuns/TS_1/Picks%/a.json",
-             "ExperimentRuns/TS_1/Picks/é.json", "ExperimentRuns/TS_2/Picks/a.json"]
+    paths = [
+        "ExperimentRuns/TS_1",
+        "ExperimentRuns/TS_1/Picks/a.json",
+        "ExperimentRuns/TS_1/Picks/b_c.json",
+        "ExperimentRuns/TS_10/Picks/a.json",
+        "ExperimentRuns/TS_1.bak/x.json",
+        "ExperimentRuns/TS_1-x",
+        "experimentruns/ts_1/Picks/a.json",
+        "ExperimentRuns/TS_1%/a.json",
+        "ExperimentRuns/TS_1/Picks%/a.json",
+        "ExperimentRuns/TS_1/Picks/é.json",
+        "ExperimentRuns/TS_2/Picks/a.json",
+    ]
     with Catalog.open(sample.config, db=db_url) as cat, cat.engine.begin() as conn:
-        conn.execute(sa.insert(IndexErrorRow), [
-            {"project_id": cat.project_id, "layer": layer, "path": p, "kind": "parse", "message": "-",
-             "first_seen": 0.0, "last_seen": 0.0} for p in paths for layer in ("overlay", "static")])
-        for scopes in ([("overlay", "ExperimentRuns/TS_1")], [("overlay", "ExperimentRuns/TS_1/Picks")],
-                       [("overlay", "ExperimentRuns/TS_1%")], [("static", "ExperimentRuns/TS_1/Picks/a.json")],
-                       [("overlay", "ExperimentRuns/TS_10"), ("static", "ExperimentRuns/TS_2")],
-                       [("static", "")]):
-            expect = {(layer, p) for p in paths for layer in ("overlay", "static")
-                      if any(lay == layer and (not pre or p == pre or p.startswith(pre + "/")) for lay, pre in scopes)}
-            for bytewise in ([True, False] if is_sqlite(conn) else [False]):
-                got = set(conn.execute(sa.select(IndexErrorRow.layer, IndexErrorRow.path).where(
-                    IndexErrorRow.project_id == cat.project_id, _scope_clause(IndexErrorRow, scopes, bytewise))).all())
+        conn.execute(
+            sa.insert(IndexErrorRow),
+            [
+                {
+                    "project_id": cat.project_id,
+                    "layer": layer,
+                    "path": p,
+                    "kind": "parse",
+                    "message": "-",
+                    "first_seen": 0.0,
+                    "last_seen": 0.0,
+                }
+                for p in paths
+                for layer in ("overlay", "static")
+            ],
+        )
+        for scopes in (
+            [("overlay", "ExperimentRuns/TS_1")],
+            [("overlay", "ExperimentRuns/TS_1/Picks")],
+            [("overlay", "ExperimentRuns/TS_1%")],
+            [("static", "ExperimentRuns/TS_1/Picks/a.json")],
+            [("overlay", "ExperimentRuns/TS_10"), ("static", "ExperimentRuns/TS_2")],
+            [("static", "")],
+        ):
+            expect = {
+                (layer, p)
+                for p in paths
+                for layer in ("overlay", "static")
+                if any(lay == layer and (not pre or p == pre or p.startswith(pre + "/")) for lay, pre in scopes)
+            }
+            for bytewise in [True, False] if is_sqlite(conn) else [False]:
+                got = set(
+                    conn.execute(
+                        sa.select(IndexErrorRow.layer, IndexErrorRow.path).where(
+                            IndexErrorRow.project_id == cat.project_id, _scope_clause(IndexErrorRow, scopes, bytewise)
+                        )
+                    ).all()
+                )
                 if bytewise or not is_sqlite(conn):
                     assert got == expect, (scopes, bytewise)
                 else:  # SQLite's LIKE ignores ASCII case: the reason the bytewise form exists
@@ -269,10 +335,15 @@ cat.index()
 
 
 @pytest.mark.parametrize("kill_after", [1, 7])
-def test_killed_indexer_then_rerun_equals_clean_run(sample: SampleSummary, db_url: str, tmp_path: Path,
-                                                    kill_after: int) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(sample.config), db_url, str(kill_after)],
-                          capture_output=True, text=True, timeout=120)
+def test_killed_indexer_then_rerun_equals_clean_run(
+    sample: SampleSummary, db_url: str, tmp_path: Path, kill_after: int
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(sample.config), db_url, str(kill_after)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     with Catalog.open(sample.config, db=db_url) as cat:
         with cat.session() as s:
@@ -289,8 +360,9 @@ def test_killed_indexer_then_rerun_equals_clean_run(sample: SampleSummary, db_ur
         assert snapshot(clean) == resumed
 
 
-def test_cancelled_index_stops_between_batches_then_completes(sample: SampleSummary, db_url: str, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancelled_index_stops_between_batches_then_completes(
+    sample: SampleSummary, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``cancel`` (what the daemon uses on SIGTERM) stops a run at a batch boundary: whole batches stay,
     the run is recorded as interrupted, and the next run completes the catalog."""
     from copick_catalog.errors import IndexCancelled
@@ -307,7 +379,8 @@ def test_cancelled_index_stops_between_batches_then_completes(sample: SampleSumm
             rows = sum(s.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) for t in TABLES[2:])
             assert rows % 20 == 0  # whole batches of 20 files only, of whatever kinds
             assert s.scalar(sa.select(sa.func.sum(Pick.n_points))) == s.scalar(
-                sa.select(sa.func.count()).select_from(Point))  # every pick row has all its points
+                sa.select(sa.func.count()).select_from(Point)
+            )  # every pick row has all its points
             assert s.scalars(sa.select(IndexRun.status)).one() == "interrupted"
         run_object_counts(cat.engine)  # the summary matches what was written
         cat.index()

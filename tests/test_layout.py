@@ -31,8 +31,9 @@ OBJECTS = ("ribosome", "proteasome", "thyroglobulin-x.1", "apo-ferritin")
 raw_names = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=80
 ) | st.sampled_from(["test.user", "mitochondria-üéêë", "my_user", "a b", "ribosome_v2", "x" * 200, "ÄÖÜ.42"])
-run_names = st.text(alphabet=st.characters(whitelist_categories=("L", "N"), whitelist_characters="_-."),
-                    min_size=1, max_size=60).filter(lambda s: not s.startswith(".") and s not in (".", ".."))
+run_names = st.text(
+    alphabet=st.characters(whitelist_categories=("L", "N"), whitelist_characters="_-."), min_size=1, max_size=60
+).filter(lambda s: not s.startswith(".") and s not in (".", ".."))
 voxel_sizes = st.floats(min_value=0.1, max_value=1000, allow_nan=False).map(layout.normalize_voxel_size)
 
 
@@ -46,8 +47,9 @@ def writer_name(raw: str) -> str:
 
 
 def roundtrip(key: layout.Key) -> layout.Key:
-    parsed = layout.parse(layout.path_of(key), OBJECTS, is_dir=key.kind in layout.ZARR_KINDS
-                          or (isinstance(key, DensityMapKey)))
+    parsed = layout.parse(
+        layout.path_of(key), OBJECTS, is_dir=key.kind in layout.ZARR_KINDS or (isinstance(key, DensityMapKey))
+    )
     assert isinstance(parsed, Parsed), parsed
     return parsed.key
 
@@ -70,10 +72,18 @@ def test_flat_annotations_roundtrip(run: str, user: str, session: str, obj: str)
 
 
 @settings(max_examples=200, deadline=None)
-@given(run=run_names, vs=voxel_sizes, user=raw_names, session=raw_names, name=raw_names,
-       multilabel=st.booleans(), kind=st.sampled_from(list(SegKind)))
-def test_segmentations_roundtrip(run: str, vs: float, user: str, session: str, name: str, multilabel: bool,
-                                 kind: SegKind) -> None:
+@given(
+    run=run_names,
+    vs=voxel_sizes,
+    user=raw_names,
+    session=raw_names,
+    name=raw_names,
+    multilabel=st.booleans(),
+    kind=st.sampled_from(list(SegKind)),
+)
+def test_segmentations_roundtrip(
+    run: str, vs: float, user: str, session: str, name: str, multilabel: bool, kind: SegKind
+) -> None:
     n = _accepted(name)
     assume(not n.endswith("multilabel"))
     key = SegmentationKey(run, vs, _accepted(user), _accepted(session), n, multilabel, kind)
@@ -128,8 +138,7 @@ def test_names_that_would_not_read_back_are_refused() -> None:
 def test_copick_paths_parse() -> None:
     p = layout.parse("ExperimentRuns/TS_001/Picks/gapstop_0_ribosome.json", OBJECTS)
     assert p == Parsed(PickKey("TS_001", "gapstop", "0", "ribosome"))
-    p = layout.parse("ExperimentRuns/TS_001/Segmentations/10.000_cellcanvas_0_prediction-multilabel.zarr",
-                     is_dir=True)
+    p = layout.parse("ExperimentRuns/TS_001/Segmentations/10.000_cellcanvas_0_prediction-multilabel.zarr", is_dir=True)
     assert p == Parsed(SegmentationKey("TS_001", 10.0, "cellcanvas", "0", "prediction", True))
     seed = layout.parse("ExperimentRuns/TS_001/Segmentations/10.000_u_1_pred_multilabel.zarr", is_dir=True)
     assert isinstance(seed, Parsed) and seed.key.is_multilabel and seed.key.name == "pred"  # type: ignore[union-attr]
@@ -165,8 +174,7 @@ def test_odd_names_resolved_against_objects_or_reported() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(path=st.lists(st.text(min_size=0, max_size=20), min_size=1, max_size=6).map("/".join),
-       is_dir=st.booleans())
+@given(path=st.lists(st.text(min_size=0, max_size=20), min_size=1, max_size=6).map("/".join), is_dir=st.booleans())
 def test_parse_never_raises(path: str, is_dir: bool) -> None:
     result = layout.parse(path, OBJECTS, is_dir=is_dir)
     assert result is None or isinstance(result, Parsed | Malformed)

@@ -70,16 +70,37 @@ def test_emptied_database_is_upgraded_on_open(tmp_path: Path, sample: SampleSumm
 
 def test_cli_and_alembic_upgrade(tmp_path: Path) -> None:
     db = tmp_path / "cli.sqlite"
-    out = subprocess.run([sys.executable, "-m", "copick_catalog.cli", "db", "upgrade", "--db", str(db)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "copick_catalog.cli", "db", "upgrade", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert head_revision() in out.stdout
     db2 = tmp_path / "alembic.sqlite"
-    subprocess.run([sys.executable, "-m", "alembic", "-x", f"db={db2}", "upgrade", "head"], cwd=REPO, check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"db={db2}", "upgrade", "head"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert current_revision(create_engine(str(db2))) == head_revision()
     tables = set(sa.inspect(create_engine(str(db2))).get_table_names())
-    assert {"runs", "voxel_spacings", "tomograms", "features", "picks", "points", "meshes", "segmentations",
-            "index_errors", "index_runs", "projects", "pickable_objects"} <= tables
+    assert {
+        "runs",
+        "voxel_spacings",
+        "tomograms",
+        "features",
+        "picks",
+        "points",
+        "meshes",
+        "segmentations",
+        "index_errors",
+        "index_runs",
+        "projects",
+        "pickable_objects",
+    } <= tables
 
 
 def test_older_catalog_with_rows_is_backed_up_and_upgraded(tmp_path: Path, sample: SampleSummary) -> None:

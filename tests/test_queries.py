@@ -38,8 +38,16 @@ def _walk_picks(sample: SampleSummary) -> list[dict[str, Any]]:
     for layer in ("static", "overlay"):
         for p in (sample.config.parent / layer).glob("ExperimentRuns/*/Picks/*.json"):
             u, s, o = p.stem.split("_", 2)
-            out.append({"run": p.parts[-3], "user": u, "session": s, "object": o, "layer": layer,
-                        "n": len(json.loads(p.read_text())["points"])})
+            out.append(
+                {
+                    "run": p.parts[-3],
+                    "user": u,
+                    "session": s,
+                    "object": o,
+                    "layer": layer,
+                    "n": len(json.loads(p.read_text())["points"]),
+                }
+            )
     return out
 
 
@@ -47,7 +55,8 @@ def test_helpers_filter_like_the_files(cat: Catalog, sample: SampleSummary) -> N
     files = _walk_picks(sample)
     alice = cat.picks(user_id="alice", object_name="ribosome")
     assert sorted((p.run.name, p.n_points) for p in alice) == sorted(
-        (f["run"], f["n"]) for f in files if f["user"] == "alice" and f["object"] == "ribosome")
+        (f["run"], f["n"]) for f in files if f["user"] == "alice" and f["object"] == "ribosome"
+    )
     several = cat.picks(user_id=["alice", "bob"], run=["TS_0001", "TS_0002"])
     assert len(several) == sum(1 for f in files if f["user"] in ("alice", "bob") and f["run"] in ("TS_0001", "TS_0002"))
     assert {p.layer for p in cat.picks(session_id="0")} == {"static"}
@@ -93,10 +102,13 @@ def test_aggregates_match_the_files(cat: Catalog, sample: SampleSummary) -> None
     assert set(coverage) == set(cat.config.object_names)
     for obj, row in coverage.items():
         runs_with = {f["run"] for f in files if f["object"] == obj}
-        assert row == {"object_name": obj, "runs_with_picks": len(runs_with),
-                       "runs_lacking": sample.runs - len(runs_with),
-                       "picks": sum(1 for f in files if f["object"] == obj),
-                       "points": sum(f["n"] for f in files if f["object"] == obj)}
+        assert row == {
+            "object_name": obj,
+            "runs_with_picks": len(runs_with),
+            "runs_lacking": sample.runs - len(runs_with),
+            "picks": sum(1 for f in files if f["object"] == obj),
+            "points": sum(f["n"] for f in files if f["object"] == obj),
+        }
     assert coverage["proteasome"]["runs_lacking"] == len(lacking) and coverage["membrane"]["picks"] == 0
     assert {(r["tomo_type"], r["runs"]) for r in cat.tomogram_types()} == {("wbp", 2), ("denoised", 2)}
     df = cat.points_table(user_id="alice", object_name="ribosome")
@@ -109,24 +121,46 @@ def test_aggregates_match_the_files(cat: Catalog, sample: SampleSummary) -> None
     from_files = []
     for p in sorted(cat.picks(run=["TS_0001", "TS_0002"]), key=lambda p: p.id):
         raw = json.loads((sample.config.parent / p.layer / p.path).read_text())
-        from_files += [(p.run_name, p.object_name, p.user_id, p.session_id, p.layer, pt["location"]["x"],
-                        pt["location"]["y"], pt["location"]["z"], pt["instance_id"], pt["score"])
-                       for pt in raw["points"]]
+        from_files += [
+            (
+                p.run_name,
+                p.object_name,
+                p.user_id,
+                p.session_id,
+                p.layer,
+                pt["location"]["x"],
+                pt["location"]["y"],
+                pt["location"]["z"],
+                pt["instance_id"],
+                pt["score"],
+            )
+            for pt in raw["points"]
+        ]
     arrow = cat.points_table(run=["TS_0001", "TS_0002"], format="arrow")
     assert list(zip(*(arrow.column(c).to_pylist() for c in cat.POINT_COLUMNS), strict=True)) == from_files
     frame = cat.points_table(run=["TS_0001", "TS_0002"])
     assert [tuple(r) for r in frame.itertuples(index=False)] == from_files
     assert frame["user_id"].dtype == "category" and set(frame["user_id"].cat.categories) == {
-        "alice", "bob", "carol", "pytom"}
+        "alice",
+        "bob",
+        "carol",
+        "pytom",
+    }
     records = cat.points_table(run=["TS_0001", "TS_0002"], format="records")
     assert [tuple(r[c] for c in cat.POINT_COLUMNS) for r in records] == from_files
     with cat.engine.begin() as conn:  # picks whose packed copy is missing are read from the points rows
-        conn.execute(sa.text("DELETE FROM packed_points WHERE pick_id IN (SELECT id FROM picks WHERE run_name = "
-                             "'TS_0002' AND user_id IN ('alice', 'pytom'))"))
+        conn.execute(
+            sa.text(
+                "DELETE FROM packed_points WHERE pick_id IN (SELECT id FROM picks WHERE run_name = "
+                "'TS_0002' AND user_id IN ('alice', 'pytom'))"
+            )
+        )
     fallback = cat.points_table(run=["TS_0001", "TS_0002"], format="arrow")
     assert list(zip(*(fallback.column(c).to_pylist() for c in cat.POINT_COLUMNS), strict=True)) == from_files
-    assert len(cat.points_table(user_id="nobody")) == 0 and cat.points_table(user_id="nobody",
-                                                                             format="arrow").num_rows == 0
+    assert (
+        len(cat.points_table(user_id="nobody")) == 0
+        and cat.points_table(user_id="nobody", format="arrow").num_rows == 0
+    )
     with pytest.raises(CatalogError, match="unknown format 'xls'"):
         cat.points_table(format="xls")
 
@@ -146,8 +180,9 @@ def test_runs_lacking_follows_files_and_config(sample: SampleSummary, db_url: st
         assert lacking and lacking == _anti_join_lacking(cat, "proteasome")
         run = lacking[0]
         new = Path(str(picks_dir).format(run=run)) / "dave_7_proteasome.json"
-        new.write_text(pick_json("proteasome", "dave", "7", run, np.array([[1.0, 2.0, 3.0]]), np.array([0]),
-                                 np.array([1.0])))
+        new.write_text(
+            pick_json("proteasome", "dave", "7", run, np.array([[1.0, 2.0, 3.0]]), np.array([0]), np.array([1.0]))
+        )
         cat.index()
         assert run not in cat.runs_lacking("proteasome")
         assert run in cat.runs_lacking("proteasome", user_id="alice")  # by alice: still none
@@ -156,8 +191,7 @@ def test_runs_lacking_follows_files_and_config(sample: SampleSummary, db_url: st
         new.unlink()
         fresh = project / "overlay" / "ExperimentRuns" / "TS_9999" / "Picks" / "alice_1_ribosome.json"
         fresh.parent.mkdir(parents=True)
-        fresh.write_text(pick_json("ribosome", "alice", "1", "TS_9999", np.zeros((2, 3)), np.arange(2),
-                                   np.ones(2)))
+        fresh.write_text(pick_json("ribosome", "alice", "1", "TS_9999", np.zeros((2, 3)), np.arange(2), np.ones(2)))
         cat.index()
         assert run in cat.runs_lacking("proteasome")  # its only proteasome pick is gone
         assert "TS_9999" in cat.runs_lacking("proteasome") and "TS_9999" not in cat.runs_lacking("ribosome")
@@ -165,7 +199,8 @@ def test_runs_lacking_follows_files_and_config(sample: SampleSummary, db_url: st
 
     config = json.loads(sample.config.read_text())
     config["pickable_objects"] = [o for o in config["pickable_objects"] if o["name"] != "proteasome"] + [
-        {"name": "actin", "is_particle": False, "label": 9}]
+        {"name": "actin", "is_particle": False, "label": 9}
+    ]
     sample.config.write_text(json.dumps(config))
     with Catalog.open(sample.config, db=db_url) as cat:  # the config changed: counts follow at once
         everything = [r.name for r in cat.runs()]
@@ -173,8 +208,12 @@ def test_runs_lacking_follows_files_and_config(sample: SampleSummary, db_url: st
         # no longer configured, so answered from the picks themselves
         assert cat.runs_lacking("proteasome") == _anti_join_lacking(cat, "proteasome")
         assert cat.runs_lacking("no-such-object") == sorted(everything)
-        assert {obj for _r, obj, _n, _p in run_object_counts(cat.engine)} == {"ribosome", "apo-ferritin",
-                                                                               "membrane", "actin"}
+        assert {obj for _r, obj, _n, _p in run_object_counts(cat.engine)} == {
+            "ribosome",
+            "apo-ferritin",
+            "membrane",
+            "actin",
+        }
 
 
 def test_rows_held_across_another_writer_show_current_values(sample: SampleSummary, db_url: str) -> None:
@@ -198,8 +237,7 @@ def test_config_objects_change_while_indexing(sample: SampleSummary, db_url: str
     import threading
 
     base = json.loads(sample.config.read_text())
-    extra = dict(base, pickable_objects=[*base["pickable_objects"], {"name": "actin", "is_particle": True,
-                                                                     "label": 9}])
+    extra = dict(base, pickable_objects=[*base["pickable_objects"], {"name": "actin", "is_particle": True, "label": 9}])
     variants = [sample.config.parent / "a.json", sample.config.parent / "b.json"]
     variants[0].write_text(json.dumps(extra))
     variants[1].write_text(json.dumps(base))
@@ -212,8 +250,9 @@ def test_config_objects_change_while_indexing(sample: SampleSummary, db_url: str
             try:
                 for i in range(12):
                     run = f"TS_{i % 12 + 1:04d}"
-                    (picks_dir / run / "Picks" / f"racer_{i}_ribosome.json").write_text(pick_json(
-                        "ribosome", "racer", str(i), run, np.ones((2, 3)), np.arange(2), np.ones(2)))
+                    (picks_dir / run / "Picks" / f"racer_{i}_ribosome.json").write_text(
+                        pick_json("ribosome", "racer", str(i), run, np.ones((2, 3)), np.arange(2), np.ones(2))
+                    )
                     indexer.index(scopes=[("overlay", f"ExperimentRuns/{run}/Picks")])
             except BaseException as exc:  # reported below, in the test thread
                 errors.append(exc)
@@ -274,30 +313,41 @@ def test_rows_from_a_session_open_too(cat: Catalog) -> None:
         assert len(pick.open().points) == pick.n_points
 
 
-def test_catalog_equals_copick_for_each_helper(copick_project: tuple[Path, dict[str, Any]],  # noqa: F811
-                                               tmp_path: Path) -> None:
+def test_catalog_equals_copick_for_each_helper(
+    copick_project: tuple[Path, dict[str, Any]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
     config, listing = copick_project
     expected = copick_view(listing)
     with Catalog.open(config, db=str(tmp_path / "c.sqlite")) as cat:
         cat.index()
         assert {r.name for r in cat.runs()} == expected["runs"]
-        assert {(p.run.name, p.user_id, p.session_id, p.object_name, p.n_points, p.layer)
-                for p in cat.picks()} == expected["picks"]
+        assert {
+            (p.run.name, p.user_id, p.session_id, p.object_name, p.n_points, p.layer) for p in cat.picks()
+        } == expected["picks"]
         for user in ("alice", "ArtiaX"):
-            assert {p.object_name for p in cat.picks(user_id=user)} == {
-                e[3] for e in expected["picks"] if e[1] == user}
-        assert {(t.voxel_spacing.run.name, t.voxel_spacing.voxel_size, t.tomo_type, t.layer)
-                for t in cat.tomograms()} == expected["tomograms"]
-        assert {(m.run.name, m.user_id, m.session_id, m.object_name, m.n_vertices, m.n_faces, m.layer)
-                for m in cat.meshes()} == expected["meshes"]
-        got_segs = {(s.run.name, s.kind, s.voxel_size, s.user_id, s.session_id, s.name, s.is_multilabel, s.layer)
-                    for s in cat.segmentations()}
+            assert {p.object_name for p in cat.picks(user_id=user)} == {e[3] for e in expected["picks"] if e[1] == user}
+        assert {
+            (t.voxel_spacing.run.name, t.voxel_spacing.voxel_size, t.tomo_type, t.layer) for t in cat.tomograms()
+        } == expected["tomograms"]
+        assert {
+            (m.run.name, m.user_id, m.session_id, m.object_name, m.n_vertices, m.n_faces, m.layer) for m in cat.meshes()
+        } == expected["meshes"]
+        got_segs = {
+            (s.run.name, s.kind, s.voxel_size, s.user_id, s.session_id, s.name, s.is_multilabel, s.layer)
+            for s in cat.segmentations()
+        }
         assert got_segs == {e[:8] for e in expected["segmentations"]}
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "copick_catalog.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "copick_catalog.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def test_cli_index_query_sql_stats(sample: SampleSummary, tmp_path: Path) -> None:
@@ -351,8 +401,23 @@ def test_env_var_and_default_db_location(sample: SampleSummary, tmp_path: Path) 
 
 def test_sample_script_writes_an_indexable_project(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[1] / "scripts" / "make_sample_project.py"
-    out = subprocess.run([sys.executable, str(script), "--runs", "5", "--out", str(tmp_path / "p"),
-                          "--tomogram-runs", "1", "--size", "16"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--runs",
+            "5",
+            "--out",
+            str(tmp_path / "p"),
+            "--tomogram-runs",
+            "1",
+            "--size",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     with Catalog.open(tmp_path / "p" / "copick_config.json", db=str(tmp_path / "c.sqlite")) as c:
         report = c.index()

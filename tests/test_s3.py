@@ -38,8 +38,15 @@ def _age(root: Path, seconds: float = 3600) -> None:
             os.utime(os.path.join(d, f), (past, past))
 
 
-def _s3_project(server: S3Server, tmp_path: Path, *, runs: int = 12, tomogram_runs: int = 2,
-                overlay_on_s3: bool = False, **extra: Any) -> tuple[Path, str]:
+def _s3_project(
+    server: S3Server,
+    tmp_path: Path,
+    *,
+    runs: int = 12,
+    tomogram_runs: int = 2,
+    overlay_on_s3: bool = False,
+    **extra: Any,
+) -> tuple[Path, str]:
     """A generated project with its static root (and optionally overlay) uploaded to a fresh bucket."""
     summary = make_sample_project(tmp_path / "project", runs=runs, tomogram_runs=tomogram_runs, size=32, **extra)
     project = summary.config.parent
@@ -117,8 +124,7 @@ def test_static_on_s3_overlay_local(s3_server: S3Server, db_url: str, tmp_path: 
 
         # open a tomogram (zarr group on S3), a tool pick (S3) and a mesh (local overlay)
         with cat.session() as s:
-            tomo = s.scalars(sa.select(Tomogram).where(Tomogram.tomo_type == "wbp")
-                             .order_by(Tomogram.path)).first()
+            tomo = s.scalars(sa.select(Tomogram).where(Tomogram.tomo_type == "wbp").order_by(Tomogram.path)).first()
             assert tomo is not None and tomo.layer == "static"
             group = tomo.open()
             data = group["0"][:]
@@ -136,8 +142,15 @@ def test_static_on_s3_overlay_local(s3_server: S3Server, db_url: str, tmp_path: 
 
         # change one object and delete another behind the catalog's back
         key = f"static/{tool.path}"
-        body = pick_json(tool.object_name, tool.user_id, tool.session_id, tool.path.split("/")[1],
-                         np.ones((3, 3)), np.arange(3), np.full(3, 0.9))
+        body = pick_json(
+            tool.object_name,
+            tool.user_id,
+            tool.session_id,
+            tool.path.split("/")[1],
+            np.ones((3, 3)),
+            np.arange(3),
+            np.full(3, 0.9),
+        )
         client.put_object(Bucket=bucket, Key=key, Body=body.encode())
         with cat.session() as s:
             with pytest.raises(StaleRowError):
@@ -172,17 +185,26 @@ def test_both_roots_on_s3(s3_server: S3Server, db_url: str, tmp_path: Path) -> N
             assert mesh is not None and mesh.layer == "overlay"
             scene = mesh.open()
             assert type(scene).__name__ == "Scene" and mesh.n_vertices == sum(
-                len(g.vertices) for g in scene.geometry.values())
+                len(g.vertices) for g in scene.geometry.values()
+            )
             seg = s.scalars(sa.select(Segmentation).where(Segmentation.is_multilabel.is_(False))).first()
             assert seg is not None
             assert seg.open()["0"][:].shape == tuple(seg.shape)
-            user_pick = s.scalars(sa.select(Pick).where(Pick.layer == "overlay", Pick.user_id == "alice")
-                                  .order_by(Pick.path)).first()
+            user_pick = s.scalars(
+                sa.select(Pick).where(Pick.layer == "overlay", Pick.user_id == "alice").order_by(Pick.path)
+            ).first()
             assert user_pick is not None and len(user_pick.open().points) == user_pick.n_points
 
         # rewrite a user's pick, delete a mesh, add a pick: all in the overlay bucket prefix
-        body = pick_json(user_pick.object_name, "alice", "1", user_pick.path.split("/")[1],
-                         np.ones((5, 3)), np.arange(5), np.full(5, 0.5))
+        body = pick_json(
+            user_pick.object_name,
+            "alice",
+            "1",
+            user_pick.path.split("/")[1],
+            np.ones((5, 3)),
+            np.arange(5),
+            np.full(5, 0.5),
+        )
         client.put_object(Bucket=bucket, Key=f"overlay/{user_pick.path}", Body=body.encode())
         client.delete_object(Bucket=bucket, Key=f"overlay/{mesh.path}")
         new_path = user_pick.path.replace("alice_1_", "dave_7_")
@@ -235,8 +257,9 @@ def _chunky_project(server: S3Server, tmp_path: Path) -> tuple[Path, str]:
     rel3 = layout.path_of(layout.TomogramKey("TS_0001", 10.0, "denoised"))
     group = zarr.open_group(LocalStore(static / rel3), mode="w", zarr_format=3)
     group.attrs["ome"] = {"version": "0.5", "multiscales": payloads.ome_multiscales(10.0, 1)}
-    arr = group.create_array("0", shape=vol.shape, dtype=vol.dtype, chunks=(4, 4, 4),
-                             chunk_key_encoding={"name": "v2", "separator": "."})
+    arr = group.create_array(
+        "0", shape=vol.shape, dtype=vol.dtype, chunks=(4, 4, 4), chunk_key_encoding={"name": "v2", "separator": "."}
+    )
     arr[...] = vol
     _age(summary.config.parent)
     bucket = server.new_bucket()
@@ -248,8 +271,7 @@ def _chunky_project(server: S3Server, tmp_path: Path) -> tuple[Path, str]:
     return summary.config, bucket
 
 
-def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_server: S3Server,
-                                                                         tmp_path: Path) -> None:
+def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_server: S3Server, tmp_path: Path) -> None:
     config, bucket = _chunky_project(s3_server, tmp_path)
     listings: dict[str, set[tuple[Any, ...]]] = {}
     stats: dict[str, ListingStats] = {}
@@ -268,7 +290,10 @@ def test_pruned_walk_matches_flat_and_auto_switches_when_chunks_dominate(s3_serv
     groups = {e[0]: e for e in listings["flat"] if e[0].endswith(".zarr")}
     assert set(groups["ExperimentRuns/TS_0001/VoxelSpacing10.000/denoised.zarr"][3]) == {"zarr.json", "0/zarr.json"}
     assert set(groups["ExperimentRuns/TS_0001/VoxelSpacing10.000/wbp.zarr"][3]) == {
-        ".zattrs", ".zgroup", *(f"{lvl}/{name}" for lvl in "012" for name in (".zarray", ".zattrs"))}
+        ".zattrs",
+        ".zgroup",
+        *(f"{lvl}/{name}" for lvl in "012" for name in (".zarray", ".zattrs")),
+    }
     assert stats["flat"].chunk_keys > 1000 and stats["flat"].list_calls > 20
     # the pruned walk never lists chunks: the two groups cost 1 + levels listings and one HEAD (v3 zarr.json)
     assert stats["pruned"].stat_calls == 1
@@ -311,8 +336,9 @@ def test_auto_decision_model() -> None:
     chunky = storage_mod.FlatListing(())
     chunky.add("ExperimentRuns/TS_1/.meta", {"ETag": "e", "size": 1}, False)
     for i in range(4000):
-        chunky.add(f"ExperimentRuns/TS_1/VoxelSpacing10.000/wbp.zarr/0/{i // 100}/{i % 100}/0",
-                   {"ETag": "e", "size": 1}, False)
+        chunky.add(
+            f"ExperimentRuns/TS_1/VoxelSpacing10.000/wbp.zarr/0/{i // 100}/{i % 100}/0", {"ETag": "e", "size": 1}, False
+        )
     assert chunky.prefer_pruned(pages=4, concurrency=32)
     assert chunky.chunk_keys == 4000 and chunky.pruned_requests() == 6  # root, ER, run, VS, group, level
     # measured: against 4 pages that took 0.1 s, 6 requests at 10 ms each (a server answering one at a
@@ -361,8 +387,11 @@ def test_object_api_writes_through_to_an_s3_overlay(s3_server: S3Server, db_url:
 
     def dave_keys() -> set[str]:
         listing = client.list_objects_v2(Bucket=bucket, Prefix="overlay/ExperimentRuns/TS_0001/")
-        return {o["Key"].removeprefix("overlay/ExperimentRuns/TS_0001/") for o in listing.get("Contents", [])
-                if "dave" in o["Key"] or ".tmp" in o["Key"]}
+        return {
+            o["Key"].removeprefix("overlay/ExperimentRuns/TS_0001/")
+            for o in listing.get("Contents", [])
+            if "dave" in o["Key"] or ".tmp" in o["Key"]
+        }
 
     with from_file(config, db=db_url) as root:
         run = root.get_run("TS_0001")
@@ -373,12 +402,19 @@ def test_object_api_writes_through_to_an_s3_overlay(s3_server: S3Server, db_url:
         mesh.store()
         run.new_segmentation(10.0, "membrane", "9", False, user_id="dave").from_numpy(np.ones((8, 8, 8), np.uint8))
         assert {k for k in dave_keys() if not k.startswith("Segmentations/")} == {
-            "Picks/dave_9_ribosome.json", "Meshes/dave_9_membrane.glb"}
+            "Picks/dave_9_ribosome.json",
+            "Meshes/dave_9_membrane.glb",
+        }
         assert "Segmentations/10.000_dave_9_membrane.zarr/0/.zarray" in dave_keys()
-        body = json.loads(client.get_object(Bucket=bucket, Key="overlay/ExperimentRuns/TS_0001/Picks/"
-                                            "dave_9_ribosome.json")["Body"].read())
-        assert [p["location"] for p in body["points"]] == [{"x": 1.0, "y": 2.0, "z": 3.0},
-                                                           {"x": 4.0, "y": 5.0, "z": 6.0}]
+        body = json.loads(
+            client.get_object(Bucket=bucket, Key="overlay/ExperimentRuns/TS_0001/Picks/dave_9_ribosome.json")[
+                "Body"
+            ].read()
+        )
+        assert [p["location"] for p in body["points"]] == [
+            {"x": 1.0, "y": 2.0, "z": 3.0},
+            {"x": 4.0, "y": 5.0, "z": 6.0},
+        ]
         cat = root.catalog
         assert [(p.layer, p.n_points) for p in cat.picks(user_id="dave")] == [("overlay", 2)]
         assert [m.n_faces for m in cat.meshes(user_id="dave")] == [12]

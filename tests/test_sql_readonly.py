@@ -25,14 +25,16 @@ from copick_catalog.sample import SampleSummary
 
 def _snapshot(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
-        return {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
-                for t in ("points", "picks", "runs", "packed_points", "index_runs")} | {
-            "n_points": conn.execute(sa.text("SELECT sum(n_points) FROM picks")).scalar_one()}
+        return {
+            t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("points", "picks", "runs", "packed_points", "index_runs")
+        } | {"n_points": conn.execute(sa.text("SELECT sum(n_points) FROM picks")).scalar_one()}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "copick_catalog.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "copick_catalog.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -90,8 +92,13 @@ def test_sql_cannot_write(cat: Catalog, tmp_path: Path) -> None:
 
 def test_sql_cli_refuses_the_reported_attack(cat: Catalog, sample: SampleSummary) -> None:
     before = _snapshot(cat.engine)
-    out = _cli("sql", "COMMIT; DELETE FROM points; UPDATE picks SET n_points=999", str(sample.config),
-               "--db", cat.engine.url.render_as_string(hide_password=False))
+    out = _cli(
+        "sql",
+        "COMMIT; DELETE FROM points; UPDATE picks SET n_points=999",
+        str(sample.config),
+        "--db",
+        cat.engine.url.render_as_string(hide_password=False),
+    )
     assert out.returncode == 2, out.stdout
     assert "SQL refused" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
@@ -115,8 +122,11 @@ def test_readonly_role_can_only_select(sample: SampleSummary, pg_url: str, tmp_p
     try:
         with Catalog.open(sample.config, db=reader_url, read_only=True) as ro:
             assert ro.sql("SELECT count(*) FROM picks").rows == [(before["picks"],)]
-            for stmt in ["SELECT pg_read_file('/etc/hostname')", "SELECT pg_ls_dir('/')",
-                         *attacks(tmp_path / "evil.db")]:
+            for stmt in [
+                "SELECT pg_read_file('/etc/hostname')",
+                "SELECT pg_ls_dir('/')",
+                *attacks(tmp_path / "evil.db"),
+            ]:
                 with pytest.raises(CatalogError):
                     ro.sql(stmt)
         # even a plain connection as that role cannot write or read server files
@@ -124,8 +134,9 @@ def test_readonly_role_can_only_select(sample: SampleSummary, pg_url: str, tmp_p
         with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError):
             conn.execute(sa.text("DELETE FROM points"))
         engine.dispose()
-        out = _cli("sql", "SELECT count(*) AS n FROM points", str(sample.config), "--db", reader_url,
-                   "--format", "json")
+        out = _cli(
+            "sql", "SELECT count(*) AS n FROM points", str(sample.config), "--db", reader_url, "--format", "json"
+        )
         assert out.returncode == 0, out.stderr
         assert f'"n": {before["points"]}' in out.stdout
         admin = sa.create_engine(pg_url)
@@ -142,6 +153,8 @@ def test_readonly_role_can_only_select(sample: SampleSummary, pg_url: str, tmp_p
 
 
 def test_readonly_role_refused_on_sqlite(sample: SampleSummary, tmp_path: Path) -> None:
-    with Catalog.open(sample.config, db=str(tmp_path / "c.sqlite")) as cat, \
-            pytest.raises(CatalogError, match="PostgreSQL only"):
+    with (
+        Catalog.open(sample.config, db=str(tmp_path / "c.sqlite")) as cat,
+        pytest.raises(CatalogError, match="PostgreSQL only"),
+    ):
         create_readonly_role(cat.engine, "reader")

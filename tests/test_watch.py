@@ -42,8 +42,9 @@ VS = 10.0
 # helpers shared with tests/test_watch_*.py
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             daemon: Daemon | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", daemon: Daemon | None = None
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with the daemon's log otherwise."""
     deadline = time.monotonic() + timeout
     while True:
@@ -71,13 +72,27 @@ class Daemon:
             self.state_file = state_path(cat.engine, cat.db_url, cat.project_id)  # where the daemon writes
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> Daemon:
-        cmd = [sys.executable, "-m", "copick_catalog.cli", "watch", str(self.config), "--db", self.db_url,
-               "--debounce", "0.15", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "copick_catalog.cli",
+            "watch",
+            str(self.config),
+            "--db",
+            self.db_url,
+            "--debounce",
+            "0.15",
+            *self.args,
+        ]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         if wait_ready:
-            wait_for(lambda: self.state().get("ready") and self.state().get("pid") == self.proc.pid,
-                     timeout, "the daemon's initial index", self)
+            wait_for(
+                lambda: self.state().get("ready") and self.state().get("pid") == self.proc.pid,
+                timeout,
+                "the daemon's initial index",
+                self,
+            )
         return self
 
     def state(self) -> dict[str, Any]:
@@ -100,8 +115,10 @@ class Daemon:
             self.proc.send_signal(signal.SIGUSR1)  # the daemon dumps every thread's stack to its log
             time.sleep(1.0)
             self.kill()
-            pytest.fail(f"the daemon did not exit within {timeout} s of {signal.Signals(sig).name}; its log "
-                        f"ends with the stacks:\n{self.log()[-8000:]}")
+            pytest.fail(
+                f"the daemon did not exit within {timeout} s of {signal.Signals(sig).name}; its log "
+                f"ends with the stacks:\n{self.log()[-8000:]}"
+            )
         return rc, time.monotonic() - t0
 
     def kill(self) -> None:
@@ -135,20 +152,28 @@ def paths(cat: Catalog, model: Any, layer: str | None = "overlay") -> set[str]:
 
 def pick_row(cat: Catalog, rel: str) -> Any:
     with cat.engine.connect() as conn:
-        return conn.execute(sa.select(Pick.n_points, Pick.stale).where(
-            Pick.project_id == cat.project_id, Pick.path == rel)).first()
+        return conn.execute(
+            sa.select(Pick.n_points, Pick.stale).where(Pick.project_id == cat.project_id, Pick.path == rel)
+        ).first()
 
 
 def run_names(cat: Catalog) -> dict[str, tuple[bool, bool]]:
     with cat.engine.connect() as conn:
-        return {n: (bool(s), bool(o)) for n, s, o in conn.execute(
-            sa.select(Run.name, Run.in_static, Run.in_overlay).where(Run.project_id == cat.project_id))}
+        return {
+            n: (bool(s), bool(o))
+            for n, s, o in conn.execute(
+                sa.select(Run.name, Run.in_static, Run.in_overlay).where(Run.project_id == cat.project_id)
+            )
+        }
 
 
 def error_rows(cat: Catalog) -> dict[str, str]:
     with cat.engine.connect() as conn:
-        return dict(conn.execute(sa.select(IndexErrorRow.path, IndexErrorRow.kind).where(
-            IndexErrorRow.project_id == cat.project_id)).all())
+        return dict(
+            conn.execute(
+                sa.select(IndexErrorRow.path, IndexErrorRow.kind).where(IndexErrorRow.project_id == cat.project_id)
+            ).all()
+        )
 
 
 TABLES = ("tomograms", "features", "picks", "meshes", "segmentations", "filaments", "density_maps")
@@ -159,26 +184,41 @@ def snapshot(cat: Catalog, points: bool = True) -> dict[str, set[tuple[Any, ...]
     out: dict[str, set[tuple[Any, ...]]] = {}
     with cat.engine.connect() as conn:
         out["runs"] = set(conn.execute(sa.text("SELECT name, in_static, in_overlay FROM runs")).all())
-        out["voxel_spacings"] = set(conn.execute(sa.text(
-            "SELECT r.name, v.voxel_size, v.in_static, v.in_overlay FROM voxel_spacings v "
-            "JOIN runs r ON r.id = v.run_id")).all())
+        out["voxel_spacings"] = set(
+            conn.execute(
+                sa.text(
+                    "SELECT r.name, v.voxel_size, v.in_static, v.in_overlay FROM voxel_spacings v "
+                    "JOIN runs r ON r.id = v.run_id"
+                )
+            ).all()
+        )
         for t in TABLES:
             rows = conn.execute(sa.text(f"SELECT layer, path, fingerprint, stale FROM {t}")).all()
             out[t] = {(layer, path, fp.split("|")[0], bool(stale)) for layer, path, fp, stale in rows}
         out["n_points"] = set(conn.execute(sa.text("SELECT layer, path, n_points FROM picks")).all())
         out["run_objects"] = run_object_counts(cat.engine)
         packed_points_match(cat.engine)
-        out["points"] = set() if not points else set(conn.execute(sa.text(
-            "SELECT p.layer, p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
-            "JOIN picks p ON p.id = pt.pick_id")).all())
+        out["points"] = (
+            set()
+            if not points
+            else set(
+                conn.execute(
+                    sa.text(
+                        "SELECT p.layer, p.path, pt.idx, pt.x, pt.y, pt.z, pt.instance_id, pt.score FROM points pt "
+                        "JOIN picks p ON p.id = pt.pick_id"
+                    )
+                ).all()
+            )
+        )
         out["errors"] = set(conn.execute(sa.text("SELECT layer, path, kind FROM index_errors")).all())
     return out
 
 
 def pick_text(run: str, user: str, session: str, obj: str, n: int, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
-    return pick_json(obj, user, session, run, rng.uniform(0, 100, (n, 3)).round(2), np.arange(n),
-                     rng.uniform(0.5, 1, n).round(3))
+    return pick_json(
+        obj, user, session, run, rng.uniform(0, 100, (n, 3)).round(2), np.arange(n), rng.uniform(0.5, 1, n).round(3)
+    )
 
 
 def write_zarr_chunk_by_chunk(group_dir: Path, shape: int = 32, chunk: int = 8, labels: bool = False) -> None:
@@ -189,12 +229,18 @@ def write_zarr_chunk_by_chunk(group_dir: Path, shape: int = 32, chunk: int = 8, 
     group = zarr.open_group(LocalStore(group_dir), mode="w", zarr_format=2)
     group.attrs["multiscales"] = zarr_fmt.ome_multiscales(VS, 1)
     dtype = np.uint8 if labels else np.float32
-    arr = group.create_array("0", shape=(shape,) * 3, chunks=(chunk,) * 3, dtype=dtype, fill_value=0,
-                             chunk_key_encoding={"name": "v2", "separator": "/"})
+    arr = group.create_array(
+        "0",
+        shape=(shape,) * 3,
+        chunks=(chunk,) * 3,
+        dtype=dtype,
+        fill_value=0,
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
     for z in range(0, shape, chunk):
         for y in range(0, shape, chunk):
             for x in range(0, shape, chunk):
-                arr[z:z + chunk, y:y + chunk, x:x + chunk] = np.full((chunk,) * 3, 1 + (x // chunk), dtype=dtype)
+                arr[z : z + chunk, y : y + chunk, x : x + chunk] = np.full((chunk,) * 3, 1 + (x // chunk), dtype=dtype)
 
 
 def overlay_of(sample: SampleSummary) -> Path:
@@ -284,8 +330,9 @@ class ObjectApiWriter:
         return layout.path_of(layout.MeshKey(run, user, session, obj))
 
     def write_segmentation(self, run: str, user: str, session: str, name: str) -> str:
-        seg = self._run(run).new_segmentation(voxel_size=VS, name=name, session_id=session, is_multilabel=False,
-                                              user_id=user)
+        seg = self._run(run).new_segmentation(
+            voxel_size=VS, name=name, session_id=session, is_multilabel=False, user_id=user
+        )
         seg.from_numpy((np.arange(16**3).reshape(16, 16, 16) % 2).astype(np.uint8))
         return layout.path_of(layout.SegmentationKey(run, VS, user, session, name))
 
@@ -335,13 +382,24 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
         (ov / p3).write_text(pick_text("TS_new", "alice", "1", "proteasome", 5))
         seen(lambda: p3 in paths(cat, Pick) and run_names(cat).get("TS_new") == (False, True), "a new run")
         os.rename(ov / "ExperimentRuns/TS_new", ov / "ExperimentRuns/TS_newer")
-        seen(lambda: "TS_new" not in run_names(cat) and "TS_newer" in run_names(cat)
-             and p3.replace("TS_new", "TS_newer") in paths(cat, Pick), "a renamed run directory")
+        seen(
+            lambda: (
+                "TS_new" not in run_names(cat)
+                and "TS_newer" in run_names(cat)
+                and p3.replace("TS_new", "TS_newer") in paths(cat, Pick)
+            ),
+            "a renamed run directory",
+        )
         before = {p for p in paths(cat, Pick) if p.startswith("ExperimentRuns/TS_0004/")}
         assert before
         shutil.rmtree(ov / "ExperimentRuns/TS_0004")
-        seen(lambda: not any(p.startswith("ExperimentRuns/TS_0004/") for p in paths(cat, Pick))
-             and run_names(cat).get("TS_0004") == (True, False), "a run's overlay directory removed")
+        seen(
+            lambda: (
+                not any(p.startswith("ExperimentRuns/TS_0004/") for p in paths(cat, Pick))
+                and run_names(cat).get("TS_0004") == (True, False)
+            ),
+            "a run's overlay directory removed",
+        )
 
         # a mesh
         m = layout.path_of(layout.MeshKey("TS_0005", "alice", "1", "membrane"))
@@ -361,8 +419,15 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
         with cat.engine.connect() as conn:
             shape = conn.execute(sa.select(Segmentation.shape).where(Segmentation.path == seg)).scalar_one()
             assert list(shape) == [32, 32, 32]
-            assert conn.execute(sa.select(sa.func.count()).select_from(VoxelSpacing).join(Run).where(
-                Run.name == "TS_0005", VoxelSpacing.voxel_size == 7.5)).scalar_one() == 1
+            assert (
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(VoxelSpacing)
+                    .join(Run)
+                    .where(Run.name == "TS_0005", VoxelSpacing.voxel_size == 7.5)
+                ).scalar_one()
+                == 1
+            )
         # renaming a zarr group directory, then deleting it
         tomo2 = layout.path_of(layout.TomogramKey("TS_0005", 7.5, "denoised"))
         os.rename(ov / tomo, ov / tomo2)
@@ -377,15 +442,24 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
         vs_old, vs_new = (layout.voxel_spacing_dir("TS_0005", v) for v in (7.5, 5.0))
         os.rename(ov / vs_old, ov / vs_new)
         moved = {tomo2.replace(vs_old, vs_new)}
-        seen(lambda: paths(cat, Tomogram) >= moved and tomo2 not in paths(cat, Tomogram)
-             and paths(cat, Feature) == {feat.replace(vs_old, vs_new)}, "a renamed voxel spacing")
+        seen(
+            lambda: (
+                paths(cat, Tomogram) >= moved
+                and tomo2 not in paths(cat, Tomogram)
+                and paths(cat, Feature) == {feat.replace(vs_old, vs_new)}
+            ),
+            "a renamed voxel spacing",
+        )
         shutil.rmtree(ov / vs_new)
         seen(lambda: not paths(cat, Feature) and not paths(cat, Tomogram) & moved, "a deleted voxel spacing")
 
         def spacings() -> list[float]:
             with cat.engine.connect() as conn:
-                return conn.execute(sa.select(VoxelSpacing.voxel_size).join(Run).where(
-                    Run.name == "TS_0005")).scalars().all()
+                return (
+                    conn.execute(sa.select(VoxelSpacing.voxel_size).join(Run).where(Run.name == "TS_0005"))
+                    .scalars()
+                    .all()
+                )
 
         # its row goes in the same index run, one transaction after the file rows: poll, do not race it
         seen(lambda: spacings() == [VS], "the deleted voxel spacing's row gone")
@@ -400,8 +474,9 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
 
 
 @pytest.mark.parametrize("writer", sorted(WRITERS))
-def test_writer_changes_reach_catalog(writer: str, sample: SampleSummary, tmp_path: Path,
-                                      daemons: Callable[..., Daemon]) -> None:
+def test_writer_changes_reach_catalog(
+    writer: str, sample: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]
+) -> None:
     """The same changes through each writer (plain files; the copick object API once it exists)."""
     db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     d = daemons(sample.config, db_url)
@@ -452,7 +527,7 @@ def test_malformed_file_then_fixed(sample: SampleSummary, tmp_path: Path, daemon
             fh.write(text[: len(text) // 2])
             fh.flush()
             time.sleep(0.6)
-            fh.write(text[len(text) // 2:])
+            fh.write(text[len(text) // 2 :])
         wait_for(lambda: pick_row(cat, p) == (6, False) and p not in error_rows(cat), 10, "the fixed file", d)
     assert d.stop()[0] == 0
 
@@ -491,8 +566,9 @@ def test_status_and_a_second_daemon(sample: SampleSummary, tmp_path: Path, daemo
     assert out.exit_code == 0 and "not running" in out.output and "cron" in out.output, out.output
 
 
-def test_postgres_shows_the_daemon_to_every_machine(sample: SampleSummary, tmp_path: Path, pg_url: str,
-                                                   daemons: Callable[..., Daemon]) -> None:
+def test_postgres_shows_the_daemon_to_every_machine(
+    sample: SampleSummary, tmp_path: Path, pg_url: str, daemons: Callable[..., Daemon]
+) -> None:
     """On a shared PostgreSQL catalog a daemon is visible, and exclusive, beyond its own host: a process
     with a different state directory (as on another machine) cannot start a second one, and `status`
     there reports the first through the server."""
@@ -565,15 +641,17 @@ def test_root_vanishes_and_comes_back(sample: SampleSummary, tmp_path: Path, dae
 
 @pytest.fixture(scope="module")
 def big_project(tmp_path_factory: pytest.TempPathFactory) -> SampleSummary:
-    s = make_sample_project(tmp_path_factory.mktemp("big") / "project", runs=2000, tomogram_runs=1, size=16,
-                            picks_per_run=2)
+    s = make_sample_project(
+        tmp_path_factory.mktemp("big") / "project", runs=2000, tomogram_runs=1, size=16, picks_per_run=2
+    )
     age_tree(s.config.parent)
     return s
 
 
 @pytest.mark.slow
-def test_big_tree_new_files_are_seen(big_project: SampleSummary, tmp_path: Path,
-                                     daemons: Callable[..., Daemon]) -> None:
+def test_big_tree_new_files_are_seen(
+    big_project: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]
+) -> None:
     """2,000 runs (~6,000 watched directories): new files anywhere in the tree reach the catalog."""
     db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     d = daemons(big_project.config, db_url)
@@ -600,15 +678,20 @@ def test_big_tree_new_files_are_seen(big_project: SampleSummary, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_sigterm_during_initial_index(big_project: SampleSummary, tmp_path: Path,
-                                      daemons: Callable[..., Daemon]) -> None:
+def test_sigterm_during_initial_index(
+    big_project: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]
+) -> None:
     """A SIGTERM in the middle of a long index stops the daemon within a second, leaving a catalog that
     the next index completes to exactly what a clean index gives."""
     db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     d = daemons(big_project.config, db_url, wait_ready=False)
     # the static layer is small; the overlay (3,700 pick files, 90,000 points) takes a while
-    wait_for(lambda: d.state().get("pid") == d.proc.pid and d.state().get("updates") == 1, 15,
-             "the static layer's initial index", d)
+    wait_for(
+        lambda: d.state().get("pid") == d.proc.pid and d.state().get("updates") == 1,
+        15,
+        "the static layer's initial index",
+        d,
+    )
     time.sleep(0.1)
     assert not d.state().get("ready")
     rc, took = d.stop()
@@ -616,15 +699,20 @@ def test_sigterm_during_initial_index(big_project: SampleSummary, tmp_path: Path
     assert took < 1.0, f"SIGTERM during an index took {took:.2f} s"
     assert "index interrupted to stop" in d.log()
     root = big_project.config.parent
-    on_disk = {(layer, p.relative_to(root / layer).as_posix())
-               for layer in ("static", "overlay") for p in (root / layer).glob("ExperimentRuns/*/Picks/*.json")}
+    on_disk = {
+        (layer, p.relative_to(root / layer).as_posix())
+        for layer in ("static", "overlay")
+        for p in (root / layer).glob("ExperimentRuns/*/Picks/*.json")
+    }
     with Catalog.open(big_project.config, db=db_url) as cat:
         cat.index()
         with cat.engine.connect() as conn:
             assert set(conn.execute(sa.select(Pick.layer, Pick.path)).all()) == on_disk
             # every pick row has exactly its points: no batch was half-written
-            assert conn.execute(sa.text("SELECT sum(n_points) FROM picks")).scalar() == conn.execute(
-                sa.text("SELECT count(*) FROM points")).scalar()
+            assert (
+                conn.execute(sa.text("SELECT sum(n_points) FROM picks")).scalar()
+                == conn.execute(sa.text("SELECT count(*) FROM points")).scalar()
+            )
             assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar() >= 2000
 
 
@@ -635,25 +723,31 @@ def test_sigterm_during_initial_index(big_project: SampleSummary, tmp_path: Path
 TOMO = "ExperimentRuns/TS_1/VoxelSpacing10.000/wbp.zarr"
 
 
-@pytest.mark.parametrize(("path", "is_dir", "scope"), [
-    ("", True, ""),
-    ("ExperimentRuns/TS_1/Picks/alice_1_ribosome.json", False, "ExperimentRuns/TS_1/Picks"),
-    ("ExperimentRuns/TS_1/Picks/.alice_1_ribosome.json.x.tmp", False, None),  # its rename counts
-    ("ExperimentRuns/TS_1/Picks/nonsense.json", False, "ExperimentRuns/TS_1/Picks"),  # an error row
-    ("ExperimentRuns/TS_1/Picks", True, "ExperimentRuns/TS_1/Picks"),
-    ("ExperimentRuns/TS_1", True, "ExperimentRuns/TS_1"),
-    ("ExperimentRuns/TS_1/.meta", False, "ExperimentRuns/TS_1"),
-    (f"{TOMO}/0/1/2/3", False, TOMO),
-    (f"{TOMO}/0", True, TOMO),
-    ("ExperimentRuns/TS_1/Segmentations/10.000_a_1_m.zarr/.zattrs", False,
-     "ExperimentRuns/TS_1/Segmentations/10.000_a_1_m.zarr"),
-    ("Objects/ribosome.zarr/0/0.0.0", False, "Objects/ribosome.zarr"),
-    ("ParticleMrcs/1_ribosome.mrc", False, "ParticleMrcs"),
-    ("ExperimentRuns/TS_1/Notes/readme.txt", False, None),
-    ("ExperimentRuns/TS_1/Notes", True, None),
-    ("copick_config.json", False, None),
-    ("catalog.sqlite-wal", False, None),
-])
+@pytest.mark.parametrize(
+    ("path", "is_dir", "scope"),
+    [
+        ("", True, ""),
+        ("ExperimentRuns/TS_1/Picks/alice_1_ribosome.json", False, "ExperimentRuns/TS_1/Picks"),
+        ("ExperimentRuns/TS_1/Picks/.alice_1_ribosome.json.x.tmp", False, None),  # its rename counts
+        ("ExperimentRuns/TS_1/Picks/nonsense.json", False, "ExperimentRuns/TS_1/Picks"),  # an error row
+        ("ExperimentRuns/TS_1/Picks", True, "ExperimentRuns/TS_1/Picks"),
+        ("ExperimentRuns/TS_1", True, "ExperimentRuns/TS_1"),
+        ("ExperimentRuns/TS_1/.meta", False, "ExperimentRuns/TS_1"),
+        (f"{TOMO}/0/1/2/3", False, TOMO),
+        (f"{TOMO}/0", True, TOMO),
+        (
+            "ExperimentRuns/TS_1/Segmentations/10.000_a_1_m.zarr/.zattrs",
+            False,
+            "ExperimentRuns/TS_1/Segmentations/10.000_a_1_m.zarr",
+        ),
+        ("Objects/ribosome.zarr/0/0.0.0", False, "Objects/ribosome.zarr"),
+        ("ParticleMrcs/1_ribosome.mrc", False, "ParticleMrcs"),
+        ("ExperimentRuns/TS_1/Notes/readme.txt", False, None),
+        ("ExperimentRuns/TS_1/Notes", True, None),
+        ("copick_config.json", False, None),
+        ("catalog.sqlite-wal", False, None),
+    ],
+)
 def test_entity_scope(path: str, is_dir: bool, scope: str | None) -> None:
     assert entity_scope(path, is_dir) == scope
 
@@ -686,7 +780,8 @@ def test_lost_events_and_a_dead_observer_fall_back_to_full_rescans(sample: Sampl
             updates = w.stats.updates
             # exactly what watchdog 7.1 logs when the kernel queue overflowed
             logging.getLogger("watchdog.observers.inotify_c").warning(
-                "Inotify queue overflowed; filesystem events were lost")
+                "Inotify queue overflowed; filesystem events were lost"
+            )
             wait_for(lambda: w.stats.events_lost == 1 and w.stats.updates >= updates + 2, 10, "a full rescan")
             assert w.stats.last_report["scopes"] == 1
 

@@ -59,8 +59,9 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_concurrent_index_runs_daemon_and_writer(sample: SampleSummary, tmp_path: Path, db_url: str,
-                                                 daemons: Callable[..., Daemon]) -> None:
+def test_concurrent_index_runs_daemon_and_writer(
+    sample: SampleSummary, tmp_path: Path, db_url: str, daemons: Callable[..., Daemon]
+) -> None:
     """Two `copick-catalog index` loops and the daemon on one catalog (SQLite file or PostgreSQL) while a
     writer adds picks: the result equals a clean full index of the final files into a fresh database."""
     d = daemons(sample.config, db_url)
@@ -69,8 +70,22 @@ def test_concurrent_index_runs_daemon_and_writer(sample: SampleSummary, tmp_path
 
     def index_loop() -> None:
         while writer.poll() is None:
-            out = subprocess.run([sys.executable, "-m", "copick_catalog.cli", "index", str(sample.config),
-                                  "--db", db_url, "--trigger", "cron", "--quiet"], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "copick_catalog.cli",
+                    "index",
+                    str(sample.config),
+                    "--db",
+                    db_url,
+                    "--trigger",
+                    "cron",
+                    "--quiet",
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0:
                 failures.append(out.stderr)
 
@@ -172,9 +187,9 @@ def pg_proxy_url(pg_url: str) -> Iterator[tuple[str, TcpProxy]]:
 
 
 @pytest.mark.postgres
-def test_database_unreachable_then_catch_up(sample: SampleSummary, pg_url: str,
-                                            pg_proxy_url: tuple[str, TcpProxy],
-                                            daemons: Callable[..., Daemon]) -> None:
+def test_database_unreachable_then_catch_up(
+    sample: SampleSummary, pg_url: str, pg_proxy_url: tuple[str, TcpProxy], daemons: Callable[..., Daemon]
+) -> None:
     """PostgreSQL goes away (connections cut, new ones refused) while files change; the daemon keeps the
     changes, backs off, and catches up once the server is back."""
     proxied, proxy = pg_proxy_url
@@ -188,19 +203,35 @@ def test_database_unreachable_then_catch_up(sample: SampleSummary, pg_url: str,
         proxy.down()
         (ov / p1).write_text(pick_text("TS_0002", "kim", "1", "ribosome", 4))
         wait_for(lambda: d.state().get("failures", 0) >= 1, 10, "a failed attempt while the database is away", d)
-        wait_for(lambda: daemon_holder(cat.engine, cat.project_id) is None, 10,
-                 "the server to drop the daemon's lock with its cut connection", d)
+        wait_for(
+            lambda: daemon_holder(cat.engine, cat.project_id) is None,
+            10,
+            "the server to drop the daemon's lock with its cut connection",
+            d,
+        )
         (ov / p2).write_text(pick_text("TS_0003", "kim", "1", "ribosome", 4))
         (ov / gone).unlink()
         time.sleep(1.0)
         assert d.proc.poll() is None and d.state()["pending"] >= 1
         proxy.up()
-        wait_for(lambda: {p1, p2} <= paths(cat, Pick) and gone not in paths(cat, Pick), 20,
-                 "the daemon to catch up after the database came back", d)
+        wait_for(
+            lambda: {p1, p2} <= paths(cat, Pick) and gone not in paths(cat, Pick),
+            20,
+            "the daemon to catch up after the database came back",
+            d,
+        )
         wait_for(lambda: d.state()["last_error"] is None and d.state()["pending"] == 0, 5, "a clean state", d)
         # the daemon's claim on the project died with its connection; a heartbeat takes it again
-        wait_for(lambda: (daemon_holder(cat.engine, cat.project_id) or {}).get("application_name", "").endswith(
-            f"pid {d.proc.pid}"), 20, "the daemon lock held again after the outage", d)
+        wait_for(
+            lambda: (
+                (daemon_holder(cat.engine, cat.project_id) or {})
+                .get("application_name", "")
+                .endswith(f"pid {d.proc.pid}")
+            ),
+            20,
+            "the daemon lock held again after the outage",
+            d,
+        )
     assert d.stop()[0] == 0
 
 
@@ -216,8 +247,9 @@ def s3_project(sample: SampleSummary, tmp_path: Path) -> Iterator[tuple[SampleSu
     if exe is None:
         pytest.skip("moto_server not installed (pip install 'moto[server]')")
     port = _free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         endpoint = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 15
@@ -245,8 +277,9 @@ def s3_project(sample: SampleSummary, tmp_path: Path) -> Iterator[tuple[SampleSu
 
 
 @pytest.mark.s3
-def test_s3_root_is_polled(s3_project: tuple[SampleSummary, object], tmp_path: Path,
-                           daemons: Callable[..., Daemon]) -> None:
+def test_s3_root_is_polled(
+    s3_project: tuple[SampleSummary, object], tmp_path: Path, daemons: Callable[..., Daemon]
+) -> None:
     sample, fs = s3_project
     db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     d = daemons(sample.config, db_url, "--poll", "0.5")
@@ -264,4 +297,3 @@ def test_s3_root_is_polled(s3_project: tuple[SampleSummary, object], tmp_path: P
         (overlay_of(sample) / p).write_text(pick_text("TS_0001", "lee", "1", "ribosome", 2))
         wait_for(lambda: p in paths(cat, Pick, "overlay"), 10, "a local pick next to an S3 static root", d)
     assert d.stop()[0] == 0
-

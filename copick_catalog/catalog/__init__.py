@@ -24,6 +24,22 @@ from .schema import (
     VoxelSpacing,
 )
 
-__all__ = ["Catalog", "DensityMap", "Feature", "Filament", "IndexErrorRow", "IndexRun", "Mesh", "PackedPoints",
-           "Pick", "PickableObject", "Point", "Project", "Run", "RunObject", "Segmentation", "Tomogram",
-           "VoxelSpacing"]
+__all__ = [
+    "Catalog",
+    "DensityMap",
+    "Feature",
+    "Filament",
+    "IndexErrorRow",
+    "IndexRun",
+    "Mesh",
+    "PackedPoints",
+    "Pick",
+    "PickableObject",
+    "Point",
+    "Project",
+    "Run",
+    "RunObject",
+    "Segmentation",
+    "Tomogram",
+    "VoxelSpacing",
+]

@@ -59,8 +59,9 @@ class Catalog(QueryMixin):
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, config: str | os.PathLike[str], db: str | None = None, *, upgrade: bool = True,
-             read_only: bool = False) -> Catalog:
+    def open(
+        cls, config: str | os.PathLike[str], db: str | None = None, *, upgrade: bool = True, read_only: bool = False
+    ) -> Catalog:
         """Open the catalog of the project described by ``config`` (a copick_config.json path).
 
         ``db`` is a SQLAlchemy URL or a SQLite file path; by default a SQLite file next to the
@@ -82,8 +83,9 @@ class Catalog(QueryMixin):
                 project_id = register_project(engine, cfg, config_path)
         except sa.exc.OperationalError as exc:
             engine.dispose()
-            raise CatalogError(f"cannot use catalog database {engine.url.render_as_string(hide_password=True)}: "
-                               f"{exc.orig}") from None
+            raise CatalogError(
+                f"cannot use catalog database {engine.url.render_as_string(hide_password=True)}: {exc.orig}"
+            ) from None
         except BaseException:
             engine.dispose()
             raise
@@ -122,10 +124,17 @@ class Catalog(QueryMixin):
 
     # ------------------------------------------------------------------ indexing
 
-    def index(self, *, trigger: str = "api", wait: bool = True, timeout: float | None = None,
-              scopes: Iterable[tuple[str, str]] | None = None,
-              progress: Callable[[str, int, int], None] | None = None, record: bool = True,
-              cancel: Callable[[], bool] | None = None) -> IndexReport:
+    def index(
+        self,
+        *,
+        trigger: str = "api",
+        wait: bool = True,
+        timeout: float | None = None,
+        scopes: Iterable[tuple[str, str]] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+        record: bool = True,
+        cancel: Callable[[], bool] | None = None,
+    ) -> IndexReport:
         """Bring the catalog up to date with the files (incremental) and return a report.
 
         Holds the project's index lock for the run: with ``wait=False`` a busy lock raises
@@ -134,11 +143,20 @@ class Catalog(QueryMixin):
         :class:`~copick_catalog.errors.IndexCancelled`, leaving only whole batches behind.
         """
         if self.read_only:
-            raise CatalogError(f"catalog {self.db_url} was opened read-only; open it without read_only=True "
-                               "(and with write access) to index")
+            raise CatalogError(
+                f"catalog {self.db_url} was opened read-only; open it without read_only=True "
+                "(and with write access) to index"
+            )
         with project_lock(self.engine, self.project_id, wait=wait, timeout=timeout):
-            indexer = Indexer(self.engine, self.project_id, self.roots, self.config.object_names,
-                              progress=progress, cancel=cancel, limits=self.limits)
+            indexer = Indexer(
+                self.engine,
+                self.project_id,
+                self.roots,
+                self.config.object_names,
+                progress=progress,
+                cancel=cancel,
+                limits=self.limits,
+            )
             report = indexer.run(trigger, scopes, record=record)
         if self._read_session is not None:
             self._read_session.commit()  # drop any snapshot older than this index run
@@ -157,8 +175,9 @@ class Catalog(QueryMixin):
         """Reindex the file behind ``row`` and return its current row (None if it is gone)."""
         model, layer, path = type(row), row.layer, row.path  # read before the index expires the row
         self.index(scopes=[(layer, path)])
-        rows = self._rows(sa.select(model).where(model.project_id == self.project_id, model.layer == layer,
-                                                 model.path == path))
+        rows = self._rows(
+            sa.select(model).where(model.project_id == self.project_id, model.layer == layer, model.path == path)
+        )
         return rows[0] if rows else None
 
     # ------------------------------------------------------------------ status
@@ -179,8 +198,14 @@ class Catalog(QueryMixin):
 
     def last_runs(self, n: int = 5) -> list[IndexRun]:
         with self.session() as s:
-            return list(s.scalars(sa.select(IndexRun).where(IndexRun.project_id == self.project_id)
-                                  .order_by(IndexRun.started_at.desc()).limit(n)))
+            return list(
+                s.scalars(
+                    sa.select(IndexRun)
+                    .where(IndexRun.project_id == self.project_id)
+                    .order_by(IndexRun.started_at.desc())
+                    .limit(n)
+                )
+            )
 
 
 def build_roots(config: CopickConfig, base_dir: Path) -> dict[str, Root]:
@@ -197,17 +222,23 @@ def build_roots(config: CopickConfig, base_dir: Path) -> dict[str, Root]:
 def register_project(engine: Engine, config: CopickConfig, config_path: Path) -> int:
     """Create or update the project row and its pickable objects; return the project id."""
     roots = build_roots(config, config_path.parent)
-    values = {"name": config.name, "config_path": str(config_path), "config": config.redacted(),
-              "static_url": roots["static"].scrub(roots["static"].url) if "static" in roots else None,
-              "overlay_url": roots["overlay"].scrub(roots["overlay"].url)}
+    values = {
+        "name": config.name,
+        "config_path": str(config_path),
+        "config": config.redacted(),
+        "static_url": roots["static"].scrub(roots["static"].url) if "static" in roots else None,
+        "overlay_url": roots["overlay"].scrub(roots["overlay"].url),
+    }
     with write_tx(engine) as conn:
-        pid = conn.execute(sa.select(Project.id).where(Project.name == config.name,
-                                                       Project.config_path == str(config_path))).scalar()
+        pid = conn.execute(
+            sa.select(Project.id).where(Project.name == config.name, Project.config_path == str(config_path))
+        ).scalar()
         if pid is None:
             pid = conn.execute(sa.insert(Project).values(**values).returning(Project.id)).scalar_one()
         else:
-            current = conn.execute(sa.select(Project.config, Project.static_url, Project.overlay_url)
-                                   .where(Project.id == pid)).one()
+            current = conn.execute(
+                sa.select(Project.config, Project.static_url, Project.overlay_url).where(Project.id == pid)
+            ).one()
             if tuple(current) != (values["config"], values["static_url"], values["overlay_url"]):
                 conn.execute(sa.update(Project).where(Project.id == pid).values(**values))
         _sync_objects(conn, pid, config)
@@ -217,25 +248,37 @@ def register_project(engine: Engine, config: CopickConfig, config_path: Path) ->
 def find_project(engine: Engine, config: CopickConfig, config_path: Path) -> int:
     """The id of an already registered project, without writing anything (read-only opens)."""
     with engine.connect() as conn:
-        pid = conn.execute(sa.select(Project.id).where(Project.name == config.name,
-                                                       Project.config_path == str(config_path))).scalar()
+        pid = conn.execute(
+            sa.select(Project.id).where(Project.name == config.name, Project.config_path == str(config_path))
+        ).scalar()
     if pid is None:
-        raise CatalogError(f"project {config.name!r} ({config_path}) is not in catalog "
-                           f"{engine.url.render_as_string(hide_password=True)} yet; index it once with write "
-                           "access (copick-catalog index CONFIG)")
+        raise CatalogError(
+            f"project {config.name!r} ({config_path}) is not in catalog "
+            f"{engine.url.render_as_string(hide_password=True)} yet; index it once with write "
+            "access (copick-catalog index CONFIG)"
+        )
     return int(pid)
 
 
 def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) -> None:
-    existing = {row.name: row for row in conn.execute(
-        sa.select(PickableObject.__table__).where(PickableObject.project_id == project_id))}
+    existing = {
+        row.name: row
+        for row in conn.execute(sa.select(PickableObject.__table__).where(PickableObject.project_id == project_id))
+    }
     wanted = {}
     for o in config.pickable_objects:
         wanted[o.name] = {
-            "project_id": project_id, "name": o.name, "is_particle": o.is_particle, "label": o.label,
-            "color": list(o.color) if o.color is not None else None, "emdb_id": o.emdb_id,
-            "pdb_id": o.pdb_id, "identifier": o.identifier, "map_threshold": o.map_threshold,
-            "radius": o.radius, "metadata": o.metadata,
+            "project_id": project_id,
+            "name": o.name,
+            "is_particle": o.is_particle,
+            "label": o.label,
+            "color": list(o.color) if o.color is not None else None,
+            "emdb_id": o.emdb_id,
+            "pdb_id": o.pdb_id,
+            "identifier": o.identifier,
+            "map_threshold": o.map_threshold,
+            "radius": o.radius,
+            "metadata": o.metadata,
         }
     for name, vals in wanted.items():
         old = existing.get(name)

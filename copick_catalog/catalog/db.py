@@ -33,8 +33,22 @@ from ..errors import CatalogError, SchemaVersionError
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-NETWORK_FS_TYPES = ("nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "gpfs", "lustre", "ceph", "glusterfs",
-                    "fuse.sshfs", "beegfs", "9p", "afs")
+NETWORK_FS_TYPES = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb",
+    "smb3",
+    "smbfs",
+    "gpfs",
+    "lustre",
+    "ceph",
+    "glusterfs",
+    "fuse.sshfs",
+    "beegfs",
+    "9p",
+    "afs",
+)
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -86,8 +100,9 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine
     try:
         return sa.create_engine(url, pool_pre_ping=True, **kwargs)
     except ModuleNotFoundError as exc:
-        raise CatalogError(f"database driver missing for {sa.make_url(url).drivername}: {exc}; "
-                           "install copick-catalog[postgres]") from None
+        raise CatalogError(
+            f"database driver missing for {sa.make_url(url).drivername}: {exc}; install copick-catalog[postgres]"
+        ) from None
     except sa.exc.ArgumentError as exc:
         raise CatalogError(f"bad database URL: {exc}") from None
 
@@ -112,7 +127,8 @@ def _sqlite_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engin
                 f"catalog {db_path} is on a network filesystem ({filesystem_type(parent)}), where SQLite's "
                 "WAL mode is unsafe; using a rollback journal instead. For a catalog shared between "
                 "machines use PostgreSQL (--db postgresql+psycopg://...)",
-                UserWarning, stacklevel=3,
+                UserWarning,
+                stacklevel=3,
             )
     engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
@@ -159,7 +175,7 @@ def sqlite_path(engine: Engine) -> str | None:
     if path.startswith("file:"):
         from urllib.parse import unquote
 
-        path = unquote(path[len("file:"):])
+        path = unquote(path[len("file:") :])
     return path
 
 
@@ -184,7 +200,7 @@ CHUNK = 500
 def chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
     """``items`` in slices of at most ``n``, for statements whose parameters must stay bounded."""
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def upsert_insert(conn: Connection, table: sa.Table) -> Any:
@@ -232,10 +248,14 @@ def check_schema(engine: Engine) -> str:
     try:
         ScriptDirectory.from_config(alembic_config()).get_revision(current)
     except Exception:
-        raise SchemaVersionError(f"catalog database {where} has schema revision {current!r}, written by a newer "
-                                 "copick-catalog; upgrade copick-catalog") from None
-    raise SchemaVersionError(f"catalog database {where} has the older schema {current!r} (this version needs "
-                             f"{head!r}); someone with write access must run `copick-catalog db upgrade --db URL`")
+        raise SchemaVersionError(
+            f"catalog database {where} has schema revision {current!r}, written by a newer "
+            "copick-catalog; upgrade copick-catalog"
+        ) from None
+    raise SchemaVersionError(
+        f"catalog database {where} has the older schema {current!r} (this version needs "
+        f"{head!r}); someone with write access must run `copick-catalog db upgrade --db URL`"
+    )
 
 
 def ensure_schema(engine: Engine, *, upgrade_shared: bool = True) -> str:
@@ -266,7 +286,8 @@ def ensure_schema(engine: Engine, *, upgrade_shared: bool = True) -> str:
                 f"catalog database {engine.url.render_as_string(hide_password=True)} has the older schema "
                 f"{current!r} (this copick-catalog needs {head!r}). Upgrading changes it for everyone who uses "
                 "it: when the lab is ready, run `copick-catalog db upgrade --db URL` (older clients will then "
-                "be refused)")
+                "be refused)"
+            )
         _backup_sqlite(engine, current)
     cfg = alembic_config()
     with engine.connect().execution_options(write=True) as conn:

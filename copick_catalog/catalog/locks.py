@@ -57,8 +57,10 @@ class FileLock:
             try:
                 fd = os.open(self.path, os.O_RDONLY)
             except OSError as exc:
-                raise CatalogError(f"cannot open lock file {self.path} ({exc.strerror}); ask its owner to make it "
-                                   "group-writable (chmod g+rw), or give the directory write access") from None
+                raise CatalogError(
+                    f"cannot open lock file {self.path} ({exc.strerror}); ask its owner to make it "
+                    "group-writable (chmod g+rw), or give the directory write access"
+                ) from None
             self.writable = False
         self.fd = fd
         return fd
@@ -127,8 +129,7 @@ def _sqlite_lock_path(engine: Engine, project_id: int) -> str | None:
 
 
 @contextmanager
-def project_lock(engine: Engine, project_id: int, *, wait: bool = True,
-                 timeout: float | None = None) -> Iterator[None]:
+def project_lock(engine: Engine, project_id: int, *, wait: bool = True, timeout: float | None = None) -> Iterator[None]:
     """Hold the project's index lock; raise :class:`LockBusyError` if busy and not waiting.
 
     ``timeout`` bounds the wait (None waits for as long as it takes).
@@ -144,8 +145,10 @@ def project_lock(engine: Engine, project_id: int, *, wait: bool = True,
     lock = FileLock(path)
     try:
         if not lock.acquire(wait=wait, timeout=timeout):
-            raise LockBusyError(f"another index run{_holder(path)} is working on this project (lock {path}); "
-                                "use --wait to queue behind it")
+            raise LockBusyError(
+                f"another index run{_holder(path)} is working on this project (lock {path}); "
+                "use --wait to queue behind it"
+            )
         lock.write(f"{os.getpid()}\n".encode())
         yield
     finally:

@@ -103,8 +103,10 @@ def _require(format: str) -> None:
 
     module = "pyarrow" if format == "arrow" else "pandas"
     if importlib.util.find_spec(module) is None:
-        raise CatalogError(f"points_table(format={format!r}) needs {module}: pip install 'copick-catalog[pandas]' "
-                           "(or use format='records')")
+        raise CatalogError(
+            f"points_table(format={format!r}) needs {module}: pip install 'copick-catalog[pandas]' "
+            "(or use format='records')"
+        )
 
 
 @contextmanager
@@ -160,62 +162,141 @@ class QueryMixin:
         return self._rows(_where(stmt, [(Run.name, name)]).order_by(Run.name))
 
     def voxel_spacings(self, run: Filter = None, voxel_size: Filter = None) -> list[VoxelSpacing]:
-        stmt = (sa.select(VoxelSpacing).join(VoxelSpacing.run).options(contains_eager(VoxelSpacing.run))
-                .where(Run.project_id == self.project_id))
+        stmt = (
+            sa.select(VoxelSpacing)
+            .join(VoxelSpacing.run)
+            .options(contains_eager(VoxelSpacing.run))
+            .where(Run.project_id == self.project_id)
+        )
         stmt = _where(stmt, [(Run.name, run), (VoxelSpacing.voxel_size, voxel_size)])
         return self._rows(stmt.order_by(Run.name, VoxelSpacing.voxel_size))
 
-    def tomograms(self, run: Filter = None, voxel_size: Filter = None, tomo_type: Filter = None,
-                  layer: Filter = None) -> list[Tomogram]:
-        stmt = (sa.select(Tomogram).join(Tomogram.voxel_spacing).join(VoxelSpacing.run)
-                .options(contains_eager(Tomogram.voxel_spacing).contains_eager(VoxelSpacing.run))
-                .where(Tomogram.project_id == self.project_id))
-        stmt = _where(stmt, [(Run.name, run), (VoxelSpacing.voxel_size, voxel_size), (Tomogram.tomo_type, tomo_type),
-                             (Tomogram.layer, layer)])
+    def tomograms(
+        self, run: Filter = None, voxel_size: Filter = None, tomo_type: Filter = None, layer: Filter = None
+    ) -> list[Tomogram]:
+        stmt = (
+            sa.select(Tomogram)
+            .join(Tomogram.voxel_spacing)
+            .join(VoxelSpacing.run)
+            .options(contains_eager(Tomogram.voxel_spacing).contains_eager(VoxelSpacing.run))
+            .where(Tomogram.project_id == self.project_id)
+        )
+        stmt = _where(
+            stmt,
+            [
+                (Run.name, run),
+                (VoxelSpacing.voxel_size, voxel_size),
+                (Tomogram.tomo_type, tomo_type),
+                (Tomogram.layer, layer),
+            ],
+        )
         return self._rows(stmt.order_by(Run.name, VoxelSpacing.voxel_size, Tomogram.tomo_type, Tomogram.layer))
 
-    def features(self, run: Filter = None, voxel_size: Filter = None, tomo_type: Filter = None,
-                 feature_type: Filter = None, layer: Filter = None) -> list[Feature]:
-        stmt = (sa.select(Feature).join(Feature.voxel_spacing).join(VoxelSpacing.run)
-                .options(contains_eager(Feature.voxel_spacing).contains_eager(VoxelSpacing.run))
-                .where(Feature.project_id == self.project_id))
-        stmt = _where(stmt, [(Run.name, run), (VoxelSpacing.voxel_size, voxel_size), (Feature.tomo_type, tomo_type),
-                             (Feature.feature_type, feature_type), (Feature.layer, layer)])
+    def features(
+        self,
+        run: Filter = None,
+        voxel_size: Filter = None,
+        tomo_type: Filter = None,
+        feature_type: Filter = None,
+        layer: Filter = None,
+    ) -> list[Feature]:
+        stmt = (
+            sa.select(Feature)
+            .join(Feature.voxel_spacing)
+            .join(VoxelSpacing.run)
+            .options(contains_eager(Feature.voxel_spacing).contains_eager(VoxelSpacing.run))
+            .where(Feature.project_id == self.project_id)
+        )
+        stmt = _where(
+            stmt,
+            [
+                (Run.name, run),
+                (VoxelSpacing.voxel_size, voxel_size),
+                (Feature.tomo_type, tomo_type),
+                (Feature.feature_type, feature_type),
+                (Feature.layer, layer),
+            ],
+        )
         return self._rows(stmt.order_by(Run.name, Feature.tomo_type, Feature.feature_type, Feature.layer))
 
-    def _annotations(self, model: Any, run: Filter, object_name: Filter, user_id: Filter, session_id: Filter,
-                     layer: Filter) -> list[Any]:
+    def _annotations(
+        self, model: Any, run: Filter, object_name: Filter, user_id: Filter, session_id: Filter, layer: Filter
+    ) -> list[Any]:
         # No join: rows carry run_name, and .run stays a lazy relationship for whoever asks for it.
         stmt = sa.select(model).where(model.project_id == self.project_id)
-        stmt = _where(stmt, [(model.run_name, run), (model.object_name, object_name), (model.user_id, user_id),
-                             (model.session_id, session_id), (model.layer, layer)])
-        return self._rows(stmt.order_by(model.run_name, model.object_name, model.user_id, model.session_id,
-                                        model.layer))
+        stmt = _where(
+            stmt,
+            [
+                (model.run_name, run),
+                (model.object_name, object_name),
+                (model.user_id, user_id),
+                (model.session_id, session_id),
+                (model.layer, layer),
+            ],
+        )
+        return self._rows(
+            stmt.order_by(model.run_name, model.object_name, model.user_id, model.session_id, model.layer)
+        )
 
-    def picks(self, run: Filter = None, object_name: Filter = None, user_id: Filter = None,
-              session_id: Filter = None, layer: Filter = None) -> list[Pick]:
+    def picks(
+        self,
+        run: Filter = None,
+        object_name: Filter = None,
+        user_id: Filter = None,
+        session_id: Filter = None,
+        layer: Filter = None,
+    ) -> list[Pick]:
         """Pick files matching every given filter; ``.open()`` on a row reads its points."""
         return self._annotations(Pick, run, object_name, user_id, session_id, layer)
 
-    def meshes(self, run: Filter = None, object_name: Filter = None, user_id: Filter = None,
-               session_id: Filter = None, layer: Filter = None) -> list[Mesh]:
+    def meshes(
+        self,
+        run: Filter = None,
+        object_name: Filter = None,
+        user_id: Filter = None,
+        session_id: Filter = None,
+        layer: Filter = None,
+    ) -> list[Mesh]:
         return self._annotations(Mesh, run, object_name, user_id, session_id, layer)
 
-    def filaments(self, run: Filter = None, object_name: Filter = None, user_id: Filter = None,
-                  session_id: Filter = None, layer: Filter = None) -> list[Filament]:
+    def filaments(
+        self,
+        run: Filter = None,
+        object_name: Filter = None,
+        user_id: Filter = None,
+        session_id: Filter = None,
+        layer: Filter = None,
+    ) -> list[Filament]:
         return self._annotations(Filament, run, object_name, user_id, session_id, layer)
 
-    def segmentations(self, run: Filter = None, voxel_size: Filter = None, name: Filter = None,
-                      user_id: Filter = None, session_id: Filter = None, is_multilabel: bool | None = None,
-                      kind: Filter = None, layer: Filter = None) -> list[Segmentation]:
+    def segmentations(
+        self,
+        run: Filter = None,
+        voxel_size: Filter = None,
+        name: Filter = None,
+        user_id: Filter = None,
+        session_id: Filter = None,
+        is_multilabel: bool | None = None,
+        kind: Filter = None,
+        layer: Filter = None,
+    ) -> list[Segmentation]:
         stmt = sa.select(Segmentation).where(Segmentation.project_id == self.project_id)
-        stmt = _where(stmt, [(Segmentation.run_name, run), (Segmentation.voxel_size, voxel_size),
-                             (Segmentation.name, name),
-                             (Segmentation.user_id, user_id), (Segmentation.session_id, session_id),
-                             (Segmentation.is_multilabel, is_multilabel), (Segmentation.kind, kind),
-                             (Segmentation.layer, layer)])
-        return self._rows(stmt.order_by(Segmentation.run_name, Segmentation.voxel_size, Segmentation.name,
-                                        Segmentation.layer))
+        stmt = _where(
+            stmt,
+            [
+                (Segmentation.run_name, run),
+                (Segmentation.voxel_size, voxel_size),
+                (Segmentation.name, name),
+                (Segmentation.user_id, user_id),
+                (Segmentation.session_id, session_id),
+                (Segmentation.is_multilabel, is_multilabel),
+                (Segmentation.kind, kind),
+                (Segmentation.layer, layer),
+            ],
+        )
+        return self._rows(
+            stmt.order_by(Segmentation.run_name, Segmentation.voxel_size, Segmentation.name, Segmentation.layer)
+        )
 
     def density_maps(self, object_name: Filter = None, layer: Filter = None) -> list[DensityMap]:
         stmt = sa.select(DensityMap).where(DensityMap.project_id == self.project_id)
@@ -268,8 +349,12 @@ class QueryMixin:
         if bad:
             raise CatalogError(f"cannot group by {bad}; pick columns are: {', '.join(Pick.__table__.c.keys())}")
         cols = [Pick.__table__.c[c] for c in by]
-        stmt = (sa.select(*cols, sa.func.count().label("picks"), sa.func.sum(Pick.n_points).label("points"))
-                .where(Pick.project_id == self.project_id).group_by(*cols).order_by(*cols))
+        stmt = (
+            sa.select(*cols, sa.func.count().label("picks"), sa.func.sum(Pick.n_points).label("points"))
+            .where(Pick.project_id == self.project_id)
+            .group_by(*cols)
+            .order_by(*cols)
+        )
         stmt = self._filters(stmt, Pick, filters)
         return self._all(stmt)
 
@@ -281,11 +366,18 @@ class QueryMixin:
         """For each configured object: how many runs have picks of it and how many lack them, with its
         pick files and points. How far along the annotation of each object is, in one range scan."""
         has = sa.case((RunObject.n_picks > 0, 1), else_=0)
-        stmt = (sa.select(RunObject.object_name, sa.func.sum(has).label("runs_with_picks"),
-                          sa.func.sum(1 - has).label("runs_lacking"), sa.func.sum(RunObject.n_picks).label("picks"),
-                          sa.func.sum(RunObject.n_points).label("points"))
-                .where(RunObject.project_id == self.project_id)
-                .group_by(RunObject.object_name).order_by(RunObject.object_name))
+        stmt = (
+            sa.select(
+                RunObject.object_name,
+                sa.func.sum(has).label("runs_with_picks"),
+                sa.func.sum(1 - has).label("runs_lacking"),
+                sa.func.sum(RunObject.n_picks).label("picks"),
+                sa.func.sum(RunObject.n_points).label("points"),
+            )
+            .where(RunObject.project_id == self.project_id)
+            .group_by(RunObject.object_name)
+            .order_by(RunObject.object_name)
+        )
         return [{k: (int(v) if k != "object_name" else v) for k, v in row.items()} for row in self._all(stmt)]
 
     def runs_lacking(self, object_name: str, user_id: Filter = None) -> list[str]:
@@ -295,32 +387,40 @@ class QueryMixin:
         filter, or an object the config does not list, is answered from ``picks`` directly.
         """
         if user_id is None:
-            configured = sa.select(PickableObject.id).where(PickableObject.project_id == self.project_id,
-                                                            PickableObject.name == object_name)
+            configured = sa.select(PickableObject.id).where(
+                PickableObject.project_id == self.project_id, PickableObject.name == object_name
+            )
             # rows exist only for configured objects, so no row may also mean "not configured": ask then
-            zero = (sa.select(RunObject.run_name)
-                    .where(RunObject.project_id == self.project_id, RunObject.object_name == object_name,
-                           RunObject.n_picks == 0)
-                    .order_by(RunObject.run_name))
+            zero = (
+                sa.select(RunObject.run_name)
+                .where(
+                    RunObject.project_id == self.project_id,
+                    RunObject.object_name == object_name,
+                    RunObject.n_picks == 0,
+                )
+                .order_by(RunObject.run_name)
+            )
             with self.engine.connect() as conn:
                 names = list(conn.scalars(zero))
                 if names or conn.execute(configured).first() is not None:
                     return names
         has = sa.select(Pick.id).where(Pick.run_id == Run.id, Pick.object_name == object_name)
         has = _where(has, [(Pick.user_id, user_id)])
-        stmt = (sa.select(Run.name).where(Run.project_id == self.project_id, ~sa.exists(has))
-                .order_by(Run.name))
+        stmt = sa.select(Run.name).where(Run.project_id == self.project_id, ~sa.exists(has)).order_by(Run.name)
         with self.engine.connect() as conn:
             return list(conn.scalars(stmt))
 
     def tomogram_types(self) -> list[dict[str, Any]]:
         """For each voxel size: which tomogram types exist and in how many runs."""
-        stmt = (sa.select(VoxelSpacing.voxel_size, Tomogram.tomo_type,
-                          sa.func.count(sa.distinct(Tomogram.run_id)).label("runs"))
-                .join(VoxelSpacing, Tomogram.voxel_spacing_id == VoxelSpacing.id)
-                .where(Tomogram.project_id == self.project_id)
-                .group_by(VoxelSpacing.voxel_size, Tomogram.tomo_type)
-                .order_by(VoxelSpacing.voxel_size, Tomogram.tomo_type))
+        stmt = (
+            sa.select(
+                VoxelSpacing.voxel_size, Tomogram.tomo_type, sa.func.count(sa.distinct(Tomogram.run_id)).label("runs")
+            )
+            .join(VoxelSpacing, Tomogram.voxel_spacing_id == VoxelSpacing.id)
+            .where(Tomogram.project_id == self.project_id)
+            .group_by(VoxelSpacing.voxel_size, Tomogram.tomo_type)
+            .order_by(VoxelSpacing.voxel_size, Tomogram.tomo_type)
+        )
         return self._all(stmt)
 
     def _filters(self, stmt: Any, model: Any, filters: dict[str, Filter]) -> Any:
@@ -329,8 +429,10 @@ class QueryMixin:
                 stmt = stmt.where(model.run_id.in_(_where(sa.select(Run.id), [(Run.name, value)])))
                 continue
             if name not in model.__table__.c:
-                raise CatalogError(f"{model.__name__} has no column {name!r}; columns are: "
-                                   f"{', '.join(['run', *model.__table__.c.keys()])}")
+                raise CatalogError(
+                    f"{model.__name__} has no column {name!r}; columns are: "
+                    f"{', '.join(['run', *model.__table__.c.keys()])}"
+                )
             if value is not None:
                 stmt = stmt.where(_match(model.__table__.c[name], value))
         return stmt
@@ -351,9 +453,13 @@ class QueryMixin:
             raise CatalogError(f"unknown format {format!r}; use 'pandas', 'arrow' or 'records'")
         if format != "records":
             _require(format)
-        picks = self._filters(sa.select(Pick.id, *(Pick.__table__.c[c] for c in _PICK_LABELS), PackedPoints.data)
-                              .outerjoin(PackedPoints, PackedPoints.pick_id == Pick.id)
-                              .where(Pick.project_id == self.project_id), Pick, filters)
+        picks = self._filters(
+            sa.select(Pick.id, *(Pick.__table__.c[c] for c in _PICK_LABELS), PackedPoints.data)
+            .outerjoin(PackedPoints, PackedPoints.pick_id == Pick.id)
+            .where(Pick.project_id == self.project_id),
+            Pick,
+            filters,
+        )
         with read_snapshot(self.engine) as conn:
             meta = conn.execute(picks.order_by(Pick.id)).all()
             blobs = [m[-1] for m in meta]
@@ -371,8 +477,11 @@ def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], id
     """Pack the points of picks that have no ``packed_points`` row from the ``points`` table."""
     rows: dict[int, list[tuple[float, ...]]] = {i: [] for i in ids}
     for chunk in chunks(ids):
-        stmt = (sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
-                .where(Point.pick_id.in_(chunk)).order_by(Point.pick_id, Point.idx))
+        stmt = (
+            sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
+            .where(Point.pick_id.in_(chunk))
+            .order_by(Point.pick_id, Point.idx)
+        )
         for pid, *values in conn.execute(stmt):
             rows[pid].append(tuple(values))
     return [blob if blob is not None else pack_points(rows[m[0]]) for m, blob in zip(meta, blobs, strict=True)]
@@ -387,18 +496,20 @@ def _point_frame(meta: Sequence[Any], blobs: Sequence[bytes], format: str, colum
     if format == "records":
         names = [m[1:] for m in meta]
         cols = [numbers[c].tolist() for c in PACKED_POINT_FIELDS]
-        return [dict(zip(columns, (*names[w], *vals), strict=True))
-                for w, *vals in zip(which.tolist(), *cols, strict=True)]
+        return [
+            dict(zip(columns, (*names[w], *vals), strict=True)) for w, *vals in zip(which.tolist(), *cols, strict=True)
+        ]
     labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for i, name in enumerate(columns[:len(_PICK_LABELS)], start=1):
-        categories, per_pick = np.unique(np.array([m[i] for m in meta], dtype=object).astype(str),
-                                         return_inverse=True)
+    for i, name in enumerate(columns[: len(_PICK_LABELS)], start=1):
+        categories, per_pick = np.unique(np.array([m[i] for m in meta], dtype=object).astype(str), return_inverse=True)
         labels[name] = (categories, per_pick.reshape(-1)[which].astype(np.int32))
     if format == "arrow":
         import pyarrow as pa
 
-        cols = {name: pa.DictionaryArray.from_arrays(codes, pa.array(cats, pa.string()))
-                for name, (cats, codes) in labels.items()}
+        cols = {
+            name: pa.DictionaryArray.from_arrays(codes, pa.array(cats, pa.string()))
+            for name, (cats, codes) in labels.items()
+        }
         return pa.table({**cols, **{k: pa.array(v) for k, v in numbers.items()}})
     import pandas as pd
 

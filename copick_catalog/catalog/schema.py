@@ -47,8 +47,9 @@ class _TableMeta(DeclarativeAttributeIntercept):
         table = cls.__dict__.get("__table__")
         if name.startswith("_") or table is None:
             raise AttributeError(name)
-        raise AttributeError(f"{cls.__name__} has no column or attribute {name!r}; columns are: "
-                             f"{', '.join(table.c.keys())}")
+        raise AttributeError(
+            f"{cls.__name__} has no column or attribute {name!r}; columns are: {', '.join(table.c.keys())}"
+        )
 
 
 class Base(DeclarativeBase, metaclass=_TableMeta):
@@ -75,8 +76,7 @@ class Project(Base):
     last_indexed_at: Mapped[float | None] = mapped_column(sa.Float)
 
     runs: Mapped[list[Run]] = relationship(back_populates="project", passive_deletes=True)
-    pickable_objects: Mapped[list[PickableObject]] = relationship(back_populates="project",
-                                                                    passive_deletes=True)
+    pickable_objects: Mapped[list[PickableObject]] = relationship(back_populates="project", passive_deletes=True)
 
     def __repr__(self) -> str:
         return f"<Project {self.name!r} id={self.id}>"
@@ -117,14 +117,16 @@ class Run(Base):
     indexed_at: Mapped[float] = mapped_column(sa.Float, default=0.0)
 
     project: Mapped[Project] = relationship(back_populates="runs")
-    voxel_spacings: Mapped[list[VoxelSpacing]] = relationship(back_populates="run", passive_deletes=True,
-                                                              order_by="VoxelSpacing.voxel_size")
+    voxel_spacings: Mapped[list[VoxelSpacing]] = relationship(
+        back_populates="run", passive_deletes=True, order_by="VoxelSpacing.voxel_size"
+    )
     picks: Mapped[list[Pick]] = relationship(back_populates="run", passive_deletes=True)
     meshes: Mapped[list[Mesh]] = relationship(back_populates="run", passive_deletes=True)
     segmentations: Mapped[list[Segmentation]] = relationship(back_populates="run", passive_deletes=True)
     filaments: Mapped[list[Filament]] = relationship(back_populates="run", passive_deletes=True)
-    object_counts: Mapped[list[RunObject]] = relationship(back_populates="run", passive_deletes=True,
-                                                          order_by="RunObject.object_name")
+    object_counts: Mapped[list[RunObject]] = relationship(
+        back_populates="run", passive_deletes=True, order_by="RunObject.object_name"
+    )
 
     def __repr__(self) -> str:
         return f"<Run {self.name!r}>"
@@ -172,8 +174,7 @@ class FileBacked:
     mtime: Mapped[float | None] = mapped_column(sa.Float, deferred=True, deferred_group="sync")
     indexed_at: Mapped[float] = mapped_column(sa.Float, deferred=True, deferred_group="sync")
     #: indexed within a couple of seconds of the file's mtime: re-read next time even if it looks unchanged
-    racy: Mapped[bool] = mapped_column(default=False, server_default=sa.false(), deferred=True,
-                                       deferred_group="sync")
+    racy: Mapped[bool] = mapped_column(default=False, server_default=sa.false(), deferred=True, deferred_group="sync")
     stale: Mapped[bool] = mapped_column(default=False)
 
     @property
@@ -187,12 +188,14 @@ class FileBacked:
         if roots is None:
             raise CatalogError(
                 f"{type(self).__name__} row {self.path!r} is not attached to a Catalog; load it through "
-                "Catalog.find/picks/... or Catalog.session() to call .open()")
+                "Catalog.find/picks/... or Catalog.session() to call .open()"
+            )
         try:
             return roots[self.layer]  # type: ignore[no-any-return]
         except KeyError:
-            raise CatalogError(f"row {self.path!r} is in the {self.layer} layer, which this project's config "
-                               "does not define") from None
+            raise CatalogError(
+                f"row {self.path!r} is in the {self.layer} layer, which this project's config does not define"
+            ) from None
 
     def check_fresh(self) -> None:
         """Raise :class:`StaleRowError` if the file behind this row changed or vanished since indexing."""
@@ -200,11 +203,14 @@ class FileBacked:
         entry = root.fingerprint(self.path)
         where = root.url_of(self.path)
         if entry is None:
-            raise StaleRowError(f"{where} has vanished since it was indexed; run `copick-catalog index` "
-                                "(or Catalog.index()) to update the catalog")
+            raise StaleRowError(
+                f"{where} has vanished since it was indexed; run `copick-catalog index` "
+                "(or Catalog.index()) to update the catalog"
+            )
         if entry.fingerprint != self.fingerprint:
-            raise StaleRowError(f"{where} changed since it was indexed; call Catalog.refresh(row) or reindex "
-                                "to get the current row")
+            raise StaleRowError(
+                f"{where} changed since it was indexed; call Catalog.refresh(row) or reindex to get the current row"
+            )
 
     def open(self, *, check: bool = True) -> Any:
         """The payload behind this row, read from the files (see each class for what comes back).
@@ -236,8 +242,10 @@ class Tomogram(FileBacked, _Volume, Base):
 
     __kind__ = Kind.TOMOGRAM
     __tablename__ = "tomograms"
-    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),
-                      sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "layer"))
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "layer", "path"),
+        sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "layer"),
+    )
 
     run_id: Mapped[int] = _fk("runs.id")
     voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
@@ -260,8 +268,10 @@ class Feature(FileBacked, _Volume, Base):
 
     __kind__ = Kind.FEATURE
     __tablename__ = "features"
-    __table_args__ = (sa.UniqueConstraint("project_id", "layer", "path"),
-                      sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "feature_type", "layer"))
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "layer", "path"),
+        sa.UniqueConstraint("voxel_spacing_id", "tomo_type", "feature_type", "layer"),
+    )
 
     run_id: Mapped[int] = _fk("runs.id")
     voxel_spacing_id: Mapped[int] = _fk("voxel_spacings.id")
@@ -315,8 +325,11 @@ class _Annotation(Provenance):
 
 def _annotation_keys(*extra: Any) -> tuple[Any, ...]:
     """The unique keys of an annotation table (its file, and its identity in a run and layer), plus ``extra``."""
-    return (sa.UniqueConstraint("project_id", "layer", "path"),
-            sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"), *extra)
+    return (
+        sa.UniqueConstraint("project_id", "layer", "path"),
+        sa.UniqueConstraint("run_id", "object_name", "user_id", "session_id", "layer"),
+        *extra,
+    )
 
 
 class Pick(FileBacked, _Annotation, Base):
@@ -326,8 +339,9 @@ class Pick(FileBacked, _Annotation, Base):
     __tablename__ = "picks"
     __table_args__ = _annotation_keys(
         # serves "picks of object X by user Y" in run order without a sort, and per-object/user totals
-        sa.Index("ix_picks_listing", "project_id", "object_name", "user_id", "run_name", "session_id", "layer",
-                 "n_points"),
+        sa.Index(
+            "ix_picks_listing", "project_id", "object_name", "user_id", "run_name", "session_id", "layer", "n_points"
+        ),
         sa.Index(None, "project_id", "session_id", "n_points"),
     )
 
@@ -337,12 +351,10 @@ class Pick(FileBacked, _Annotation, Base):
     voxel_spacing: Mapped[float | None] = mapped_column(sa.Float)
 
     run: Mapped[Run] = relationship(back_populates="picks")
-    points: Mapped[list[Point]] = relationship(back_populates="pick", passive_deletes=True,
-                                               order_by="Point.idx")
+    points: Mapped[list[Point]] = relationship(back_populates="pick", passive_deletes=True, order_by="Point.idx")
 
     def __repr__(self) -> str:
-        return (f"<Pick {self.user_id}/{self.session_id}/{self.object_name} n={self.n_points} "
-                f"{self.layer}>")
+        return f"<Pick {self.user_id}/{self.session_id}/{self.object_name} n={self.n_points} {self.layer}>"
 
 
 class Point(Base):
@@ -459,9 +471,7 @@ class RunObject(Base):
     """
 
     __tablename__ = "run_objects"
-    __table_args__ = (
-        sa.Index("ix_run_objects_coverage", "project_id", "object_name", "n_picks", "run_name"),
-    )
+    __table_args__ = (sa.Index("ix_run_objects_coverage", "project_id", "object_name", "n_picks", "run_name"),)
 
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     object_name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
@@ -520,5 +530,6 @@ class IndexErrorRow(Base):
 
 #: The table of each entity kind (the rows of :data:`copick_catalog.index.kinds.SPECS`).
 FILE_MODELS: dict[Kind, type[FileBacked]] = {
-    m.__kind__: m for m in (Tomogram, Feature, Pick, Mesh, Filament, Segmentation, DensityMap)}
+    m.__kind__: m for m in (Tomogram, Feature, Pick, Mesh, Filament, Segmentation, DensityMap)
+}
 assert set(FILE_MODELS) == set(SPECS), "every kind spec needs a table, and every table a spec"

@@ -36,11 +36,12 @@ from ..errors import CatalogError
 from .db import sqlite_path
 
 #: What ``sql`` may do on SQLite: read tables, call (built-in) functions, run recursive CTEs.
-_SQLITE_ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-                             getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+_SQLITE_ALLOWED = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+)
 #: Rows fetched from a PostgreSQL cursor per round trip.
 _FETCH = 2000
-GRAMMAR = ("sql runs exactly one read-only query: SELECT …, WITH … SELECT …, VALUES …, or TABLE name")
+GRAMMAR = "sql runs exactly one read-only query: SELECT …, WITH … SELECT …, VALUES …, or TABLE name"
 
 
 @dataclass
@@ -54,8 +55,9 @@ class SqlResult:
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
 
 
-def run_readonly_sql(engine: Engine, statement: str, *, timeout: float | None = 60.0,
-                     max_rows: int | None = None) -> SqlResult:
+def run_readonly_sql(
+    engine: Engine, statement: str, *, timeout: float | None = 60.0, max_rows: int | None = None
+) -> SqlResult:
     """Run one read-only query on the catalog database behind ``engine`` and return its rows.
 
     ``timeout`` (seconds) stops a runaway query; ``max_rows`` stops fetching after that many rows.
@@ -81,15 +83,15 @@ def _sqlite(engine: Engine, statement: str, timeout: float | None, max_rows: int
     if path is None:
         raise CatalogError("read-only SQL needs a catalog file, not an in-memory database")
     try:
-        conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"file:{_uri_path(path)}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.Error as exc:
         raise CatalogError(f"cannot open catalog {path} read-only: {exc}") from None
     try:
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.execute("PRAGMA query_only = ON")  # before the authorizer, which denies PRAGMA
-        conn.set_authorizer(lambda action, *_: sqlite3.SQLITE_OK if action in _SQLITE_ALLOWED
-                            else sqlite3.SQLITE_DENY)
+        conn.set_authorizer(lambda action, *_: sqlite3.SQLITE_OK if action in _SQLITE_ALLOWED else sqlite3.SQLITE_DENY)
         if timeout is not None:
             deadline = time.monotonic() + timeout
             conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
@@ -156,8 +158,9 @@ def create_readonly_role(engine: Engine, name: str, password: str | None = None)
     starts every transaction read-only. Point ``sql`` at it: ``--db postgresql+psycopg://NAME@host/db``.
     """
     if engine.dialect.name != "postgresql":
-        raise CatalogError("read-only roles exist on PostgreSQL only; a SQLite catalog is opened read-only "
-                           "by `sql` itself")
+        raise CatalogError(
+            "read-only roles exist on PostgreSQL only; a SQLite catalog is opened read-only by `sql` itself"
+        )
     if not name.replace("_", "").isalnum() or not name[0].isalpha() or len(name) > 63:
         raise CatalogError(f"role name {name!r} must be letters, digits and '_' (starting with a letter)")
     ident = f'"{name}"'
@@ -183,8 +186,10 @@ def create_readonly_role(engine: Engine, name: str, password: str | None = None)
             for stmt in stmts:
                 conn.execute(sa.text(stmt), {"pw": password} if ":pw" in stmt else {})
     except sa.exc.DBAPIError as exc:
-        raise CatalogError(f"could not create role {name!r}: {' '.join(str(exc.orig).split())} (connect as a "
-                           "role that may CREATE ROLE and owns the catalog tables)") from None
+        raise CatalogError(
+            f"could not create role {name!r}: {' '.join(str(exc.orig).split())} (connect as a "
+            "role that may CREATE ROLE and owns the catalog tables)"
+        ) from None
     return [s.replace(":pw", "'***'") for s in stmts]
 
 

@@ -32,19 +32,35 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
         last = conn.execute(finished.order_by(runs.c.started_at.desc()).limit(1)).mappings().first()
         by_trigger = {}
         for trig in ("cli", "cron", "watch", "api"):
-            row = conn.execute(finished.where(runs.c.trigger == trig)
-                               .order_by(runs.c.started_at.desc()).limit(1)).mappings().first()
+            row = (
+                conn.execute(finished.where(runs.c.trigger == trig).order_by(runs.c.started_at.desc()).limit(1))
+                .mappings()
+                .first()
+            )
             if row is not None:
                 by_trigger[trig] = _run_dict(row)
-        running = [_run_dict(r) for r in conn.execute(sa.select(runs).where(
-            runs.c.project_id == pid, runs.c.status == "running")).mappings()]
-        counts = {m.__tablename__: conn.execute(sa.select(sa.func.count()).select_from(m)
-                                                .where(m.project_id == pid)).scalar_one()
-                  for m in (Run, VoxelSpacing, *FILE_MODELS.values())}
-        counts["points"] = conn.execute(sa.select(sa.func.count()).select_from(Point).join(Pick)
-                                        .where(Pick.project_id == pid)).scalar_one()
-        errs = dict(conn.execute(sa.select(IndexErrorRow.severity, sa.func.count()).where(
-            IndexErrorRow.project_id == pid).group_by(IndexErrorRow.severity)).all())
+        running = [
+            _run_dict(r)
+            for r in conn.execute(
+                sa.select(runs).where(runs.c.project_id == pid, runs.c.status == "running")
+            ).mappings()
+        ]
+        counts = {
+            m.__tablename__: conn.execute(
+                sa.select(sa.func.count()).select_from(m).where(m.project_id == pid)
+            ).scalar_one()
+            for m in (Run, VoxelSpacing, *FILE_MODELS.values())
+        }
+        counts["points"] = conn.execute(
+            sa.select(sa.func.count()).select_from(Point).join(Pick).where(Pick.project_id == pid)
+        ).scalar_one()
+        errs = dict(
+            conn.execute(
+                sa.select(IndexErrorRow.severity, sa.func.count())
+                .where(IndexErrorRow.project_id == pid)
+                .group_by(IndexErrorRow.severity)
+            ).all()
+        )
     path = state_path(cat.engine, cat.db_url, pid)
     state = read_state(path)
     alive = daemon_running(path)
@@ -55,22 +71,59 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
         if not alive:
             daemon.update(running=True, seen_via="postgresql")
     if state:
-        daemon.update({k: state.get(k) for k in ("pid", "host", "started_at", "heartbeat_at", "ready", "pending",
-                                                  "roots", "updates", "failures", "last_update_at", "last_error")})
+        daemon.update(
+            {
+                k: state.get(k)
+                for k in (
+                    "pid",
+                    "host",
+                    "started_at",
+                    "heartbeat_at",
+                    "ready",
+                    "pending",
+                    "roots",
+                    "updates",
+                    "failures",
+                    "last_update_at",
+                    "last_error",
+                )
+            }
+        )
         if state.get("heartbeat_at"):
             daemon["heartbeat_age_s"] = round(time.time() - float(state["heartbeat_at"]), 1)
     return {
-        "project": project.name, "config": str(cat.config_path), "db": cat.db_url,
-        "last_indexed_at": project.last_indexed_at, "last_index": _run_dict(last) if last else None,
-        "last_by_trigger": by_trigger, "index_running": is_locked(cat.engine, pid), "running_rows": running,
-        "counts": counts, "open_errors": errs.get("error", 0), "open_warnings": errs.get("warning", 0),
+        "project": project.name,
+        "config": str(cat.config_path),
+        "db": cat.db_url,
+        "last_indexed_at": project.last_indexed_at,
+        "last_index": _run_dict(last) if last else None,
+        "last_by_trigger": by_trigger,
+        "index_running": is_locked(cat.engine, pid),
+        "running_rows": running,
+        "counts": counts,
+        "open_errors": errs.get("error", 0),
+        "open_warnings": errs.get("warning", 0),
         "daemon": daemon,
     }
 
 
 def _run_dict(row: Any) -> dict[str, Any]:
-    keys = ("id", "trigger", "status", "started_at", "finished_at", "duration_s", "added", "changed", "removed",
-            "unchanged", "errors", "host", "pid", "message")
+    keys = (
+        "id",
+        "trigger",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "added",
+        "changed",
+        "removed",
+        "unchanged",
+        "errors",
+        "host",
+        "pid",
+        "message",
+    )
     return {k: row[k] for k in keys}
 
 

@@ -36,8 +36,14 @@ def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
     configured = sa.select(PickableObject.name).where(PickableObject.project_id == project_id)
     stale = sa.delete(ro).where(ro.c.project_id == project_id, ro.c.object_name.not_in(configured))
     counts = (
-        sa.select(Run.id, PickableObject.name, Run.project_id, Run.name, sa.func.count(Pick.id),
-                  sa.func.coalesce(sa.func.sum(Pick.n_points), 0))
+        sa.select(
+            Run.id,
+            PickableObject.name,
+            Run.project_id,
+            Run.name,
+            sa.func.count(Pick.id),
+            sa.func.coalesce(sa.func.sum(Pick.n_points), 0),
+        )
         .select_from(Run)
         .join(PickableObject, PickableObject.project_id == Run.project_id)
         .outerjoin(Pick, sa.and_(Pick.run_id == Run.id, Pick.object_name == PickableObject.name))
@@ -52,13 +58,22 @@ def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
     conn.execute(stale)
     stmt = upsert_insert(conn, ro)
     stmt = stmt.from_select(["run_id", "object_name", "project_id", "run_name", "n_picks", "n_points"], counts)
-    changed = sa.or_(ro.c.n_picks != stmt.excluded.n_picks, ro.c.n_points != stmt.excluded.n_points,
-                     ro.c.run_name != stmt.excluded.run_name)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["run_id", "object_name"],
-        set_={"n_picks": stmt.excluded.n_picks, "n_points": stmt.excluded.n_points,
-              "run_name": stmt.excluded.run_name},
-        where=changed))
+    changed = sa.or_(
+        ro.c.n_picks != stmt.excluded.n_picks,
+        ro.c.n_points != stmt.excluded.n_points,
+        ro.c.run_name != stmt.excluded.run_name,
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["run_id", "object_name"],
+            set_={
+                "n_picks": stmt.excluded.n_picks,
+                "n_points": stmt.excluded.n_points,
+                "run_name": stmt.excluded.run_name,
+            },
+            where=changed,
+        )
+    )
 
 
 def runs_with_picks(conn: Connection, pick_ids: Iterable[int]) -> set[int]:

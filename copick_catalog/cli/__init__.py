@@ -18,12 +18,23 @@ from . import db, index, query, sample, watch
 @click.version_option(package_name="copick-catalog")
 def main(debug: bool) -> None:
     """SQL-indexed catalog for copick cryo-ET projects."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
-for _command in (index.index, index.errors, query.query, query.sql, query.stats, watch.watch, watch.status,
-                 db.db, sample.sample, sample.demo):
+for _command in (
+    index.index,
+    index.errors,
+    query.query,
+    query.sql,
+    query.stats,
+    watch.watch,
+    watch.status,
+    db.db,
+    sample.sample,
+    sample.demo,
+):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -21,12 +21,18 @@ from ..errors import CatalogError, LockBusyError
 console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
 
-DB_OPTION = click.option("--db", "db", default=None, metavar="URL",
-                         help="Catalog database: SQLAlchemy URL or SQLite file "
-                              "(default: $COPICK_CATALOG_DB or <config stem>.catalog.sqlite next to the config).")
+DB_OPTION = click.option(
+    "--db",
+    "db",
+    default=None,
+    metavar="URL",
+    help="Catalog database: SQLAlchemy URL or SQLite file "
+    "(default: $COPICK_CATALOG_DB or <config stem>.catalog.sqlite next to the config).",
+)
 CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-                      show_default=True)
+FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +80,19 @@ def print_report(report: Any) -> None:
     t = Table(title="index report", show_header=True)
     for col in ("added", "changed", "removed", "unchanged", "errors", "runs", "files read", "seconds"):
         t.add_column(col, justify="right")
-    t.add_row(*(str(v) for v in (report.added, report.changed, report.removed, report.unchanged, report.errors,
-                                 report.runs, report.files_read, f"{report.duration_s:.2f}")))
+    t.add_row(
+        *(
+            str(v)
+            for v in (
+                report.added,
+                report.changed,
+                report.removed,
+                report.unchanged,
+                report.errors,
+                report.runs,
+                report.files_read,
+                f"{report.duration_s:.2f}",
+            )
+        )
+    )
     console.print(t)

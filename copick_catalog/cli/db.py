@@ -28,10 +28,10 @@ def db_upgrade(url: str) -> None:
 
 @db.command("readonly-role")
 @click.argument("name")
-@click.option("--db", "url", required=True, metavar="URL",
-              help="PostgreSQL catalog URL of a role that may create roles.")
-@click.option("--password", default=None,
-              help="Password for the new role (omit for trust/peer/cert setups).")
+@click.option(
+    "--db", "url", required=True, metavar="URL", help="PostgreSQL catalog URL of a role that may create roles."
+)
+@click.option("--password", default=None, help="Password for the new role (omit for trust/peer/cert setups).")
 @friendly
 def db_readonly_role(name: str, url: str, password: str | None) -> None:
     """Create a PostgreSQL role NAME that can only SELECT from the catalog (for `sql` on shared catalogs)."""
@@ -44,5 +44,7 @@ def db_readonly_role(name: str, url: str, password: str | None) -> None:
             console.print(escape(stmt))
     finally:
         engine.dispose()
-    console.print(f"role {escape(name)} can only read; use it with: copick-catalog sql '...' CONFIG --db "
-                  f"{escape(engine.url.set(username=name, password=None).render_as_string(hide_password=True))}")
+    console.print(
+        f"role {escape(name)} can only read; use it with: copick-catalog sql '...' CONFIG --db "
+        f"{escape(engine.url.set(username=name, password=None).render_as_string(hide_password=True))}"
+    )

@@ -15,10 +15,17 @@ from .common import CONFIG_ARG, DB_OPTION, console, err_console, friendly, open_
 @click.command()
 @CONFIG_ARG
 @DB_OPTION
-@click.option("--trigger", type=click.Choice(["cli", "cron", "watch", "api"]), default="cli",
-              help="Recorded in index_runs so `status` can tell cron runs from manual ones.")
-@click.option("--wait/--skip-if-busy", default=True,
-              help="When another index run holds the lock: queue behind it (default) or exit 75 at once.")
+@click.option(
+    "--trigger",
+    type=click.Choice(["cli", "cron", "watch", "api"]),
+    default="cli",
+    help="Recorded in index_runs so `status` can tell cron runs from manual ones.",
+)
+@click.option(
+    "--wait/--skip-if-busy",
+    default=True,
+    help="When another index run holds the lock: queue behind it (default) or exit 75 at once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly

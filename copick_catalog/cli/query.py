@@ -35,14 +35,29 @@ def _annotation_command(kind: str) -> click.Command:
     @click.option("--layer", type=click.Choice(["static", "overlay"]), default=None)
     @FORMAT
     @friendly
-    def cmd(config: Path, db: str | None, run: tuple[str, ...], object: tuple[str, ...], user: tuple[str, ...],
-            session: tuple[str, ...], layer: str | None, fmt: str) -> None:
+    def cmd(
+        config: Path,
+        db: str | None,
+        run: tuple[str, ...],
+        object: tuple[str, ...],
+        user: tuple[str, ...],
+        session: tuple[str, ...],
+        layer: str | None,
+        fmt: str,
+    ) -> None:
         with open_catalog(config, db) as cat:
-            rows = getattr(cat, kind)(run=_v(run), object_name=_v(object), user_id=_v(user),
-                                      session_id=_v(session), layer=layer)
-            cols = ["run", "object_name", "user_id", "session_id", "layer",
-                    *(["n_points"] if kind == "picks" else ["n_vertices", "n_faces"] if kind == "meshes" else []),
-                    "path"]
+            rows = getattr(cat, kind)(
+                run=_v(run), object_name=_v(object), user_id=_v(user), session_id=_v(session), layer=layer
+            )
+            cols = [
+                "run",
+                "object_name",
+                "user_id",
+                "session_id",
+                "layer",
+                *(["n_points"] if kind == "picks" else ["n_vertices", "n_faces"] if kind == "meshes" else []),
+                "path",
+            ]
             emit([{"run": r.run_name, **{c: getattr(r, c) for c in cols[1:]}} for r in rows], cols, fmt, kind)
 
     return cmd
@@ -56,13 +71,18 @@ for _kind in ("picks", "meshes", "filaments"):
 @CONFIG_ARG
 @DB_OPTION
 @_multi("name", "run name")
-@click.option("--lacking", metavar="OBJECT", default=None,
-              help="Only runs with no pick file of OBJECT (the worklist of an annotation campaign).")
+@click.option(
+    "--lacking",
+    metavar="OBJECT",
+    default=None,
+    help="Only runs with no pick file of OBJECT (the worklist of an annotation campaign).",
+)
 @_multi("user", "with --lacking: only count picks by this user")
 @FORMAT
 @friendly
-def query_runs(config: Path, db: str | None, name: tuple[str, ...], lacking: str | None, user: tuple[str, ...],
-               fmt: str) -> None:
+def query_runs(
+    config: Path, db: str | None, name: tuple[str, ...], lacking: str | None, user: tuple[str, ...], fmt: str
+) -> None:
     """Runs and which layers hold them."""
     if user and lacking is None:
         raise click.UsageError("--user only applies together with --lacking OBJECT")
@@ -83,15 +103,30 @@ def query_runs(config: Path, db: str | None, name: tuple[str, ...], lacking: str
 @_multi("tomo-type", "tomogram type")
 @FORMAT
 @friendly
-def query_tomograms(config: Path, db: str | None, run: tuple[str, ...], voxel_size: tuple[float, ...],
-                    tomo_type: tuple[str, ...], fmt: str) -> None:
+def query_tomograms(
+    config: Path,
+    db: str | None,
+    run: tuple[str, ...],
+    voxel_size: tuple[float, ...],
+    tomo_type: tuple[str, ...],
+    fmt: str,
+) -> None:
     """Tomograms with shape, dtype and scale levels."""
     with open_catalog(config, db) as cat:
-        rows = [{"run": t.voxel_spacing.run.name, "voxel_size": t.voxel_spacing.voxel_size, "tomo_type": t.tomo_type,
-                 "layer": t.layer, "shape": t.shape, "dtype": t.dtype, "n_levels": t.n_levels, "path": t.path}
-                for t in cat.tomograms(run=_v(run), voxel_size=list(voxel_size) or None, tomo_type=_v(tomo_type))]
-        emit(rows, ["run", "voxel_size", "tomo_type", "layer", "shape", "dtype", "n_levels", "path"], fmt,
-             "tomograms")
+        rows = [
+            {
+                "run": t.voxel_spacing.run.name,
+                "voxel_size": t.voxel_spacing.voxel_size,
+                "tomo_type": t.tomo_type,
+                "layer": t.layer,
+                "shape": t.shape,
+                "dtype": t.dtype,
+                "n_levels": t.n_levels,
+                "path": t.path,
+            }
+            for t in cat.tomograms(run=_v(run), voxel_size=list(voxel_size) or None, tomo_type=_v(tomo_type))
+        ]
+        emit(rows, ["run", "voxel_size", "tomo_type", "layer", "shape", "dtype", "n_levels", "path"], fmt, "tomograms")
 
 
 @query.command("features")
@@ -102,13 +137,28 @@ def query_tomograms(config: Path, db: str | None, run: tuple[str, ...], voxel_si
 @_multi("feature-type", "feature type")
 @FORMAT
 @friendly
-def query_features(config: Path, db: str | None, run: tuple[str, ...], tomo_type: tuple[str, ...],
-                   feature_type: tuple[str, ...], fmt: str) -> None:
+def query_features(
+    config: Path,
+    db: str | None,
+    run: tuple[str, ...],
+    tomo_type: tuple[str, ...],
+    feature_type: tuple[str, ...],
+    fmt: str,
+) -> None:
     """Feature maps of tomograms."""
     with open_catalog(config, db) as cat:
-        rows = [{"run": f.voxel_spacing.run.name, "voxel_size": f.voxel_spacing.voxel_size, "tomo_type": f.tomo_type,
-                 "feature_type": f.feature_type, "layer": f.layer, "shape": f.shape, "path": f.path}
-                for f in cat.features(run=_v(run), tomo_type=_v(tomo_type), feature_type=_v(feature_type))]
+        rows = [
+            {
+                "run": f.voxel_spacing.run.name,
+                "voxel_size": f.voxel_spacing.voxel_size,
+                "tomo_type": f.tomo_type,
+                "feature_type": f.feature_type,
+                "layer": f.layer,
+                "shape": f.shape,
+                "path": f.path,
+            }
+            for f in cat.features(run=_v(run), tomo_type=_v(tomo_type), feature_type=_v(feature_type))
+        ]
         emit(rows, ["run", "voxel_size", "tomo_type", "feature_type", "layer", "shape", "path"], fmt, "features")
 
 
@@ -123,18 +173,47 @@ def query_features(config: Path, db: str | None, run: tuple[str, ...], tomo_type
 @click.option("--multilabel/--single-label", "is_multilabel", default=None)
 @FORMAT
 @friendly
-def query_segmentations(config: Path, db: str | None, run: tuple[str, ...], voxel_size: tuple[float, ...],
-                        name: tuple[str, ...], user: tuple[str, ...], session: tuple[str, ...],
-                        is_multilabel: bool | None, fmt: str) -> None:
+def query_segmentations(
+    config: Path,
+    db: str | None,
+    run: tuple[str, ...],
+    voxel_size: tuple[float, ...],
+    name: tuple[str, ...],
+    user: tuple[str, ...],
+    session: tuple[str, ...],
+    is_multilabel: bool | None,
+    fmt: str,
+) -> None:
     """Segmentations (semantic, instance, panoptic) with shape and dtype."""
     with open_catalog(config, db) as cat:
-        rows = [{"run": s.run_name, "voxel_size": s.voxel_size, "name": s.name, "user_id": s.user_id,
-                 "session_id": s.session_id, "is_multilabel": s.is_multilabel, "kind": s.kind, "layer": s.layer,
-                 "shape": s.shape, "dtype": s.dtype}
-                for s in cat.segmentations(run=_v(run), voxel_size=list(voxel_size) or None, name=_v(name),
-                                           user_id=_v(user), session_id=_v(session), is_multilabel=is_multilabel)]
-        emit(rows, ["run", "voxel_size", "name", "user_id", "session_id", "is_multilabel", "kind", "layer",
-                    "shape", "dtype"], fmt, "segmentations")
+        rows = [
+            {
+                "run": s.run_name,
+                "voxel_size": s.voxel_size,
+                "name": s.name,
+                "user_id": s.user_id,
+                "session_id": s.session_id,
+                "is_multilabel": s.is_multilabel,
+                "kind": s.kind,
+                "layer": s.layer,
+                "shape": s.shape,
+                "dtype": s.dtype,
+            }
+            for s in cat.segmentations(
+                run=_v(run),
+                voxel_size=list(voxel_size) or None,
+                name=_v(name),
+                user_id=_v(user),
+                session_id=_v(session),
+                is_multilabel=is_multilabel,
+            )
+        ]
+        emit(
+            rows,
+            ["run", "voxel_size", "name", "user_id", "session_id", "is_multilabel", "kind", "layer", "shape", "dtype"],
+            fmt,
+            "segmentations",
+        )
 
 
 @click.command()
@@ -162,8 +241,9 @@ def sql(statement: str, config: Path, db: str | None, fmt: str, timeout: float) 
 @click.command()
 @CONFIG_ARG
 @DB_OPTION
-@click.option("--by", default="object_name,user_id", show_default=True,
-              help="Comma-separated pick columns to group by.")
+@click.option(
+    "--by", default="object_name,user_id", show_default=True, help="Comma-separated pick columns to group by."
+)
 @FORMAT
 @friendly
 def stats(config: Path, db: str | None, by: str, fmt: str) -> None:
@@ -172,6 +252,9 @@ def stats(config: Path, db: str | None, by: str, fmt: str) -> None:
     with open_catalog(config, db) as cat:
         emit(cat.pick_summary(by=cols), [*cols, "picks", "points"], fmt, "picks")
         if fmt == "table":
-            emit(cat.object_coverage(), ["object_name", "runs_with_picks", "runs_lacking", "picks", "points"],
-                 fmt, "coverage per object")
-
+            emit(
+                cat.object_coverage(),
+                ["object_name", "runs_with_picks", "runs_lacking", "picks", "points"],
+                fmt,
+                "coverage per object",
+            )

@@ -23,12 +23,27 @@ from .common import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
 @click.command()
 @CONFIG_ARG
 @DB_OPTION
-@click.option("--poll", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="Seconds between incremental rescans of roots that give no file events (S3, NFS).")
-@click.option("--debounce", type=click.FloatRange(min=0.0), default=0.25, show_default=True,
-              help="Quiet period (seconds) that ends a burst of file events before indexing.")
-@click.option("--max-delay", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
-              help="Index a burst that never goes quiet (a long zarr write) at least this often.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between incremental rescans of roots that give no file events (S3, NFS).",
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(min=0.0),
+    default=0.25,
+    show_default=True,
+    help="Quiet period (seconds) that ends a burst of file events before indexing.",
+)
+@click.option(
+    "--max-delay",
+    type=click.FloatRange(min=0.0),
+    default=2.0,
+    show_default=True,
+    help="Index a burst that never goes quiet (a long zarr write) at least this often.",
+)
 @friendly
 def watch(config: Path, db: str | None, poll: float, debounce: float, max_delay: float) -> None:
     """Keep the catalog of CONFIG current as files change (runs until SIGTERM/SIGINT).
@@ -85,26 +100,35 @@ def print_status(info: dict[str, Any]) -> None:
     console.print(f"[bold]{info['project']}[/]  catalog {info['db']}")
     last = info["last_index"]
     if last:
-        console.print(f"last index: {_when(last['finished_at'] or last['started_at'])} by [bold]{last['trigger']}[/], "
-                      f"{last['status']}, {last['duration_s'] or 0:.2f} s "
-                      f"(+{last['added']} ~{last['changed']} -{last['removed']}, {last['errors']} errors)")
+        console.print(
+            f"last index: {_when(last['finished_at'] or last['started_at'])} by [bold]{last['trigger']}[/], "
+            f"{last['status']}, {last['duration_s'] or 0:.2f} s "
+            f"(+{last['added']} ~{last['changed']} -{last['removed']}, {last['errors']} errors)"
+        )
     else:
         console.print("last index: never (run `copick-catalog index CONFIG`)")
     for trig, run in info["last_by_trigger"].items():
-        console.print(f"  last {trig:<5} {_when(run['finished_at'] or run['started_at'])}, {run['status']}, "
-                      f"{run['duration_s'] or 0:.2f} s")
-    console.print("index running now: " + ("[yellow]yes[/] (the project lock is held)" if info["index_running"]
-                                           else "no"))
+        console.print(
+            f"  last {trig:<5} {_when(run['finished_at'] or run['started_at'])}, {run['status']}, "
+            f"{run['duration_s'] or 0:.2f} s"
+        )
+    console.print(
+        "index running now: " + ("[yellow]yes[/] (the project lock is held)" if info["index_running"] else "no")
+    )
     d = info["daemon"]
     if d.get("seen_via") == "postgresql":  # a daemon on another machine: its state file is not here
         server = d["server_lock"]
-        console.print(f"watch daemon: [green]running[/] ({escape(str(server['application_name']))}, seen through "
-                      f"PostgreSQL from {server.get('client_addr') or 'a local socket'}, connected "
-                      f"{_when(server.get('since'))})")
+        console.print(
+            f"watch daemon: [green]running[/] ({escape(str(server['application_name']))}, seen through "
+            f"PostgreSQL from {server.get('client_addr') or 'a local socket'}, connected "
+            f"{_when(server.get('since'))})"
+        )
     elif d["running"]:
-        console.print(f"watch daemon: [green]running[/] (pid {d.get('pid')} on {d.get('host')}, since "
-                      f"{_when(d.get('started_at'))}, heartbeat {d.get('heartbeat_age_s', '?')} s ago, "
-                      f"{d.get('updates', 0)} updates, {d.get('pending', 0)} pending)")
+        console.print(
+            f"watch daemon: [green]running[/] (pid {d.get('pid')} on {d.get('host')}, since "
+            f"{_when(d.get('started_at'))}, heartbeat {d.get('heartbeat_age_s', '?')} s ago, "
+            f"{d.get('updates', 0)} updates, {d.get('pending', 0)} pending)"
+        )
         if d.get("last_error"):
             console.print(f"  [red]last error:[/] {escape(str(d['last_error']))}")
     elif d.get("pid"):
@@ -112,11 +136,12 @@ def print_status(info: dict[str, Any]) -> None:
     else:
         console.print("watch daemon: not running")
     errors = info["open_errors"]
-    console.print(f"open errors: {'[red]' if errors else ''}{errors}{'[/]' if errors else ''}, "
-                  f"warnings: {info['open_warnings']}" + ("  (see `copick-catalog errors CONFIG`)" if errors else ""))
+    console.print(
+        f"open errors: {'[red]' if errors else ''}{errors}{'[/]' if errors else ''}, "
+        f"warnings: {info['open_warnings']}" + ("  (see `copick-catalog errors CONFIG`)" if errors else "")
+    )
     t = Table("catalog holds", "count", show_header=True)
     t.columns[1].justify = "right"
     for name, n in info["counts"].items():
         t.add_row(name.replace("_", " "), str(n))
     console.print(t)
-

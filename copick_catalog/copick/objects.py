@@ -72,8 +72,8 @@ from ..config import CopickConfig
 from ..config import PickableObject as ObjectConfig
 from ..errors import CatalogError, NotFoundError, ReadOnlyError, StaleRowError
 from ..formats import glb, mrc, zarrio
-from ..formats import zarr as zarr_fmt
 from ..formats import picks as payloads
+from ..formats import zarr as zarr_fmt
 from ..index import grammar as layout
 from ..index.roots import Backup, Root
 
@@ -119,8 +119,7 @@ def from_file(config: str | os.PathLike[str], db: str | None = None, *, index: b
 
 def _never_indexed(catalog: Catalog) -> bool:
     with catalog.engine.connect() as conn:
-        return conn.execute(sa.select(Project.last_indexed_at)
-                            .where(Project.id == catalog.project_id)).scalar() is None
+        return conn.execute(sa.select(Project.last_indexed_at).where(Project.id == catalog.project_id)).scalar() is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,9 +215,17 @@ class _Writer:
 
     def has_row(self, model: type[FileBacked], rel: str) -> bool:
         with self.catalog.engine.connect() as conn:
-            return conn.execute(sa.select(model.id).where(  # type: ignore[attr-defined]
-                model.project_id == self.catalog.project_id,  # type: ignore[attr-defined]
-                model.layer == "overlay", model.path == rel, model.stale.is_(False))).first() is not None
+            return (
+                conn.execute(
+                    sa.select(model.id).where(  # type: ignore[attr-defined]
+                        model.project_id == self.catalog.project_id,  # type: ignore[attr-defined]
+                        model.layer == "overlay",
+                        model.path == rel,
+                        model.stale.is_(False),
+                    )
+                ).first()
+                is not None
+            )
 
     def row_check(self, model: type[FileBacked], rel: str, present: bool = True) -> Callable[[], bool]:
         return lambda: self.has_row(model, rel) is present
@@ -226,16 +233,29 @@ class _Writer:
     def run_check(self, run: str) -> Callable[[], bool]:
         def check() -> bool:
             with self.catalog.engine.connect() as conn:
-                return bool(conn.execute(sa.select(Run.in_overlay).where(
-                    Run.project_id == self.catalog.project_id, Run.name == run)).scalar())
+                return bool(
+                    conn.execute(
+                        sa.select(Run.in_overlay).where(Run.project_id == self.catalog.project_id, Run.name == run)
+                    ).scalar()
+                )
+
         return check
 
     def vs_check(self, run: str, voxel_size: float) -> Callable[[], bool]:
         def check() -> bool:
             with self.catalog.engine.connect() as conn:
-                return bool(conn.execute(sa.select(VoxelSpacing.in_overlay).join(Run).where(
-                    Run.project_id == self.catalog.project_id, Run.name == run,
-                    VoxelSpacing.voxel_size == voxel_size)).scalar())
+                return bool(
+                    conn.execute(
+                        sa.select(VoxelSpacing.in_overlay)
+                        .join(Run)
+                        .where(
+                            Run.project_id == self.catalog.project_id,
+                            Run.name == run,
+                            VoxelSpacing.voxel_size == voxel_size,
+                        )
+                    ).scalar()
+                )
+
         return check
 
     # operations ---------------------------------------------------------------------------------
@@ -279,16 +299,22 @@ class _Writer:
                 raise
             # the driver's message, not SQLAlchemy's multi-line dump of the statement and parameters
             reason = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-            raise CatalogError(f"{self.overlay.url_of(rel)}: the catalog could not record this change "
-                               f"({type(reason).__name__}: {' '.join(str(reason).split())}); {undo_note}") from exc
+            raise CatalogError(
+                f"{self.overlay.url_of(rel)}: the catalog could not record this change "
+                f"({type(reason).__name__}: {' '.join(str(reason).split())}); {undo_note}"
+            ) from exc
         undo.discard()
 
     def _index_error(self, rel: str) -> str:
         try:
             with self.catalog.engine.connect() as conn:
-                msg = conn.execute(sa.select(IndexErrorRow.message).where(
-                    IndexErrorRow.project_id == self.catalog.project_id, IndexErrorRow.layer == "overlay",
-                    IndexErrorRow.path == rel)).scalar()
+                msg = conn.execute(
+                    sa.select(IndexErrorRow.message).where(
+                        IndexErrorRow.project_id == self.catalog.project_id,
+                        IndexErrorRow.layer == "overlay",
+                        IndexErrorRow.path == rel,
+                    )
+                ).scalar()
         except sa.exc.SQLAlchemyError:
             return ""
         return f": {msg}" if msg else ""
@@ -349,8 +375,11 @@ class _Entity:
         w.delete(self.path, self._group, w.row_check(self._model, self.path, present=False))
 
     def __eq__(self, other: object) -> bool:
-        return (type(other) is type(self) and other._root is self._root  # type: ignore[attr-defined]
-                and (other.layer, other.path) == (self.layer, self.path))  # type: ignore[attr-defined]
+        return (
+            type(other) is type(self)
+            and other._root is self._root  # type: ignore[attr-defined]
+            and (other.layer, other.path) == (self.layer, self.path)
+        )  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.layer, self.path))
@@ -388,8 +417,16 @@ class CopickPicks(Provenance, _Entity):
     _model = Pick
     _what = "picks"
 
-    def __init__(self, run: CopickRun, layer: str, path: str, user_id: str, session_id: str, object_name: str,
-                 meta: payloads.PickFile | None = None) -> None:
+    def __init__(
+        self,
+        run: CopickRun,
+        layer: str,
+        path: str,
+        user_id: str,
+        session_id: str,
+        object_name: str,
+        meta: payloads.PickFile | None = None,
+    ) -> None:
         super().__init__(run.root, layer, path)
         self.run = run
         self._user_id, self._session_id, self._object_name = user_id, session_id, object_name
@@ -397,8 +434,10 @@ class CopickPicks(Provenance, _Entity):
 
     def __repr__(self) -> str:
         n = None if self._meta is None else len(self._meta.points or [])
-        return (f"CopickPicks(pickable_object_name={self.pickable_object_name}, user_id={self.user_id}, "
-                f"session_id={self.session_id}, len(points)={n}, {self.layer})")
+        return (
+            f"CopickPicks(pickable_object_name={self.pickable_object_name}, user_id={self.user_id}, "
+            f"session_id={self.session_id}, len(points)={n}, {self.layer})"
+        )
 
     @property
     def user_id(self) -> str:
@@ -457,9 +496,13 @@ class CopickPicks(Provenance, _Entity):
         """``(N, 3)`` positions in Å and ``(N, 4, 4)`` transforms."""
         return self.meta.numpy()
 
-    def from_numpy(self, positions: np.ndarray, transforms: np.ndarray | None = None,
-                   instance_ids: np.ndarray | Iterable[int] | None = None,
-                   scores: np.ndarray | Iterable[float] | None = None) -> None:
+    def from_numpy(
+        self,
+        positions: np.ndarray,
+        transforms: np.ndarray | None = None,
+        instance_ids: np.ndarray | Iterable[int] | None = None,
+        scores: np.ndarray | Iterable[float] | None = None,
+    ) -> None:
         """Replace the points and store them at once (like copick)."""
         self._require_writable("write")
         pts = payloads.points_from_numpy(positions, transforms, instance_ids, scores)  # type: ignore[arg-type]
@@ -472,8 +515,12 @@ class CopickPicks(Provenance, _Entity):
         self.store()
 
     def _fresh_meta(self) -> payloads.PickFile:
-        return payloads.PickFile(pickable_object_name=self.pickable_object_name, user_id=self.user_id,
-                                 session_id=self.session_id, run_name=self.run.name)
+        return payloads.PickFile(
+            pickable_object_name=self.pickable_object_name,
+            user_id=self.user_id,
+            session_id=self.session_id,
+            run_name=self.run.name,
+        )
 
     def store(self) -> None:
         """Write the pick file to the overlay and its row (with points) to the catalog."""
@@ -492,16 +539,19 @@ class CopickMesh(Provenance, _Entity):
     _model = Mesh
     _what = "mesh"
 
-    def __init__(self, run: CopickRun, layer: str, path: str, user_id: str, session_id: str, object_name: str,
-                 scene: Any = None) -> None:
+    def __init__(
+        self, run: CopickRun, layer: str, path: str, user_id: str, session_id: str, object_name: str, scene: Any = None
+    ) -> None:
         super().__init__(run.root, layer, path)
         self.run = run
         self._user_id, self._session_id, self._object_name = user_id, session_id, object_name
         self._scene = scene
 
     def __repr__(self) -> str:
-        return (f"CopickMesh(pickable_object_name={self.pickable_object_name}, user_id={self.user_id}, "
-                f"session_id={self.session_id}, {self.layer})")
+        return (
+            f"CopickMesh(pickable_object_name={self.pickable_object_name}, user_id={self.user_id}, "
+            f"session_id={self.session_id}, {self.layer})"
+        )
 
     user_id = property(lambda self: self._user_id)
     session_id = property(lambda self: self._session_id)
@@ -552,8 +602,18 @@ class CopickSegmentation(Provenance, _ZarrEntity):
     _model = Segmentation
     _what = "segmentation"
 
-    def __init__(self, run: CopickRun, layer: str, path: str, voxel_size: float, name: str, user_id: str,
-                 session_id: str, is_multilabel: bool, kind: str) -> None:
+    def __init__(
+        self,
+        run: CopickRun,
+        layer: str,
+        path: str,
+        voxel_size: float,
+        name: str,
+        user_id: str,
+        session_id: str,
+        is_multilabel: bool,
+        kind: str,
+    ) -> None:
         super().__init__(run.root, layer, path)
         self.run = run
         self.voxel_size = voxel_size
@@ -564,9 +624,11 @@ class CopickSegmentation(Provenance, _ZarrEntity):
         self.kind = kind
 
     def __repr__(self) -> str:
-        return (f"CopickSegmentation(voxel_size={self.voxel_size:.3f}, user_id={self.user_id}, "
-                f"session_id={self.session_id}, name={self.name}, is_multilabel={self.is_multilabel}, "
-                f"kind={self.kind}, {self.layer})")
+        return (
+            f"CopickSegmentation(voxel_size={self.voxel_size:.3f}, user_id={self.user_id}, "
+            f"session_id={self.session_id}, name={self.name}, is_multilabel={self.is_multilabel}, "
+            f"kind={self.kind}, {self.layer})"
+        )
 
     is_instance = property(lambda self: self.kind == layout.SegKind.INSTANCE)
     is_panoptic = property(lambda self: self.kind == layout.SegKind.PANOPTIC)
@@ -578,8 +640,9 @@ class CopickSegmentation(Provenance, _ZarrEntity):
         obj = self._root.get_object(self.name)
         return None if obj is None else obj.color
 
-    def numpy(self, zarr_group: str = "0", x: slice = slice(None), y: slice = slice(None),
-              z: slice = slice(None)) -> np.ndarray:
+    def numpy(
+        self, zarr_group: str = "0", x: slice = slice(None), y: slice = slice(None), z: slice = slice(None)
+    ) -> np.ndarray:
         """The labels as ``[z, y, x]`` (``[c, z, y, x]`` for panoptic)."""
         sel = (slice(None), z, y, x) if self.is_panoptic else (z, y, x)
         return _read_array(self._fsroot.zarr_store(self.path, read_only=True), zarr_group, sel)
@@ -595,8 +658,9 @@ class CopickSegmentation(Provenance, _ZarrEntity):
         dt = _label_dtype(arr, floor) if dtype is None else np.dtype(dtype)
         vs = self.voxel_size
         if arr.ndim == 3:
-            self._write_group(lambda store: zarr_fmt.write_ome_zarr(store, arr, vs, levels=levels, dtype=dt,
-                                                                    labels=True))
+            self._write_group(
+                lambda store: zarr_fmt.write_ome_zarr(store, arr, vs, levels=levels, dtype=dt, labels=True)
+            )
         else:
             self._write_group(lambda store: zarr_fmt.write_nd_zarr(store, arr.astype(dt), vs))
 
@@ -667,7 +731,8 @@ class CopickTomogram(_ZarrEntity):
             rows = self._root._rows(
                 sa.select(Feature.layer, Feature.path, Feature.feature_type)
                 .where(Feature.voxel_spacing_id == vs._id_query(), Feature.tomo_type == self.tomo_type)
-                .order_by(_layer_order(Feature.layer), Feature.feature_type))
+                .order_by(_layer_order(Feature.layer), Feature.feature_type)
+            )
             self._features = [CopickFeatures(self, r.layer, r.path, r.feature_type) for r in rows]
         return self._features
 
@@ -715,8 +780,9 @@ class CopickTomogram(_ZarrEntity):
         if self._features is not None and feat in self._features:
             self._features.remove(feat)
 
-    def numpy(self, zarr_group: str = "0", x: slice = slice(None), y: slice = slice(None),
-              z: slice = slice(None)) -> np.ndarray:
+    def numpy(
+        self, zarr_group: str = "0", x: slice = slice(None), y: slice = slice(None), z: slice = slice(None)
+    ) -> np.ndarray:
         """A region of one scale level as ``[z, y, x]``."""
         return _read_array(self._fsroot.zarr_store(self.path, read_only=True), zarr_group, (z, y, x))
 
@@ -751,16 +817,21 @@ class CopickVoxelSpacing:
         return f"CopickVoxelSpacing(voxel_size={self.voxel_size:.3f}, run={self.run.name})"
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, CopickVoxelSpacing) and other.run == self.run
-                and layout.normalize_voxel_size(other.voxel_size) == layout.normalize_voxel_size(self.voxel_size))
+        return (
+            isinstance(other, CopickVoxelSpacing)
+            and other.run == self.run
+            and layout.normalize_voxel_size(other.voxel_size) == layout.normalize_voxel_size(self.voxel_size)
+        )
 
     def __hash__(self) -> int:
         return hash((self.run.name, layout.normalize_voxel_size(self.voxel_size)))
 
     def _id_query(self) -> Any:
-        return (sa.select(VoxelSpacing.id).where(VoxelSpacing.run_id == self.run._id_query(),
-                                                 VoxelSpacing.voxel_size == self.voxel_size)
-                .scalar_subquery())
+        return (
+            sa.select(VoxelSpacing.id)
+            .where(VoxelSpacing.run_id == self.run._id_query(), VoxelSpacing.voxel_size == self.voxel_size)
+            .scalar_subquery()
+        )
 
     @property
     def tomograms(self) -> list[CopickTomogram]:
@@ -768,7 +839,8 @@ class CopickVoxelSpacing:
             rows = self.run.root._rows(
                 sa.select(Tomogram.layer, Tomogram.path, Tomogram.tomo_type)
                 .where(Tomogram.voxel_spacing_id == self._id_query())
-                .order_by(_layer_order(Tomogram.layer), Tomogram.tomo_type))
+                .order_by(_layer_order(Tomogram.layer), Tomogram.tomo_type)
+            )
             self._tomograms = [CopickTomogram(self, r.layer, r.path, r.tomo_type) for r in rows]
         return self._tomograms
 
@@ -786,8 +858,9 @@ class CopickVoxelSpacing:
         if found := self.get_tomograms(tt):
             if exist_ok:
                 return found[0]
-            raise ValueError(f"tomogram {tt!r} already exists at voxel size {self.voxel_size:.3f} "
-                             f"in run {self.run.name!r}")
+            raise ValueError(
+                f"tomogram {tt!r} already exists at voxel size {self.voxel_size:.3f} in run {self.run.name!r}"
+            )
         rel = layout.path_of(layout.TomogramKey(self.run.name, self.voxel_size, tt))
         adopted = self.run.root._adopt_existing(rel, lambda: self._refetch(tt))
         if adopted is not None:
@@ -832,9 +905,11 @@ def _refuse_static(items: Iterable[_Entity], action: str) -> None:
     """Check up front, so a bulk delete does all or nothing instead of stopping on the first static item."""
     static = [i.url for i in items if i.read_only]
     if static:
-        raise ReadOnlyError(f"cannot {action} {len(static)} item(s) in the static (read-only) root: "
-                            f"{', '.join(static[:5])}{' …' if len(static) > 5 else ''}; narrow the filter "
-                            "to overlay items")
+        raise ReadOnlyError(
+            f"cannot {action} {len(static)} item(s) in the static (read-only) root: "
+            f"{', '.join(static[:5])}{' …' if len(static) > 5 else ''}; narrow the filter "
+            "to overlay items"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -862,8 +937,11 @@ class CopickRun:
         return hash(self.name)
 
     def _id_query(self) -> Any:
-        return (sa.select(Run.id).where(Run.project_id == self.root.catalog.project_id, Run.name == self.name)
-                .scalar_subquery())
+        return (
+            sa.select(Run.id)
+            .where(Run.project_id == self.root.catalog.project_id, Run.name == self.name)
+            .scalar_subquery()
+        )
 
     # ---------------------------------------------------------------- listing (catalog only)
 
@@ -872,9 +950,10 @@ class CopickRun:
         if self._picks is None:
             rows = self.root._rows(
                 sa.select(Pick.layer, Pick.path, Pick.user_id, Pick.session_id, Pick.object_name)
-                .where(Pick.run_id == self._id_query()).order_by(_layer_order(Pick.layer), Pick.path))
-            self._picks = [CopickPicks(self, r.layer, r.path, r.user_id, r.session_id, r.object_name)
-                           for r in rows]
+                .where(Pick.run_id == self._id_query())
+                .order_by(_layer_order(Pick.layer), Pick.path)
+            )
+            self._picks = [CopickPicks(self, r.layer, r.path, r.user_id, r.session_id, r.object_name) for r in rows]
         return self._picks
 
     @property
@@ -882,9 +961,10 @@ class CopickRun:
         if self._meshes is None:
             rows = self.root._rows(
                 sa.select(Mesh.layer, Mesh.path, Mesh.user_id, Mesh.session_id, Mesh.object_name)
-                .where(Mesh.run_id == self._id_query()).order_by(_layer_order(Mesh.layer), Mesh.path))
-            self._meshes = [CopickMesh(self, r.layer, r.path, r.user_id, r.session_id, r.object_name)
-                            for r in rows]
+                .where(Mesh.run_id == self._id_query())
+                .order_by(_layer_order(Mesh.layer), Mesh.path)
+            )
+            self._meshes = [CopickMesh(self, r.layer, r.path, r.user_id, r.session_id, r.object_name) for r in rows]
         return self._meshes
 
     @property
@@ -894,18 +974,25 @@ class CopickRun:
             s = Segmentation
             rows = self.root._rows(
                 sa.select(s.layer, s.path, s.voxel_size, s.name, s.user_id, s.session_id, s.is_multilabel, s.kind)
-                .where(s.run_id == self._id_query()).order_by(_layer_order(s.layer), s.path))
+                .where(s.run_id == self._id_query())
+                .order_by(_layer_order(s.layer), s.path)
+            )
             self._segmentations = [
-                CopickSegmentation(self, r.layer, r.path, r.voxel_size, r.name, r.user_id, r.session_id,
-                                   bool(r.is_multilabel), r.kind) for r in rows]
+                CopickSegmentation(
+                    self, r.layer, r.path, r.voxel_size, r.name, r.user_id, r.session_id, bool(r.is_multilabel), r.kind
+                )
+                for r in rows
+            ]
         return self._segmentations
 
     @property
     def voxel_spacings(self) -> list[CopickVoxelSpacing]:
         if self._voxel_spacings is None:
-            sizes = self.root._rows(sa.select(VoxelSpacing.voxel_size)
-                                    .where(VoxelSpacing.run_id == self._id_query())
-                                    .order_by(VoxelSpacing.voxel_size))
+            sizes = self.root._rows(
+                sa.select(VoxelSpacing.voxel_size)
+                .where(VoxelSpacing.run_id == self._id_query())
+                .order_by(VoxelSpacing.voxel_size)
+            )
             self._voxel_spacings = [CopickVoxelSpacing(self, r.voxel_size) for r in sizes]
         return self._voxel_spacings
 
@@ -930,32 +1017,56 @@ class CopickRun:
 
     # ---------------------------------------------------------------- queries
 
-    def get_picks(self, object_name: Filter = None, user_id: Filter = None,
-                  session_id: Filter = None) -> list[CopickPicks]:
+    def get_picks(
+        self, object_name: Filter = None, user_id: Filter = None, session_id: Filter = None
+    ) -> list[CopickPicks]:
         """Picks matching every given filter (each a string or an iterable of strings)."""
-        return [p for p in self.picks if _matches(p.pickable_object_name, object_name)
-                and _matches(p.user_id, user_id) and _matches(p.session_id, session_id)]
+        return [
+            p
+            for p in self.picks
+            if _matches(p.pickable_object_name, object_name)
+            and _matches(p.user_id, user_id)
+            and _matches(p.session_id, session_id)
+        ]
 
-    def get_meshes(self, object_name: Filter = None, user_id: Filter = None,
-                   session_id: Filter = None) -> list[CopickMesh]:
-        return [m for m in self.meshes if _matches(m.pickable_object_name, object_name)
-                and _matches(m.user_id, user_id) and _matches(m.session_id, session_id)]
+    def get_meshes(
+        self, object_name: Filter = None, user_id: Filter = None, session_id: Filter = None
+    ) -> list[CopickMesh]:
+        return [
+            m
+            for m in self.meshes
+            if _matches(m.pickable_object_name, object_name)
+            and _matches(m.user_id, user_id)
+            and _matches(m.session_id, session_id)
+        ]
 
-    def get_segmentations(self, user_id: Filter = None, session_id: Filter = None, is_multilabel: bool | None = None,
-                          name: Filter = None, voxel_size: float | Iterable[float] | None = None, *,
-                          is_instance: bool | None = False, is_panoptic: bool | None = False
-                          ) -> list[CopickSegmentation]:
+    def get_segmentations(
+        self,
+        user_id: Filter = None,
+        session_id: Filter = None,
+        is_multilabel: bool | None = None,
+        name: Filter = None,
+        voxel_size: float | Iterable[float] | None = None,
+        *,
+        is_instance: bool | None = False,
+        is_panoptic: bool | None = False,
+    ) -> list[CopickSegmentation]:
         """Segmentations matching the filters; voxel sizes may be ints or floats (compared at 3 decimals).
 
         Without ``is_instance``/``is_panoptic`` only semantic (single-label and multilabel) ones are
         returned, as in copick 1.31; pass ``None`` for any kind.
         """
-        return [s for s in self.segmentations
-                if _matches(s.user_id, user_id) and _matches(s.session_id, session_id)
-                and (is_multilabel is None or s.is_multilabel == is_multilabel)
-                and (is_instance is None or s.is_instance == is_instance)
-                and (is_panoptic is None or s.is_panoptic == is_panoptic)
-                and _matches(s.name, name) and _voxel_matches(s.voxel_size, voxel_size)]
+        return [
+            s
+            for s in self.segmentations
+            if _matches(s.user_id, user_id)
+            and _matches(s.session_id, session_id)
+            and (is_multilabel is None or s.is_multilabel == is_multilabel)
+            and (is_instance is None or s.is_instance == is_instance)
+            and (is_panoptic is None or s.is_panoptic == is_panoptic)
+            and _matches(s.name, name)
+            and _voxel_matches(s.voxel_size, voxel_size)
+        ]
 
     def get_voxel_spacing(self, voxel_size: float) -> CopickVoxelSpacing | None:
         """The voxel spacing with that size (compared at three decimals, as the directory name has it)."""
@@ -1000,17 +1111,24 @@ class CopickRun:
     def _object(self, object_name: Any, caller: str, hint: str = "") -> str:
         name = layout.sanitize_name(_as_text(object_name, "object_name"))
         if name not in self.root.config.object_names:
-            raise ValueError(f"{caller}: {name!r} is not a pickable object of this project "
-                             f"({', '.join(self.root.config.object_names)}){hint}")
+            raise ValueError(
+                f"{caller}: {name!r} is not a pickable object of this project "
+                f"({', '.join(self.root.config.object_names)}){hint}"
+            )
         layout.check_name(name, "object name")
         return name
 
-    def new_picks(self, object_name: str, session_id: str, user_id: str | None = None,
-                  exist_ok: bool = False) -> CopickPicks:
+    def new_picks(
+        self, object_name: str, session_id: str, user_id: str | None = None, exist_ok: bool = False
+    ) -> CopickPicks:
         """Create an empty pick file in the overlay (copick's argument order) and its catalog row."""
-        obj = self._object(object_name, "new_picks", " (copick's order is new_picks(object_name, session_id, "
-                                                     "user_id); the seed's is new_pick(user_id, session_id, "
-                                                     "object_name))")
+        obj = self._object(
+            object_name,
+            "new_picks",
+            " (copick's order is new_picks(object_name, session_id, "
+            "user_id); the seed's is new_pick(user_id, session_id, "
+            "object_name))",
+        )
         uid, sid = self._identity(user_id, session_id, "new_picks")
         if existing := self.get_picks(object_name=obj, user_id=uid, session_id=sid):
             return _existing(existing[0], exist_ok, f"picks of {obj!r} by {uid!r} in session {sid!r}")
@@ -1025,15 +1143,26 @@ class CopickRun:
             self._picks.append(picks)
         return picks
 
-    def new_pick(self, user_id: str | None = None, session_id: str | None = None, object_name: str | None = None,
-                 exist_ok: bool = False) -> CopickPicks:
+    def new_pick(
+        self,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        object_name: str | None = None,
+        exist_ok: bool = False,
+    ) -> CopickPicks:
         """The seed's spelling: ``new_pick(user_id, session_id, object_name)``."""
         if object_name is None:
             raise TypeError("new_pick(user_id, session_id, object_name): object_name is required")
         return self.new_picks(object_name, session_id, user_id=user_id, exist_ok=exist_ok)  # type: ignore[arg-type]
 
-    def new_mesh(self, *args: Any, object_name: str | None = None, session_id: str | None = None,
-                 user_id: str | None = None, exist_ok: bool = False) -> CopickMesh:
+    def new_mesh(
+        self,
+        *args: Any,
+        object_name: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        exist_ok: bool = False,
+    ) -> CopickMesh:
         """Create a mesh (an empty scene) in the overlay and its row.
 
         Accepts the seed's ``new_mesh(user_id, session_id, object_name)`` and copick's
@@ -1063,8 +1192,9 @@ class CopickRun:
         names = self.root.config.object_names
         return value in names or layout.FORBIDDEN_NAME_CHARS.sub("-", value).strip("-") in names
 
-    def _mesh_args(self, args: tuple[Any, ...], object_name: Any, session_id: Any,
-                   user_id: Any) -> tuple[Any, Any, Any]:
+    def _mesh_args(
+        self, args: tuple[Any, ...], object_name: Any, session_id: Any, user_id: Any
+    ) -> tuple[Any, Any, Any]:
         """Map positional arguments of either spelling onto (object_name, session_id, user_id)."""
         if len(args) > 3:
             raise TypeError(f"new_mesh takes at most 3 positional arguments ({len(args)} given)")
@@ -1085,7 +1215,8 @@ class CopickRun:
                 raise TypeError(
                     f"new_mesh{args!r}: {what} of the first and last arguments is a pickable object, so the "
                     "argument order is ambiguous; call it with keywords, e.g. "
-                    "new_mesh(object_name=..., session_id=..., user_id=...)")
+                    "new_mesh(object_name=..., session_id=..., user_id=...)"
+                )
         else:
             order = ("object_name", "session_id", "user_id")[: len(args)]  # copick's
         got: dict[str, Any] = {"object_name": object_name, "session_id": session_id, "user_id": user_id}
@@ -1097,10 +1228,18 @@ class CopickRun:
             raise TypeError("new_mesh: object_name is required")
         return got["object_name"], got["session_id"], got["user_id"]
 
-    def new_segmentation(self, *args: Any, voxel_size: float | None = None, name: str | None = None,
-                         session_id: str | None = None, is_multilabel: bool | None = None,
-                         user_id: str | None = None, exist_ok: bool = False, is_instance: bool = False,
-                         is_panoptic: bool = False) -> CopickSegmentation:
+    def new_segmentation(
+        self,
+        *args: Any,
+        voxel_size: float | None = None,
+        name: str | None = None,
+        session_id: str | None = None,
+        is_multilabel: bool | None = None,
+        user_id: str | None = None,
+        exist_ok: bool = False,
+        is_instance: bool = False,
+        is_panoptic: bool = False,
+    ) -> CopickSegmentation:
         """Create an empty segmentation group in the overlay and its row.
 
         copick's order ``new_segmentation(voxel_size, name, session_id, is_multilabel, user_id=None,
@@ -1108,8 +1247,13 @@ class CopickRun:
         session_id, voxel_size, name, is_multilabel=False)`` when it is a string. Single-label and
         instance segmentations must be named after a pickable object; multilabel names are free.
         """
-        got: dict[str, Any] = {"voxel_size": voxel_size, "name": name, "session_id": session_id,
-                               "is_multilabel": is_multilabel, "user_id": user_id}
+        got: dict[str, Any] = {
+            "voxel_size": voxel_size,
+            "name": name,
+            "session_id": session_id,
+            "is_multilabel": is_multilabel,
+            "user_id": user_id,
+        }
         if args and isinstance(args[0], int | float | np.number) and not isinstance(args[0], bool):
             order: tuple[str, ...] = ("voxel_size", "name", "session_id", "is_multilabel", "user_id", "exist_ok")
         else:
@@ -1124,22 +1268,38 @@ class CopickRun:
                 raise TypeError(f"new_segmentation: {key} given twice (positionally and by keyword)")
             got[key] = value
         if got["voxel_size"] is None or got["name"] is None:
-            raise TypeError("new_segmentation needs voxel_size and name (copick: new_segmentation(voxel_size, "
-                            "name, session_id, is_multilabel, user_id=None))")
+            raise TypeError(
+                "new_segmentation needs voxel_size and name (copick: new_segmentation(voxel_size, "
+                "name, session_id, is_multilabel, user_id=None))"
+            )
         multilabel = bool(got["is_multilabel"])
         if sum((multilabel, is_instance, is_panoptic)) > 1:
             raise ValueError("a segmentation is one of multilabel, instance or panoptic, not several")
         vs = float(got["voxel_size"])
         seg_name = layout.sanitize_name(_as_text(got["name"], "name"))
         if not (multilabel or is_panoptic) and seg_name not in self.root.config.object_names:
-            raise ValueError(f"new_segmentation: single-label and instance segmentations are named after a "
-                             f"pickable object; {seg_name!r} is not one ({', '.join(self.root.config.object_names)})")
+            raise ValueError(
+                f"new_segmentation: single-label and instance segmentations are named after a "
+                f"pickable object; {seg_name!r} is not one ({', '.join(self.root.config.object_names)})"
+            )
         layout.check_name(seg_name, "segmentation name")
         uid, sid = self._identity(got["user_id"], got["session_id"], "new_segmentation")
-        kind = (layout.SegKind.INSTANCE if is_instance else layout.SegKind.PANOPTIC if is_panoptic
-                else layout.SegKind.SEMANTIC)
-        flt = {"user_id": uid, "session_id": sid, "name": seg_name, "voxel_size": vs, "is_multilabel": multilabel,
-               "is_instance": is_instance, "is_panoptic": is_panoptic}
+        kind = (
+            layout.SegKind.INSTANCE
+            if is_instance
+            else layout.SegKind.PANOPTIC
+            if is_panoptic
+            else layout.SegKind.SEMANTIC
+        )
+        flt = {
+            "user_id": uid,
+            "session_id": sid,
+            "name": seg_name,
+            "voxel_size": vs,
+            "is_multilabel": multilabel,
+            "is_instance": is_instance,
+            "is_panoptic": is_panoptic,
+        }
         what = f"segmentation {seg_name!r} at {vs:.3f} by {uid!r} in session {sid!r}"
         if existing := self.get_segmentations(**flt):
             return _existing(existing[0], exist_ok, what)
@@ -1155,8 +1315,9 @@ class CopickRun:
             return _existing(adopted, exist_ok, what)
         w = self.root._writer
         w.put_group(rel, _empty_group, w.row_check(Segmentation, rel))
-        seg = CopickSegmentation(self, "overlay", rel, layout.normalize_voxel_size(vs), seg_name, uid, sid,
-                                 multilabel, kind.value)
+        seg = CopickSegmentation(
+            self, "overlay", rel, layout.normalize_voxel_size(vs), seg_name, uid, sid, multilabel, kind.value
+        )
         if self._segmentations is not None:
             self._segmentations.append(seg)
         return seg
@@ -1196,12 +1357,20 @@ class CopickRun:
         for m in todo:
             m.delete()
 
-    def delete_segmentations(self, user_id: Filter = None, session_id: Filter = None,
-                             is_multilabel: bool | None = None, name: Filter = None,
-                             voxel_size: float | Iterable[float] | None = None, *, is_instance: bool | None = False,
-                             is_panoptic: bool | None = False) -> None:
-        todo = self.get_segmentations(user_id, session_id, is_multilabel, name, voxel_size,
-                                      is_instance=is_instance, is_panoptic=is_panoptic)
+    def delete_segmentations(
+        self,
+        user_id: Filter = None,
+        session_id: Filter = None,
+        is_multilabel: bool | None = None,
+        name: Filter = None,
+        voxel_size: float | Iterable[float] | None = None,
+        *,
+        is_instance: bool | None = False,
+        is_panoptic: bool | None = False,
+    ) -> None:
+        todo = self.get_segmentations(
+            user_id, session_id, is_multilabel, name, voxel_size, is_instance=is_instance, is_panoptic=is_panoptic
+        )
         _refuse_static(todo, "delete")
         for s in todo:
             s.delete()
@@ -1249,9 +1418,11 @@ class CopickObject:
     def _density_maps(self) -> list[tuple[str, str, str]]:
         """``(layer, path, fmt)`` of this object's density maps, from the catalog."""
         if self._maps is None:
-            rows = self.root._rows(sa.select(DensityMap.layer, DensityMap.path, DensityMap.fmt).where(
-                DensityMap.project_id == self.root.catalog.project_id, DensityMap.object_name == self.name)
-                .order_by(_layer_order(DensityMap.layer), DensityMap.path))
+            rows = self.root._rows(
+                sa.select(DensityMap.layer, DensityMap.path, DensityMap.fmt)
+                .where(DensityMap.project_id == self.root.catalog.project_id, DensityMap.object_name == self.name)
+                .order_by(_layer_order(DensityMap.layer), DensityMap.path)
+            )
             self._maps = [(r.layer, r.path, r.fmt) for r in rows]
         return self._maps
 
@@ -1276,8 +1447,9 @@ class CopickObject:
         layer = "static" if self.read_only else "overlay"
         return self.root.catalog.roots[layer].zarr_store(self._rel, read_only=self.read_only)
 
-    def numpy(self, zarr_group: str = "0", x: slice = slice(None), y: slice = slice(None),
-              z: slice = slice(None)) -> np.ndarray | None:
+    def numpy(
+        self, zarr_group: str = "0", x: slice = slice(None), y: slice = slice(None), z: slice = slice(None)
+    ) -> np.ndarray | None:
         """The density map as ``[z, y, x]``, or None when the object has none (a seed MRC map also counts)."""
         maps = self._density_maps()
         if not self.is_particle or not maps:
@@ -1288,8 +1460,7 @@ class CopickObject:
             root = self.root.catalog.roots[layer]
             return mrc.read_mrc_array(root.read_bytes(path), root.url_of(path))[z, y, x]
         layer = "static" if self.read_only else "overlay"
-        return _read_array(self.root.catalog.roots[layer].zarr_store(self._rel, read_only=True), zarr_group,
-                           (z, y, x))
+        return _read_array(self.root.catalog.roots[layer].zarr_store(self._rel, read_only=True), zarr_group, (z, y, x))
 
     def from_numpy(self, data: np.ndarray, voxel_size: float, dtype: Any = np.float32) -> None:
         """Write the density map (one level) into the overlay and record it."""
@@ -1299,8 +1470,11 @@ class CopickObject:
             raise ReadOnlyError(f"the density map of {self.name!r} is in the static (read-only) root")
         arr = np.asarray(data)
         w = self.root._writer
-        w.put_group(self._rel, lambda store: zarr_fmt.write_ome_zarr(store, arr, voxel_size, levels=1, dtype=dtype),
-                    w.row_check(DensityMap, self._rel))
+        w.put_group(
+            self._rel,
+            lambda store: zarr_fmt.write_ome_zarr(store, arr, voxel_size, levels=1, dtype=dtype),
+            w.row_check(DensityMap, self._rel),
+        )
         self._maps = None
 
     def delete(self) -> None:
@@ -1389,8 +1563,7 @@ class CopickRoot:
     def runs(self) -> list[CopickRun]:
         """Every run in the catalog, sorted by name (one query; no directory listing)."""
         if self._runs is None:
-            names = self._rows(sa.select(Run.name).where(Run.project_id == self.catalog.project_id)
-                               .order_by(Run.name))
+            names = self._rows(sa.select(Run.name).where(Run.project_id == self.catalog.project_id).order_by(Run.name))
             self._runs = [self._run(r.name) for r in names]
         return self._runs
 
@@ -1435,6 +1608,8 @@ class CopickRoot:
         self._writer.reindex("overlay", rel)
         found = refetch()
         if found is None:
-            raise CatalogError(f"{self._writer.overlay.url_of(rel)} already exists but the catalog cannot read it"
-                               f"{self._writer._index_error(rel)}; fix or remove it first (it was not overwritten)")
+            raise CatalogError(
+                f"{self._writer.overlay.url_of(rel)} already exists but the catalog cannot read it"
+                f"{self._writer._index_error(rel)}; fix or remove it first (it was not overwritten)"
+            )
         return found

@@ -40,8 +40,10 @@ class DaemonClaim:
         if not self._try():
             holder = daemon_holder(self.engine, self.project_id)
             who = holder["application_name"] if holder else "another process"
-            raise CatalogError(f"a watch daemon ({who}, seen through PostgreSQL) already serves project "
-                               f"{self.project_id} of this catalog; stop it first")
+            raise CatalogError(
+                f"a watch daemon ({who}, seen through PostgreSQL) already serves project "
+                f"{self.project_id} of this catalog; stop it first"
+            )
 
     def keep(self) -> bool:
         """Check the lock is still held (called from the heartbeat); retake it after an outage.
@@ -98,13 +100,21 @@ def daemon_holder(engine: Engine, project_id: int) -> dict[str, Any] | None:
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT a.application_name, host(a.client_addr) AS client_addr, "
-            "extract(epoch FROM a.backend_start)::float8 AS since "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :ns AND l.objid = :pid "
-            "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-            {"ns": DAEMON_NAMESPACE, "pid": project_id}).mappings().first()
+        row = (
+            conn.execute(
+                sa.text(
+                    "SELECT a.application_name, host(a.client_addr) AS client_addr, "
+                    "extract(epoch FROM a.backend_start)::float8 AS since "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :ns AND l.objid = :pid "
+                    "AND l.objsubid = 2 "
+                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"ns": DAEMON_NAMESPACE, "pid": project_id},
+            )
+            .mappings()
+            .first()
+        )
     return dict(row) if row is not None else None
 
 

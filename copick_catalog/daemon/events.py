@@ -31,8 +31,14 @@ from ..index.scopes import entity_scope
 #: The events worth a rescan. No opened / closed-without-write events: with those in the mask the
 #: observer's own directory walk floods the inotify queue on big trees (stack-notes, watchdog 7.1).
 EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
-    DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
 ]
 
 
@@ -122,7 +128,7 @@ class EventHandler(FileSystemEventHandler):
         if path == self.base:
             return ""
         if path.startswith(self.base + "/"):
-            return path[len(self.base) + 1:]
+            return path[len(self.base) + 1 :]
         return None
 
 

@@ -35,7 +35,8 @@ def state_path(engine: Any, db_url: str, project_id: int) -> Path:
     if path is not None:
         return Path(f"{path}.project{project_id}.watch.json")
     base = os.environ.get(STATE_DIR_ENV) or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "copick-catalog")
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "copick-catalog"
+    )
     digest = hashlib.sha256(f"{db_url}|{project_id}".encode()).hexdigest()[:16]
     return Path(base) / f"watch-{digest}.json"
 
@@ -53,12 +54,16 @@ class StateFile:
         if not self._file.acquire(wait=False):
             self._file.release()
             other = read_state(self.path) or {}
-            raise CatalogError(f"a watch daemon (pid {other.get('pid', '?')} on {other.get('host', '?')}) is "
-                               f"already running for this catalog (state file {self.path}); stop it first")
+            raise CatalogError(
+                f"a watch daemon (pid {other.get('pid', '?')} on {other.get('host', '?')}) is "
+                f"already running for this catalog (state file {self.path}); stop it first"
+            )
         if not self._file.writable:
             self._file.release()
-            raise CatalogError(f"cannot write the daemon state file {self.path}; ask its owner to make it "
-                               "group-writable (chmod g+rw) or set COPICK_CATALOG_STATE_DIR")
+            raise CatalogError(
+                f"cannot write the daemon state file {self.path}; ask its owner to make it "
+                "group-writable (chmod g+rw) or set COPICK_CATALOG_STATE_DIR"
+            )
 
     def write(self, state: dict[str, Any]) -> None:
         """Rewrite in place (the lock lives on this inode, so no rename); readers retry torn reads."""

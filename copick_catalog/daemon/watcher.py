@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
+
 @dataclass
 class WatchOptions:
     """Tuning knobs of the daemon; the defaults suit an interactive lab (sub-second updates)."""
@@ -129,8 +130,11 @@ class Watcher:
         self._retry_count: dict[tuple[str, str], tuple[str, int]] = {}  # (layer, path) -> (fingerprint, n)
         self._lost = threading.Event()
         self._stop_at: float | None = None  # monotonic time of the first stop request
-        self._claim = None if is_sqlite(catalog.engine) else DaemonClaim(
-            catalog.engine, catalog.project_id, socket.gethostname(), os.getpid())
+        self._claim = (
+            None
+            if is_sqlite(catalog.engine)
+            else DaemonClaim(catalog.engine, catalog.project_id, socket.gethostname(), os.getpid())
+        )
         self._next_check = 0.0
         self._spy = OverflowSpy(self)
 
@@ -243,8 +247,9 @@ class Watcher:
         scopes = [(layer, p) for p in minimal(items, MAX_SCOPES_PER_LAYER)]
         wall0 = time.time()
         try:
-            report = self.catalog.index(trigger="watch", scopes=scopes, wait=True, timeout=self.opts.lock_timeout,
-                                        cancel=self._cancel_requested)
+            report = self.catalog.index(
+                trigger="watch", scopes=scopes, wait=True, timeout=self.opts.lock_timeout, cancel=self._cancel_requested
+            )
         except IndexCancelled:
             # Stopped between two batches after the grace period; the next start rescans the rest.
             self.dirty.restore(layer, items)
@@ -272,8 +277,12 @@ class Watcher:
         self.stats.failures += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         if isinstance(exc, CatalogError | sa.exc.OperationalError | OSError):
-            log.warning("indexing %s failed (%s); keeping the changes and retrying in %.1f s",
-                        layer, self.stats.last_error, b.delay)
+            log.warning(
+                "indexing %s failed (%s); keeping the changes and retrying in %.1f s",
+                layer,
+                self.stats.last_error,
+                b.delay,
+            )
         else:
             log.exception("indexing %s failed unexpectedly; retrying in %.1f s", layer, b.delay)
 
@@ -283,8 +292,16 @@ class Watcher:
         self.stats.last_report = {"layer": layer, "scopes": len(scopes), **report.as_dict()}
         self.stats.last_error = None
         if not report.nothing_changed or report.errors:
-            log.info("%s: %d subtree(s) indexed in %.3f s: +%d ~%d -%d, %d error(s)", layer, len(scopes),
-                     report.duration_s, report.added, report.changed, report.removed, report.errors)
+            log.info(
+                "%s: %d subtree(s) indexed in %.3f s: +%d ~%d -%d, %d error(s)",
+                layer,
+                len(scopes),
+                report.duration_s,
+                report.added,
+                report.changed,
+                report.removed,
+                report.errors,
+            )
         if any(prefix == "" for _layer, prefix in scopes):
             self._initial.discard(layer)
         if not self.ready and not self._initial:
@@ -303,9 +320,18 @@ class Watcher:
         covers writers whose last event came before the content was complete.
         """
         with self.catalog.engine.connect() as conn:
-            rows = conn.execute(sa.select(IndexErrorRow.path).where(
-                IndexErrorRow.project_id == self.catalog.project_id, IndexErrorRow.layer == layer,
-                IndexErrorRow.kind == "parse", IndexErrorRow.last_seen >= since)).scalars().all()
+            rows = (
+                conn.execute(
+                    sa.select(IndexErrorRow.path).where(
+                        IndexErrorRow.project_id == self.catalog.project_id,
+                        IndexErrorRow.layer == layer,
+                        IndexErrorRow.kind == "parse",
+                        IndexErrorRow.last_seen >= since,
+                    )
+                )
+                .scalars()
+                .all()
+            )
         root = self.catalog.roots[layer]
         now_wall, now = time.time(), time.monotonic()
         for path in rows:
@@ -347,8 +373,7 @@ class Watcher:
                 mode = "inotify"
             self._roots[layer] = _RootWatch(layer, root, mode)
             if mode == "poll":
-                log.info("%s root %s: no file events there; rescanning every %.0f s", layer, root.url,
-                         self.opts.poll)
+                log.info("%s root %s: no file events there; rescanning every %.0f s", layer, root.url, self.opts.poll)
         self._check_roots(time.monotonic())
 
     def _stop_observer(self) -> None:
@@ -388,15 +413,20 @@ class Watcher:
             # IN_DONT_FOLLOW), and events then arrive under the resolved path.
             path = os.path.realpath(rw.root.local_path)
             try:
-                rw.watch = self._observer.schedule(EventHandler(rw.layer, path, self), path, recursive=True,
-                                                   event_filter=EVENT_FILTER)
+                rw.watch = self._observer.schedule(
+                    EventHandler(rw.layer, path, self), path, recursive=True, event_filter=EVENT_FILTER
+                )
             except FileNotFoundError:
                 rw.ident = None  # gone again between the check and the watch; the next check retries
                 return
             except OSError as exc:
                 rw.mode = "poll"
-                log.warning("cannot watch %s (%s; raise fs.inotify.max_user_watches?); rescanning it every "
-                            "%.0f s instead", path, exc, self.opts.poll)
+                log.warning(
+                    "cannot watch %s (%s; raise fs.inotify.max_user_watches?); rescanning it every %.0f s instead",
+                    path,
+                    exc,
+                    self.opts.poll,
+                )
             else:
                 log.info("watching %s root %s", rw.layer, rw.root.url)
         self._write_state()  # status shows a missing root at once
@@ -451,9 +481,13 @@ class Watcher:
             if self._claim is not None:
                 held = self._claim.keep()
                 if held != claimed:
-                    log.log(logging.INFO if held else logging.WARNING,
-                            "daemon lock on the database %s", "held again" if held else
-                            "lost (database unreachable, or another daemon took over); retrying every heartbeat")
+                    log.log(
+                        logging.INFO if held else logging.WARNING,
+                        "daemon lock on the database %s",
+                        "held again"
+                        if held
+                        else "lost (database unreachable, or another daemon took over); retrying every heartbeat",
+                    )
                     claimed = held
 
     def _write_state(self, running: bool = True) -> None:
@@ -467,15 +501,29 @@ class Watcher:
         """What the state file says: who runs, since when, how it is doing."""
         s = self.stats
         return {
-            "running": running, "pid": os.getpid(), "host": socket.gethostname(),
-            "config": str(self.catalog.config_path), "db": self.catalog.db_url,
-            "project_id": self.catalog.project_id, "started_at": self.started_at, "heartbeat_at": time.time(),
-            "heartbeat_every_s": self.opts.heartbeat, "ready": self.ready, "pending": len(self.dirty),
-            "roots": {rw.layer: ("missing" if rw.mode == "inotify" and rw.ident is None else rw.mode)
-                      for rw in self._roots.values()},
-            "updates": s.updates, "failures": s.failures, "parse_retries": s.parse_retries,
-            "events_lost": s.events_lost, "rearms": s.rearms, "last_update_at": s.last_update_at,
-            "last_report": s.last_report, "last_error": s.last_error,
+            "running": running,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "config": str(self.catalog.config_path),
+            "db": self.catalog.db_url,
+            "project_id": self.catalog.project_id,
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+            "heartbeat_every_s": self.opts.heartbeat,
+            "ready": self.ready,
+            "pending": len(self.dirty),
+            "roots": {
+                rw.layer: ("missing" if rw.mode == "inotify" and rw.ident is None else rw.mode)
+                for rw in self._roots.values()
+            },
+            "updates": s.updates,
+            "failures": s.failures,
+            "parse_retries": s.parse_retries,
+            "events_lost": s.events_lost,
+            "rearms": s.rearms,
+            "last_update_at": s.last_update_at,
+            "last_report": s.last_report,
+            "last_error": s.last_error,
         }
 
 
@@ -501,8 +549,9 @@ def _on_network_fs(path: Path) -> bool:
 # opening with retries, and status
 
 
-def open_with_retry(config: str | os.PathLike[str], db: str | None, stop: threading.Event | None = None,
-                    max_backoff: float = 30.0) -> Catalog | None:
+def open_with_retry(
+    config: str | os.PathLike[str], db: str | None, stop: threading.Event | None = None, max_backoff: float = 30.0
+) -> Catalog | None:
     """``Catalog.open``, retried with back-off while the database is unreachable.
 
     A daemon started at boot may come up before its database server; errors a user must fix
@@ -528,8 +577,7 @@ def _looks_transient(exc: CatalogError) -> bool:
     return any(s in text for s in ("connection", "could not connect", "timeout", "unable to open", "locked"))
 
 
-def run_watch(config: str | os.PathLike[str], db: str | None = None,
-              options: WatchOptions | None = None) -> None:
+def run_watch(config: str | os.PathLike[str], db: str | None = None, options: WatchOptions | None = None) -> None:
     """Open the catalog (waiting for the database if needed) and watch until stopped."""
     stop = threading.Event()
     handlers = _early_stop_signals(stop)
@@ -551,4 +599,3 @@ def _early_stop_signals(stop: threading.Event) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-

@@ -24,7 +24,7 @@ def read_glb_counts(data: bytes, path: str) -> tuple[int, int]:
     if chunk_type != 0x4E4F534A or 20 + chunk_len > len(data) or length > len(data):
         raise PayloadError(path, "truncated GLB file (header says more bytes than the file has)")
     try:
-        gltf = json.loads(data[20:20 + chunk_len])
+        gltf = json.loads(data[20 : 20 + chunk_len])
     except json.JSONDecodeError as exc:
         raise PayloadError(path, f"GLB JSON chunk is invalid ({exc})") from None
     accessors = gltf.get("accessors") or []

@@ -110,8 +110,11 @@ def parse_filaments(data: bytes, path: str) -> FilamentFile:
         return FilamentFile.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise PayloadError(path, f"invalid filament file: {first['msg']} at "
-                           f"'{'.'.join(str(p) for p in first['loc'])}'; fix or remove it, then reindex") from None
+        raise PayloadError(
+            path,
+            f"invalid filament file: {first['msg']} at "
+            f"'{'.'.join(str(p) for p in first['loc'])}'; fix or remove it, then reindex",
+        ) from None
 
 
 def parse_picks(data: bytes, path: str) -> PickFile:
@@ -123,9 +126,7 @@ def parse_picks(data: bytes, path: str) -> PickFile:
         where = ".".join(str(p) for p in first["loc"])
         kind = "not valid JSON" if first["type"] == "json_invalid" else f"field '{where}': {first['msg']}"
         hint = " (the file may be half-written or truncated)" if first["type"] == "json_invalid" else ""
-        raise PayloadError(
-            path, f"invalid pick file: {kind}{hint}; fix or remove the file, then reindex"
-        ) from None
+        raise PayloadError(path, f"invalid pick file: {kind}{hint}; fix or remove the file, then reindex") from None
 
 
 #: ``packed_points.data``: a pick's points as one little-endian float64 array, a row per point with
@@ -161,8 +162,9 @@ def points_from_numpy(
     ids = np.zeros(n, int) if instance_ids is None else np.asarray(instance_ids, int)
     sc = np.ones(n) if scores is None else np.asarray(scores, float)
     return [
-        PickPoint(location=Location(x=p[0], y=p[1], z=p[2]), transformation_=t.tolist(),
-                  instance_id=int(i), score=float(s))
+        PickPoint(
+            location=Location(x=p[0], y=p[1], z=p[2]), transformation_=t.tolist(), instance_id=int(i), score=float(s)
+        )
         for p, t, i, s in zip(pos, tr, ids, sc, strict=True)
     ]
 

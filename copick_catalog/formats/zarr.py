@@ -43,6 +43,7 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
     The level list comes from the OME ``multiscales`` datasets when present (both NGFF 0.4 and
     0.5 layouts), else from the array subdirectories found.
     """
+
     def load(name: str) -> dict[str, Any] | None:
         raw = files.get(name)
         if raw is None:
@@ -50,8 +51,11 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
         try:
             value = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PayloadError(f"{path}/{name}", f"invalid zarr metadata JSON ({exc}); the group is damaged "
-                               "or half-written: rewrite it or remove it, then reindex") from None
+            raise PayloadError(
+                f"{path}/{name}",
+                f"invalid zarr metadata JSON ({exc}); the group is damaged "
+                "or half-written: rewrite it or remove it, then reindex",
+            ) from None
         if not isinstance(value, dict):
             raise PayloadError(f"{path}/{name}", "zarr metadata must be a JSON object")
         return value
@@ -91,8 +95,11 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
         elif v3 is not None:
             shape, dtype, fmt = list(v3.get("shape") or []), _dtype_of_v3(v3), fmt or 3
     if shape is None and levels and files:
-        raise PayloadError(path, f"zarr group lists level {levels[0]!r} but its array metadata is missing "
-                           "(truncated copy?); rewrite the group or remove it, then reindex")
+        raise PayloadError(
+            path,
+            f"zarr group lists level {levels[0]!r} but its array metadata is missing "
+            "(truncated copy?); rewrite the group or remove it, then reindex",
+        )
     return ArrayInfo(shape, dtype, len(levels), fmt, voxel_size)
 
 
@@ -103,17 +110,18 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
 
 def ome_multiscales(voxel_size: float, n_levels: int, name: str = "/") -> list[dict[str, Any]]:
     """OME-NGFF 0.4 ``multiscales`` metadata as copick writes it (z, y, x in Å, 2x per level)."""
-    return [{
-        "version": "0.4",
-        "name": name,
-        "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in ("z", "y", "x")],
-        "datasets": [
-            {"path": str(i), "coordinateTransformations": [
-                {"type": "scale", "scale": [voxel_size * 2**i] * 3}]}
-            for i in range(n_levels)
-        ],
-        "metadata": {},
-    }]
+    return [
+        {
+            "version": "0.4",
+            "name": name,
+            "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in ("z", "y", "x")],
+            "datasets": [
+                {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [voxel_size * 2**i] * 3}]}
+                for i in range(n_levels)
+            ],
+            "metadata": {},
+        }
+    ]
 
 
 def pyramid(data: np.ndarray, levels: int, labels: bool = False) -> list[np.ndarray]:

@@ -42,8 +42,7 @@ def fsspec_store(url: str, storage_options: dict[str, Any], *, read_only: bool =
         return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
     from zarr.storage import FSStore
 
-    return FSStore(url, mode="r" if read_only else "w", key_separator="/", dimension_separator="/",
-                   **storage_options)
+    return FSStore(url, mode="r" if read_only else "w", key_separator="/", dimension_separator="/", **storage_options)
 
 
 def open_group(store: Any, *, read_only: bool = True) -> Any:
@@ -82,8 +81,15 @@ def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...]
             kwargs["compressors"] = blosc_lz4()
         arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0, **kwargs)
     else:
-        arr = group.create_dataset(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0,
-                                   compressor=blosc_lz4(), dimension_separator="/")
+        arr = group.create_dataset(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=chunks,
+            fill_value=0,
+            compressor=blosc_lz4(),
+            dimension_separator="/",
+        )
     arr[...] = data
     return arr
 

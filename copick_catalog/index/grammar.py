@@ -153,8 +153,15 @@ class DensityMapKey:
 
 
 Key = (
-    RunKey | VoxelSpacingKey | TomogramKey | FeatureKey | PickKey | MeshKey | FilamentKey
-    | SegmentationKey | DensityMapKey
+    RunKey
+    | VoxelSpacingKey
+    | TomogramKey
+    | FeatureKey
+    | PickKey
+    | MeshKey
+    | FilamentKey
+    | SegmentationKey
+    | DensityMapKey
 )
 #: Keys whose payload is a zarr group (fingerprinted by its metadata files).
 ZARR_KINDS = frozenset({Kind.TOMOGRAM, Kind.FEATURE, Kind.SEGMENTATION})
@@ -199,8 +206,7 @@ def sanitize_name(name: str, *, warn: bool = True) -> str:
     if not cleaned:
         raise InvalidNameError(f"name {name!r} is empty after sanitising; choose a name with letters or digits")
     if warn and cleaned != name:
-        warnings.warn(f"name {name!r} was sanitised to {cleaned!r} (copick naming rules)", UserWarning,
-                      stacklevel=2)
+        warnings.warn(f"name {name!r} was sanitised to {cleaned!r} (copick naming rules)", UserWarning, stacklevel=2)
     return cleaned
 
 
@@ -267,9 +273,7 @@ def path_of(key: Key) -> str:
         case TomogramKey(run=run, voxel_size=vs, tomo_type=tt):
             check_name(tt, "tomo_type")
             if "features" in tt:
-                raise InvalidNameError(
-                    f"tomo_type {tt!r} contains 'features'; copick never lists such tomograms"
-                )
+                raise InvalidNameError(f"tomo_type {tt!r} contains 'features'; copick never lists such tomograms")
             return f"{voxel_spacing_dir(run, vs)}/{tt}.zarr"
         case FeatureKey(run=run, voxel_size=vs, tomo_type=tt, feature_type=ft):
             check_name(tt, "tomo_type")
@@ -352,7 +356,7 @@ def _resolve_user_session_object(
 
 
 def _parse_voxel_dir(name: str) -> float | Malformed:
-    text = name[len(VS_PREFIX):]
+    text = name[len(VS_PREFIX) :]
     try:
         value = float(text)
     except ValueError:
@@ -377,9 +381,7 @@ def _parse_segmentation(stem: str, run: str, seg_kind: SegKind, objects: Sequenc
     except ValueError:
         voxel_size = None
     if voxel_size is None or not voxel_size > 0:
-        return Malformed(
-            f"segmentation {stem!r} does not start with a voxel size like 10.000_; copick cannot list it"
-        )
+        return Malformed(f"segmentation {stem!r} does not start with a voxel size like 10.000_; copick cannot list it")
     resolved = _resolve_user_session_object(rest, objects, "segmentation")
     if isinstance(resolved, Malformed):
         return resolved
@@ -431,9 +433,7 @@ def parse(path: str, objects: Sequence[str] = (), *, is_dir: bool | None = None)
                 body = stem[: -len(FEATURES_SUFFIX)]
                 tomo_type, sep, feature_type = body.rpartition("_")
                 if not sep or not tomo_type or not feature_type:
-                    return Malformed(
-                        f"feature group {parts[3]!r} is not <tomo_type>_<feature_type>_features.zarr"
-                    )
+                    return Malformed(f"feature group {parts[3]!r} is not <tomo_type>_<feature_type>_features.zarr")
                 note = None
                 if "_" in tomo_type:
                     note = f"feature group {parts[3]!r}: tomo_type {tomo_type!r} contains '_'"

@@ -77,10 +77,17 @@ class IndexReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "added": self.added, "changed": self.changed, "removed": self.removed,
-            "unchanged": self.unchanged, "errors": self.errors, "warnings": self.warnings,
-            "files_read": self.files_read, "entries_listed": self.entries_listed,
-            "list_calls": self.list_calls, "runs": self.runs, "duration_s": round(self.duration_s, 3),
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "files_read": self.files_read,
+            "entries_listed": self.entries_listed,
+            "list_calls": self.list_calls,
+            "runs": self.runs,
+            "duration_s": round(self.duration_s, 3),
             "by_kind": {k: dict(v) for k, v in self.by_kind.items()},
         }
 
@@ -125,10 +132,18 @@ class _Scan:
 class Indexer:
     """Index one project's roots into the catalog. Create one per run; call :meth:`run`."""
 
-    def __init__(self, engine: Engine, project_id: int, roots: dict[str, Root], objects: Sequence[str],
-                 *, progress: Callable[[str, int, int], None] | None = None,
-                 cancel: Callable[[], bool] | None = None, limits: Limits | None = None,
-                 allow_empty_root: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        project_id: int,
+        roots: dict[str, Root],
+        objects: Sequence[str],
+        *,
+        progress: Callable[[str, int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        limits: Limits | None = None,
+        allow_empty_root: bool = False,
+    ) -> None:
         self.engine = engine
         self.project_id = project_id
         self.roots = roots
@@ -177,25 +192,48 @@ class Indexer:
     def _start_run(self, trigger: str, t0: float) -> int:
         with write_tx(self.engine) as conn:
             # We hold the project lock, so any run still marked running died without finishing.
-            conn.execute(sa.update(IndexRun).where(IndexRun.project_id == self.project_id,
-                                                   IndexRun.status == "running")
-                         .values(status="interrupted"))
-            return int(conn.execute(sa.insert(IndexRun).values(
-                project_id=self.project_id, trigger=trigger, status="running", started_at=t0,
-                host=socket.gethostname(), pid=os.getpid()).returning(IndexRun.id)).scalar_one())
+            conn.execute(
+                sa.update(IndexRun)
+                .where(IndexRun.project_id == self.project_id, IndexRun.status == "running")
+                .values(status="interrupted")
+            )
+            return int(
+                conn.execute(
+                    sa.insert(IndexRun)
+                    .values(
+                        project_id=self.project_id,
+                        trigger=trigger,
+                        status="running",
+                        started_at=t0,
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                    )
+                    .returning(IndexRun.id)
+                ).scalar_one()
+            )
 
     def _finish_run(self, run_id: int, report: IndexReport, t0: float, status: str, message: str | None) -> None:
         t1 = time.time()
         report.duration_s = t1 - t0
         try:
             with write_tx(self.engine) as conn:
-                conn.execute(sa.update(IndexRun).where(IndexRun.id == run_id).values(
-                    status=status, finished_at=t1, duration_s=t1 - t0, added=report.added,
-                    changed=report.changed, removed=report.removed, unchanged=report.unchanged,
-                    errors=report.errors, message=message))
+                conn.execute(
+                    sa.update(IndexRun)
+                    .where(IndexRun.id == run_id)
+                    .values(
+                        status=status,
+                        finished_at=t1,
+                        duration_s=t1 - t0,
+                        added=report.added,
+                        changed=report.changed,
+                        removed=report.removed,
+                        unchanged=report.unchanged,
+                        errors=report.errors,
+                        message=message,
+                    )
+                )
                 if status == "ok":
-                    conn.execute(sa.update(Project).where(Project.id == self.project_id)
-                                 .values(last_indexed_at=t1))
+                    conn.execute(sa.update(Project).where(Project.id == self.project_id).values(last_indexed_at=t1))
                 prune_index_runs(conn, self.project_id)
         except sa.exc.SQLAlchemyError:
             log.exception("could not record the end of index run %s", run_id)
@@ -223,7 +261,7 @@ class Indexer:
         total = len(todo)
         for start in range(0, total, BATCH_FILES):
             self._checkpoint()
-            batch = todo[start:start + BATCH_FILES]
+            batch = todo[start : start + BATCH_FILES]
             reads = self._read_batch([s for s, _ in batch], t0)
             self._checkpoint()
             self._write_batch(batch, reads, run_ids, vs_ids, t0, report, scan.problems, scanned_ok)
@@ -231,15 +269,21 @@ class Indexer:
                 self.progress("index", min(start + BATCH_FILES, total), total)
 
         self._checkpoint()
-        vanished = [(kind, layer, path, old) for (kind, layer, path), old in snapshot.files.items()
-                    if (layer, path) not in scan.seen]
+        vanished = [
+            (kind, layer, path, old)
+            for (kind, layer, path), old in snapshot.files.items()
+            if (layer, path) not in scan.seen
+        ]
         kept = [(kind, old) for kind, layer, path, old in vanished if scan.is_unknown(layer, path)]
         self._mark_stale(kept)
         self._delete_vanished([v for v in vanished if not scan.is_unknown(v[1], v[2])], t0, report)
         self._drop_empty_runs(scopes, snapshot, scan, t0, report)
         volumes = (Kind.TOMOGRAM, Kind.FEATURE)
-        if (any(k in volumes for k, *_ in vanished) or any(s.key.kind in volumes for s, _ in todo)
-                or self._dangling_features(scopes)):
+        if (
+            any(k in volumes for k, *_ in vanished)
+            or any(s.key.kind in volumes for s, _ in todo)
+            or self._dangling_features(scopes)
+        ):
             self._link_features(scopes)
         self._sync_errors(scopes, snapshot.errors, scan, scanned_ok, report)
         report.runs = len(set().union(*scan.runs.values())) if scan.runs else 0
@@ -253,7 +297,8 @@ class Indexer:
             if layer == "static" or snapshot.has_rows(layer):
                 raise RootError(
                     f"{layer} root {root.scrub(root.url)} does not exist or is not reachable (unmounted?); the "
-                    "catalog was left as it was. Fix the path in the config or mount the root, then index again")
+                    "catalog was left as it was. Fix the path in the config or mount the root, then index again"
+                )
             return  # a fresh project whose overlay nobody has written to yet
         found_runs_dir = False
         listed = 0
@@ -269,13 +314,18 @@ class Indexer:
             self._note(layer, entry, scan)
         report.entries_listed += stats.entries
         report.list_calls += stats.list_calls
-        if not prefix and not self.allow_empty_root and snapshot.has_rows(layer) and (
-                listed == 0 or (not found_runs_dir and any(r.present(layer) for r in snapshot.runs.values()))):
+        if (
+            not prefix
+            and not self.allow_empty_root
+            and snapshot.has_rows(layer)
+            and (listed == 0 or (not found_runs_dir and any(r.present(layer) for r in snapshot.runs.values())))
+        ):
             what = "lists as empty" if listed == 0 else f"has no {grammar.RUNS_DIR} directory any more"
             raise RootError(
                 f"{layer} root {root.scrub(root.url)} {what}, but the catalog holds rows for it: it looks unmounted. "
                 "Nothing was removed. Mount it and index again, or, if the data really is gone, index with "
-                "--allow-empty-root (Catalog.index(allow_empty_root=True)) to remove its rows")
+                "--allow-empty-root (Catalog.index(allow_empty_root=True)) to remove its rows"
+            )
 
     def _note(self, layer: str, entry: Entry, scan: _Scan) -> None:
         parsed = grammar.parse(entry.path, self.objects, is_dir=entry.is_dir)
@@ -305,46 +355,69 @@ class Indexer:
 
     # ------------------------------------------------------------------ runs and voxel spacings
 
-    def _sync_runs(self, scopes: list[Scope], snap: Snapshot,
-                   scan: _Scan) -> tuple[dict[str, int], dict[tuple[str, float], int]]:
+    def _sync_runs(
+        self, scopes: list[Scope], snap: Snapshot, scan: _Scan
+    ) -> tuple[dict[str, int], dict[tuple[str, float], int]]:
         """Upsert runs and voxel spacings whose presence flags changed; return id maps."""
         now = time.time()
         in_scope = runs_clause(scopes)  # entities seen in the scopes belong to these runs only
-        run_rows = [{"project_id": self.project_id, "name": name, **flags, "indexed_at": now}
-                    for name, flags in _changed_presence(scopes, snap.runs, scan.runs, _run_rel, scan)]
-        vs_rows = [{"run": key[0], "voxel_size": key[1], **flags, "indexed_at": now}
-                   for key, flags in _changed_presence(scopes, snap.vss, scan.vss, _vs_rel, scan)]
+        run_rows = [
+            {"project_id": self.project_id, "name": name, **flags, "indexed_at": now}
+            for name, flags in _changed_presence(scopes, snap.runs, scan.runs, _run_rel, scan)
+        ]
+        vs_rows = [
+            {"run": key[0], "voxel_size": key[1], **flags, "indexed_at": now}
+            for key, flags in _changed_presence(scopes, snap.vss, scan.vss, _vs_rel, scan)
+        ]
         with write_tx(self.engine) as conn:
             if run_rows:
                 upsert(conn, Run.__table__, run_rows, ["project_id", "name"], ["in_static", "in_overlay", "indexed_at"])
-            run_ids = {name: rid for name, rid in conn.execute(
-                sa.select(Run.name, Run.id).where(Run.project_id == self.project_id, in_scope))}
+            run_ids = {
+                name: rid
+                for name, rid in conn.execute(
+                    sa.select(Run.name, Run.id).where(Run.project_id == self.project_id, in_scope)
+                )
+            }
             if run_rows:  # a new run starts with zero picks of every object
                 refresh_run_objects(conn, self.project_id, [run_ids[r["name"]] for r in run_rows])
             if vs_rows:
                 rows = [{"project_id": self.project_id, "run_id": run_ids[r.pop("run")], **r} for r in vs_rows]
-                upsert(conn, VoxelSpacing.__table__, rows, ["run_id", "voxel_size"],
-                       ["in_static", "in_overlay", "indexed_at"])
-            vs_ids = {(name, vs): vid for vid, name, vs in conn.execute(
-                sa.select(VoxelSpacing.id, Run.name, VoxelSpacing.voxel_size).join(Run)
-                .where(Run.project_id == self.project_id, in_scope))}
+                upsert(
+                    conn,
+                    VoxelSpacing.__table__,
+                    rows,
+                    ["run_id", "voxel_size"],
+                    ["in_static", "in_overlay", "indexed_at"],
+                )
+            vs_ids = {
+                (name, vs): vid
+                for vid, name, vs in conn.execute(
+                    sa.select(VoxelSpacing.id, Run.name, VoxelSpacing.voxel_size)
+                    .join(Run)
+                    .where(Run.project_id == self.project_id, in_scope)
+                )
+            }
         return run_ids, vs_ids
 
-    def _drop_empty_runs(self, scopes: list[Scope], snap: Snapshot, scan: _Scan, t0: float,
-                         report: IndexReport) -> None:
+    def _drop_empty_runs(
+        self, scopes: list[Scope], snap: Snapshot, scan: _Scan, t0: float, report: IndexReport
+    ) -> None:
         """Delete runs and voxel spacings that no longer exist in either root."""
-        gone_runs = [old.id for name, old in snap.runs.items()
-                     if old.indexed_at < t0 and not any(_layer_presence(scopes, name, old, scan.runs, _run_rel,
-                                                                        scan).values())]
-        gone_vs = [old.id for key, old in snap.vss.items()
-                   if old.indexed_at < t0 and not any(_layer_presence(scopes, key, old, scan.vss, _vs_rel,
-                                                                      scan).values())]
+        gone_runs = [
+            old.id
+            for name, old in snap.runs.items()
+            if old.indexed_at < t0 and not any(_layer_presence(scopes, name, old, scan.runs, _run_rel, scan).values())
+        ]
+        gone_vs = [
+            old.id
+            for key, old in snap.vss.items()
+            if old.indexed_at < t0 and not any(_layer_presence(scopes, key, old, scan.vss, _vs_rel, scan).values())
+        ]
         if not gone_runs and not gone_vs:
             return
         with write_tx(self.engine) as conn:
             for chunk in chunks(gone_vs):
-                conn.execute(sa.delete(VoxelSpacing).where(VoxelSpacing.id.in_(chunk),
-                                                           VoxelSpacing.indexed_at < t0))
+                conn.execute(sa.delete(VoxelSpacing).where(VoxelSpacing.id.in_(chunk), VoxelSpacing.indexed_at < t0))
             for chunk in chunks(gone_runs):
                 conn.execute(sa.delete(Run).where(Run.id.in_(chunk), Run.indexed_at < t0))
         report.count("run", "removed", len(gone_runs))
@@ -387,24 +460,38 @@ class Indexer:
         except PermissionError:
             return _Read(s, error=f"{where}: cannot read (permission denied); fix its permissions (chmod a+r)")
         except OSError as exc:
-            return _Read(s, error=f"{where}: cannot read ({root.scrub(exc.strerror or str(exc))}); check the file "
-                                  "and the storage, then index again")
+            return _Read(
+                s,
+                error=f"{where}: cannot read ({root.scrub(exc.strerror or str(exc))}); check the file "
+                "and the storage, then index again",
+            )
         except Exception as exc:  # a reader must never take the run down: anything odd in a file is an error row
             log.debug("unexpected error reading %s", where, exc_info=True)
-            return _Read(s, error=f"{where}: cannot be read ({type(exc).__name__}: {root.scrub(str(exc))[:300]}); "
-                                  "fix or remove the file, then index again")
+            return _Read(
+                s,
+                error=f"{where}: cannot be read ({type(exc).__name__}: {root.scrub(str(exc))[:300]}); "
+                "fix or remove the file, then index again",
+            )
 
     # ------------------------------------------------------------------ writing
 
-    def _row_values(self, s: _Seen, values: dict[str, Any], run_ids: dict[str, int],
-                    vs_ids: dict[tuple[str, float], int], t0: float) -> dict[str, Any]:
+    def _row_values(
+        self, s: _Seen, values: dict[str, Any], run_ids: dict[str, int], vs_ids: dict[tuple[str, float], int], t0: float
+    ) -> dict[str, Any]:
         key, e = s.key, s.entry
         spec = SPECS[key.kind]
         # An exact fingerprint (an S3 ETag) changes with the content, so it cannot be racily clean.
         racy = not e.exact and e.mtime is not None and t0 - e.mtime < RACY_WINDOW_S
         row: dict[str, Any] = {
-            "project_id": self.project_id, "layer": s.layer, "path": e.path, "fingerprint": e.fingerprint,
-            "racy": racy, "mtime": e.mtime, "indexed_at": time.time(), "stale": False, **values,
+            "project_id": self.project_id,
+            "layer": s.layer,
+            "path": e.path,
+            "fingerprint": e.fingerprint,
+            "racy": racy,
+            "mtime": e.mtime,
+            "indexed_at": time.time(),
+            "stale": False,
+            **values,
             **spec.columns(key),
         }
         if "run" in spec.parents:
@@ -413,10 +500,17 @@ class Indexer:
             row["voxel_spacing_id"] = vs_ids[(key.run, key.voxel_size)]  # type: ignore[union-attr]
         return row
 
-    def _write_batch(self, batch: list[tuple[_Seen, FileRow | None]], reads: list[_Read],
-                     run_ids: dict[str, int], vs_ids: dict[tuple[str, float], int], t0: float,
-                     report: IndexReport, problems: dict[tuple[str, str], tuple[str, str, str]],
-                     scanned_ok: set[tuple[str, str]]) -> None:
+    def _write_batch(
+        self,
+        batch: list[tuple[_Seen, FileRow | None]],
+        reads: list[_Read],
+        run_ids: dict[str, int],
+        vs_ids: dict[tuple[str, float], int],
+        t0: float,
+        report: IndexReport,
+        problems: dict[tuple[str, str], tuple[str, str, str]],
+        scanned_ok: set[tuple[str, str]],
+    ) -> None:
         olds = {(s.layer, s.entry.path): old for s, old in batch}
         rows_by_kind: dict[Kind, list[dict[str, Any]]] = defaultdict(list)
         points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
@@ -446,8 +540,15 @@ class Indexer:
             for kind, rows in rows_by_kind.items():
                 table: Any = FILE_MODELS[kind].__table__
                 update_cols = [c for c in rows[0] if c not in ("project_id", "layer", "path")]
-                written = upsert(conn, table, rows, ["project_id", "layer", "path"], update_cols,
-                                 guard=table.c.indexed_at < t0, returning=(table.c.id, table.c.layer, table.c.path))
+                written = upsert(
+                    conn,
+                    table,
+                    rows,
+                    ["project_id", "layer", "path"],
+                    update_cols,
+                    guard=table.c.indexed_at < t0,
+                    returning=(table.c.id, table.c.layer, table.c.path),
+                )
                 if kind is Kind.PICK:
                     ids = {(layer, path): pid for pid, layer, path in written}
                     replace_points(conn, ids, points_by_path)
@@ -470,8 +571,7 @@ class Indexer:
                 for chunk in chunks(ids):
                     conn.execute(sa.update(model).where(model.id.in_(chunk)).values(stale=True))
 
-    def _delete_vanished(self, vanished: list[tuple[Kind, str, str, FileRow]], t0: float,
-                         report: IndexReport) -> None:
+    def _delete_vanished(self, vanished: list[tuple[Kind, str, str, FileRow]], t0: float, report: IndexReport) -> None:
         by_kind: dict[Kind, list[int]] = defaultdict(list)
         for kind, _layer, _path, old in vanished:
             if old.indexed_at < t0:
@@ -496,8 +596,16 @@ class Indexer:
         between writing features and linking them, or a tomogram that came back)."""
         t, f, match = self._feature_match()
         runs = sa.select(Run.id).where(Run.project_id == self.project_id, runs_clause(scopes))
-        q = sa.select(f.c.id).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs), f.c.tomogram_id.is_(None),
-                                    sa.exists(sa.select(t.c.id).where(match))).limit(1)
+        q = (
+            sa.select(f.c.id)
+            .where(
+                f.c.project_id == self.project_id,
+                f.c.run_id.in_(runs),
+                f.c.tomogram_id.is_(None),
+                sa.exists(sa.select(t.c.id).where(match)),
+            )
+            .limit(1)
+        )
         with self.engine.connect() as conn:
             return conn.execute(q).first() is not None
 
@@ -509,17 +617,34 @@ class Indexer:
         best = sa.func.coalesce(same, other)
         with write_tx(self.engine) as conn:
             runs = sa.select(Run.id).where(Run.project_id == self.project_id, runs_clause(scopes))
-            conn.execute(sa.update(f).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs))
-                         .values(tomogram_id=best))
+            conn.execute(
+                sa.update(f).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs)).values(tomogram_id=best)
+            )
 
-    def _sync_errors(self, scopes: list[Scope], old_errors: set[tuple[str, str]], scan: _Scan,
-                     scanned_ok: set[tuple[str, str]], report: IndexReport) -> None:
+    def _sync_errors(
+        self,
+        scopes: list[Scope],
+        old_errors: set[tuple[str, str]],
+        scan: _Scan,
+        scanned_ok: set[tuple[str, str]],
+        report: IndexReport,
+    ) -> None:
         """Record this run's problems; clear the ones whose file is now fine or gone."""
         now = time.time()
         problems = scan.problems
-        rows = [{"project_id": self.project_id, "layer": layer, "path": path, "kind": kind,
-                 "severity": sev, "message": msg, "first_seen": now, "last_seen": now}
-                for (layer, path), (kind, sev, msg) in problems.items()]
+        rows = [
+            {
+                "project_id": self.project_id,
+                "layer": layer,
+                "path": path,
+                "kind": kind,
+                "severity": sev,
+                "message": msg,
+                "first_seen": now,
+                "last_seen": now,
+            }
+            for (layer, path), (kind, sev, msg) in problems.items()
+        ]
         report.errors += sum(1 for r in rows if r["severity"] == "error")
         report.warnings += sum(1 for r in rows if r["severity"] == "warning")
         # an error inside a subtree that could not be examined this time stays as it was
@@ -528,14 +653,23 @@ class Indexer:
             return
         with write_tx(self.engine) as conn:
             if rows:
-                upsert(conn, IndexErrorRow.__table__, rows, ["project_id", "layer", "path"],
-                       ["kind", "severity", "message", "last_seen"])
+                upsert(
+                    conn,
+                    IndexErrorRow.__table__,
+                    rows,
+                    ["project_id", "layer", "path"],
+                    ["kind", "severity", "message", "last_seen"],
+                )
             for layer in {k[0] for k in cleared}:
                 paths = [p for lay, p in cleared if lay == layer]
                 for chunk in chunks(paths):
-                    conn.execute(sa.delete(IndexErrorRow).where(
-                        IndexErrorRow.project_id == self.project_id, IndexErrorRow.layer == layer,
-                        IndexErrorRow.path.in_(chunk)))
+                    conn.execute(
+                        sa.delete(IndexErrorRow).where(
+                            IndexErrorRow.project_id == self.project_id,
+                            IndexErrorRow.layer == layer,
+                            IndexErrorRow.path.in_(chunk),
+                        )
+                    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -550,22 +684,33 @@ def _vs_rel(key: tuple[str, float]) -> str:
     return f"{grammar.run_dir_unchecked(key[0])}/{grammar.VS_PREFIX}{grammar.format_voxel_size(key[1])}"
 
 
-def _layer_presence(scopes: list[Scope], key: Any, old: DirRow | None, seen: dict[str, set[Any]],
-                    rel_of: Callable[[Any], str], scan: _Scan) -> dict[str, bool]:
+def _layer_presence(
+    scopes: list[Scope],
+    key: Any,
+    old: DirRow | None,
+    seen: dict[str, set[Any]],
+    rel_of: Callable[[Any], str],
+    scan: _Scan,
+) -> dict[str, bool]:
     """``{"in_static": …, "in_overlay": …}`` for a run or voxel spacing after this scan."""
-    return {f"in_{layer}": _presence(scopes, layer, rel_of(key), key in seen[layer],
-                                     old.present(layer) if old else False, scan)
-            for layer in ("static", "overlay")}
+    return {
+        f"in_{layer}": _presence(
+            scopes, layer, rel_of(key), key in seen[layer], old.present(layer) if old else False, scan
+        )
+        for layer in ("static", "overlay")
+    }
 
 
-def _changed_presence(scopes: list[Scope], snap: dict[Any, DirRow], seen: dict[str, set[Any]],
-                      rel_of: Callable[[Any], str], scan: _Scan) -> Iterator[tuple[Any, dict[str, bool]]]:
+def _changed_presence(
+    scopes: list[Scope], snap: dict[Any, DirRow], seen: dict[str, set[Any]], rel_of: Callable[[Any], str], scan: _Scan
+) -> Iterator[tuple[Any, dict[str, bool]]]:
     """Runs or voxel spacings that exist after the scan and whose presence flags changed."""
     for key in set(snap) | set().union(*seen.values()):
         old = snap.get(key)
         flags = _layer_presence(scopes, key, old, seen, rel_of, scan)
-        if any(flags.values()) and (old is None or (old.in_static, old.in_overlay) !=
-                                    (flags["in_static"], flags["in_overlay"])):
+        if any(flags.values()) and (
+            old is None or (old.in_static, old.in_overlay) != (flags["in_static"], flags["in_overlay"])
+        ):
             yield key, flags
 
 

@@ -72,11 +72,27 @@ class KindSpec:
 
 def _read_picks(root: Root, entry: Entry, limits: Limits) -> Header:
     pf = picks.parse_picks(root.read_bytes(entry.path, limits.pick), root.url_of(entry.path))
-    pts = [(i, p.location.x, p.location.y, p.location.z, p.instance_id, p.score,
-            None if p.transformation_ == IDENTITY else json.dumps(p.transformation_))
-           for i, p in enumerate(pf.points or [])]
-    return Header({"n_points": len(pts), "unit": pf.unit, "trust_orientation": pf.trust_orientation,
-                   "voxel_spacing": pf.voxel_spacing}, pts)
+    pts = [
+        (
+            i,
+            p.location.x,
+            p.location.y,
+            p.location.z,
+            p.instance_id,
+            p.score,
+            None if p.transformation_ == IDENTITY else json.dumps(p.transformation_),
+        )
+        for i, p in enumerate(pf.points or [])
+    ]
+    return Header(
+        {
+            "n_points": len(pts),
+            "unit": pf.unit,
+            "trust_orientation": pf.trust_orientation,
+            "voxel_spacing": pf.voxel_spacing,
+        },
+        pts,
+    )
 
 
 def _read_filaments(root: Root, entry: Entry, limits: Limits) -> Header:
@@ -107,8 +123,9 @@ def _zarr_info(root: Root, entry: Entry, limits: Limits) -> zarr_meta.ArrayInfo:
 
 def _read_volume(root: Root, entry: Entry, limits: Limits) -> Header:
     info = _zarr_info(root, entry, limits)
-    return Header({"shape": info.shape, "dtype": info.dtype, "n_levels": info.n_levels,
-                   "zarr_format": info.zarr_format})
+    return Header(
+        {"shape": info.shape, "dtype": info.dtype, "n_levels": info.n_levels, "zarr_format": info.zarr_format}
+    )
 
 
 def _read_density_map(root: Root, entry: Entry, limits: Limits) -> Header:
@@ -150,27 +167,60 @@ def _open_density_map(root: Root, path: str, read_only: bool) -> Any:
 
 
 def _annotation_columns(key: Any) -> dict[str, Any]:
-    return {"run_name": key.run, "object_name": key.object_name, "user_id": key.user_id,
-            "session_id": key.session_id}
+    return {"run_name": key.run, "object_name": key.object_name, "user_id": key.user_id, "session_id": key.session_id}
 
 
-SPECS: dict[Kind, KindSpec] = {spec.kind: spec for spec in (
-    KindSpec(Kind.TOMOGRAM, grammar.TomogramKey, _read_volume, lambda k: {"tomo_type": k.tomo_type}, _open_group,
-             parents=("run", "voxel_spacing"), group=True),
-    KindSpec(Kind.FEATURE, grammar.FeatureKey, _read_volume,
-             lambda k: {"tomo_type": k.tomo_type, "feature_type": k.feature_type}, _open_group,
-             parents=("run", "voxel_spacing"), group=True),
-    KindSpec(Kind.PICK, grammar.PickKey, _read_picks, _annotation_columns, _open_picks),
-    KindSpec(Kind.MESH, grammar.MeshKey, _read_mesh, _annotation_columns, _open_mesh),
-    KindSpec(Kind.FILAMENT, grammar.FilamentKey, _read_filaments, _annotation_columns, _open_filaments),
-    KindSpec(Kind.SEGMENTATION, grammar.SegmentationKey, _read_volume,
-             lambda k: {"run_name": k.run, "voxel_size": k.voxel_size, "name": k.name, "user_id": k.user_id,
-                        "session_id": k.session_id, "is_multilabel": k.is_multilabel, "kind": k.seg_kind.value},
-             _open_group, group=True),
-    KindSpec(Kind.DENSITY_MAP, grammar.DensityMapKey, _read_density_map,
-             lambda k: {"object_name": k.object_name, "fmt": k.fmt}, _open_density_map, parents=(),
-             group_of=lambda k: k.fmt == "zarr"),
-)}
+SPECS: dict[Kind, KindSpec] = {
+    spec.kind: spec
+    for spec in (
+        KindSpec(
+            Kind.TOMOGRAM,
+            grammar.TomogramKey,
+            _read_volume,
+            lambda k: {"tomo_type": k.tomo_type},
+            _open_group,
+            parents=("run", "voxel_spacing"),
+            group=True,
+        ),
+        KindSpec(
+            Kind.FEATURE,
+            grammar.FeatureKey,
+            _read_volume,
+            lambda k: {"tomo_type": k.tomo_type, "feature_type": k.feature_type},
+            _open_group,
+            parents=("run", "voxel_spacing"),
+            group=True,
+        ),
+        KindSpec(Kind.PICK, grammar.PickKey, _read_picks, _annotation_columns, _open_picks),
+        KindSpec(Kind.MESH, grammar.MeshKey, _read_mesh, _annotation_columns, _open_mesh),
+        KindSpec(Kind.FILAMENT, grammar.FilamentKey, _read_filaments, _annotation_columns, _open_filaments),
+        KindSpec(
+            Kind.SEGMENTATION,
+            grammar.SegmentationKey,
+            _read_volume,
+            lambda k: {
+                "run_name": k.run,
+                "voxel_size": k.voxel_size,
+                "name": k.name,
+                "user_id": k.user_id,
+                "session_id": k.session_id,
+                "is_multilabel": k.is_multilabel,
+                "kind": k.seg_kind.value,
+            },
+            _open_group,
+            group=True,
+        ),
+        KindSpec(
+            Kind.DENSITY_MAP,
+            grammar.DensityMapKey,
+            _read_density_map,
+            lambda k: {"object_name": k.object_name, "fmt": k.fmt},
+            _open_density_map,
+            parents=(),
+            group_of=lambda k: k.fmt == "zarr",
+        ),
+    )
+}
 
 
 def spec_of(kind: Kind | str) -> KindSpec:

@@ -83,12 +83,19 @@ def scope_clause(model: Any, scopes: Sequence[Scope], bytewise: bool) -> Any:
         if not prefix:
             parts.append(model.layer == layer)
         elif bytewise:  # one index range [prefix, prefix0), then the exact test inside it
-            parts.append(sa.and_(model.layer == layer, model.path >= prefix, model.path < prefix + "0",
-                                 sa.or_(model.path == prefix, model.path >= prefix + "/")))
+            parts.append(
+                sa.and_(
+                    model.layer == layer,
+                    model.path >= prefix,
+                    model.path < prefix + "0",
+                    sa.or_(model.path == prefix, model.path >= prefix + "/"),
+                )
+            )
         else:
             like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
-            parts.append(sa.and_(model.layer == layer,
-                                 sa.or_(model.path == prefix, model.path.like(like, escape="\\"))))
+            parts.append(
+                sa.and_(model.layer == layer, sa.or_(model.path == prefix, model.path.like(like, escape="\\")))
+            )
     return sa.or_(*parts) if parts else sa.false()
 
 
@@ -103,8 +110,9 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
     parts = []
     for kind, model in FILE_MODELS.items():
         m: Any = model
-        q = sa.select(sa.literal(kind.value).label("kind"), m.id, m.layer, m.path, m.fingerprint, m.racy, m.stale,
-                      m.indexed_at).where(m.project_id == project_id, scope_clause(m, scopes, bytewise))
+        q = sa.select(
+            sa.literal(kind.value).label("kind"), m.id, m.layer, m.path, m.fingerprint, m.racy, m.stale, m.indexed_at
+        ).where(m.project_id == project_id, scope_clause(m, scopes, bytewise))
         if "run_id" in m.__table__.c and not every_run:
             q = q.where(m.run_id.in_(scoped_runs))
         parts.append(q)
@@ -113,16 +121,37 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
         # one statement for all seven tables: a write-through on PostgreSQL pays one round trip, not seven
         for kind_name, rid, layer, path, fp, racy, stale, at in conn.execute(sa.union_all(*parts)):
             files[(Kind(kind_name), layer, path)] = FileRow(rid, fp, bool(racy), bool(stale), at)
-        runs = {name: DirRow(rid, st, ov, at) for rid, name, st, ov, at in conn.execute(
-            sa.select(Run.id, Run.name, Run.in_static, Run.in_overlay, Run.indexed_at)
-            .where(Run.project_id == project_id, in_scope))}
-        vss = {(name, vs): DirRow(vid, st, ov, at) for vid, name, vs, st, ov, at in conn.execute(
-            sa.select(VoxelSpacing.id, Run.name, VoxelSpacing.voxel_size, VoxelSpacing.in_static,
-                      VoxelSpacing.in_overlay, VoxelSpacing.indexed_at).join(Run)
-            .where(Run.project_id == project_id, in_scope))}
-        errors = {(layer, path) for layer, path in conn.execute(
-            sa.select(IndexErrorRow.layer, IndexErrorRow.path).where(
-                IndexErrorRow.project_id == project_id, scope_clause(IndexErrorRow, scopes, bytewise)))}
+        runs = {
+            name: DirRow(rid, st, ov, at)
+            for rid, name, st, ov, at in conn.execute(
+                sa.select(Run.id, Run.name, Run.in_static, Run.in_overlay, Run.indexed_at).where(
+                    Run.project_id == project_id, in_scope
+                )
+            )
+        }
+        vss = {
+            (name, vs): DirRow(vid, st, ov, at)
+            for vid, name, vs, st, ov, at in conn.execute(
+                sa.select(
+                    VoxelSpacing.id,
+                    Run.name,
+                    VoxelSpacing.voxel_size,
+                    VoxelSpacing.in_static,
+                    VoxelSpacing.in_overlay,
+                    VoxelSpacing.indexed_at,
+                )
+                .join(Run)
+                .where(Run.project_id == project_id, in_scope)
+            )
+        }
+        errors = {
+            (layer, path)
+            for layer, path in conn.execute(
+                sa.select(IndexErrorRow.layer, IndexErrorRow.path).where(
+                    IndexErrorRow.project_id == project_id, scope_clause(IndexErrorRow, scopes, bytewise)
+                )
+            )
+        }
     return Snapshot(files, runs, vss, errors)
 
 

@@ -23,26 +23,45 @@ def prune_index_runs(conn: Connection, project_id: int) -> None:
     """
     runs = IndexRun.__table__
     mine = runs.c.project_id == project_id
-    oldest_kept = (sa.select(runs.c.id).where(mine).order_by(runs.c.id.desc())
-                   .offset(KEEP_INDEX_RUNS - 1).limit(1).scalar_subquery())
-    last_of_trigger = sa.select(sa.func.max(runs.c.id)).where(mine, runs.c.status != "running").group_by(
-        runs.c.trigger)
-    conn.execute(sa.delete(runs).where(mine, runs.c.id < oldest_kept, runs.c.id.not_in(last_of_trigger),
-                                       runs.c.status != "running"))
+    oldest_kept = (
+        sa.select(runs.c.id)
+        .where(mine)
+        .order_by(runs.c.id.desc())
+        .offset(KEEP_INDEX_RUNS - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    last_of_trigger = sa.select(sa.func.max(runs.c.id)).where(mine, runs.c.status != "running").group_by(runs.c.trigger)
+    conn.execute(
+        sa.delete(runs).where(
+            mine, runs.c.id < oldest_kept, runs.c.id.not_in(last_of_trigger), runs.c.status != "running"
+        )
+    )
 
 
-def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str],
-            update: list[str], guard: Any = None, returning: tuple[Any, ...] | None = None) -> list[Any]:
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    conflict: list[str],
+    update: list[str],
+    guard: Any = None,
+    returning: tuple[Any, ...] | None = None,
+) -> list[Any]:
     """``INSERT … ON CONFLICT DO UPDATE`` that writes nothing when nothing changed.
 
     ``guard`` restricts which existing rows may be updated (rows newer than the scan are kept).
     """
     stmt = upsert_insert(conn, table)
-    distinct = sa.or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in update
-                        if c not in ("indexed_at", "last_seen", "mtime")])
+    distinct = sa.or_(
+        *[
+            table.c[c].is_distinct_from(stmt.excluded[c])
+            for c in update
+            if c not in ("indexed_at", "last_seen", "mtime")
+        ]
+    )
     where = distinct if guard is None else sa.and_(guard, distinct)
-    stmt = stmt.on_conflict_do_update(index_elements=conflict,
-                                      set_={c: stmt.excluded[c] for c in update}, where=where)
+    stmt = stmt.on_conflict_do_update(index_elements=conflict, set_={c: stmt.excluded[c] for c in update}, where=where)
     out: list[Any] = []
     for chunk in chunks(rows):
         if returning is not None:
@@ -52,8 +71,9 @@ def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], confli
     return out
 
 
-def replace_points(conn: Connection, ids: dict[tuple[str, str], int],
-                    points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]]) -> None:
+def replace_points(
+    conn: Connection, ids: dict[tuple[str, str], int], points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]]
+) -> None:
     """Rewrite the points of every pick row this batch wrote: the ``points`` rows and the packed copy."""
     if not ids:
         return
@@ -64,9 +84,13 @@ def replace_points(conn: Connection, ids: dict[tuple[str, str], int],
     rows = [(pid, *pt) for where, pid in ids.items() for pt in points_by_path.get(where, ())]
     if rows:
         bulk_insert_points(conn, rows)
-    conn.execute(sa.insert(PackedPoints), [
-        {"pick_id": pid, "data": pack_points([pt[1:6] for pt in points_by_path.get(where, ())])}
-        for where, pid in ids.items()])
+    conn.execute(
+        sa.insert(PackedPoints),
+        [
+            {"pick_id": pid, "data": pack_points([pt[1:6] for pt in points_by_path.get(where, ())])}
+            for where, pid in ids.items()
+        ],
+    )
 
 
 POINT_COLUMNS = ("pick_id", "idx", "x", "y", "z", "instance_id", "score", "transform")

@@ -42,8 +42,12 @@ def _group_info(store: Any) -> dict[str, Any]:
     if "0" not in levels:
         return {"shape": None, "dtype": None, "levels": levels, "sum": None}
     arr = np.asarray(group["0"][...])
-    return {"shape": [int(s) for s in arr.shape], "dtype": str(arr.dtype), "levels": levels,
-            "sum": float(arr.astype(np.float64).sum())}
+    return {
+        "shape": [int(s) for s in arr.shape],
+        "dtype": str(arr.dtype),
+        "levels": levels,
+        "sum": float(arr.astype(np.float64).sum()),
+    }
 
 
 def _picks(p: Any) -> dict[str, Any]:
@@ -94,11 +98,14 @@ def _run(run: Any) -> dict[str, Any]:
     for vs in sorted(run.voxel_spacings, key=lambda v: v.voxel_size):
         tomos = []
         for t in vs.tomograms:
-            feats = [{"feature_type": f.feature_type, "read_only": bool(f.read_only), **_group_info(f.zarr())}
-                     for f in t.features]
+            feats = [
+                {"feature_type": f.feature_type, "read_only": bool(f.read_only), **_group_info(f.zarr())}
+                for f in t.features
+            ]
             feats.sort(key=lambda f: (f["feature_type"], f["read_only"]))
-            tomos.append({"tomo_type": t.tomo_type, "read_only": bool(t.read_only), **_group_info(t.zarr()),
-                          "features": feats})
+            tomos.append(
+                {"tomo_type": t.tomo_type, "read_only": bool(t.read_only), **_group_info(t.zarr()), "features": feats}
+            )
         tomos.sort(key=lambda t: (t["tomo_type"], not t["read_only"]))
         vss[f"{vs.voxel_size:.3f}"] = tomos
     segs = run.get_segmentations(is_instance=None, is_panoptic=None)
@@ -117,8 +124,11 @@ def _density_map(obj: Any) -> dict[str, Any] | None:
     for fs, path in ((obj.fs_overlay, obj.overlay_path), (obj.fs_static, obj.static_path)):
         if fs.exists(f"{path}/.zgroup") or fs.exists(f"{path}/zarr.json"):
             arr = np.asarray(obj.numpy())
-            return {"shape": [int(s) for s in arr.shape], "dtype": str(arr.dtype),
-                    "sum": float(arr.astype(np.float64).sum())}
+            return {
+                "shape": [int(s) for s in arr.shape],
+                "dtype": str(arr.dtype),
+                "sum": float(arr.astype(np.float64).sum()),
+            }
     return None
 
 

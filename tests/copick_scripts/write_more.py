@@ -38,8 +38,12 @@ def main(argv: list[str]) -> int:
     transforms[1, :3, 3] = [1.5, -2.0, 0.25]
     picks = run.new_picks("ribosome", SESSION, user_id=USER)
     picks.from_numpy(points, transforms=transforms, instance_ids=np.array([3, 4, 5]), scores=np.array([0.5, 0.75, 1]))
-    out["picks"] = {"points": points.tolist(), "transforms": transforms.tolist(), "instance_ids": [3, 4, 5],
-                    "scores": [0.5, 0.75, 1.0]}
+    out["picks"] = {
+        "points": points.tolist(),
+        "transforms": transforms.tolist(),
+        "instance_ids": [3, 4, 5],
+        "scores": [0.5, 0.75, 1.0],
+    }
 
     mesh = run.new_mesh("membrane", SESSION, user_id=USER)
     mesh.mesh = trimesh.Scene(trimesh.creation.box(extents=(100.0, 80.0, 10.0)))
@@ -56,8 +60,12 @@ def main(argv: list[str]) -> int:
     volume = np.arange(16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16) / 100.0
     tomo = vs.new_tomogram("isonet")
     tomo.from_numpy(volume, levels=2)
-    out["tomogram"] = {"shape": [16, 16, 16], "dtype": "float32", "sum": float(volume.astype(np.float64).sum()),
-                       "levels": 2}
+    out["tomogram"] = {
+        "shape": [16, 16, 16],
+        "dtype": "float32",
+        "sum": float(volume.astype(np.float64).sum()),
+        "levels": 2,
+    }
     feat = tomo.new_features("grad")
     write_ome_zarr_3d(feat.zarr(), {10.0: volume * 2})
     out["features"] = {"shape": [16, 16, 16], "sum": float((volume * 2).astype(np.float64).sum())}

@@ -207,9 +207,7 @@ def write_overlay(root, overlay_only_root, rng: np.random.Generator, static_runs
         # Meshes
         _write_mesh(run, "membrane", "alice", "1", trimesh.creation.box(extents=(200.0, 150.0, 30.0)))
         if i == 1:
-            _write_mesh(
-                run, "ribosome", "meshtool", "0", trimesh.creation.icosphere(subdivisions=1, radius=150.0)
-            )
+            _write_mesh(run, "ribosome", "meshtool", "0", trimesh.creation.icosphere(subdivisions=1, radius=150.0))
 
         # Segmentations at two voxel sizes: single-label (name = object) and multilabel
         labels10 = np.zeros(SEG_SHAPE_10, dtype=np.uint8)
@@ -266,9 +264,7 @@ def write_overlay(root, overlay_only_root, rng: np.random.Generator, static_runs
     _write_picks(dup_run, rng, "thyroglobulin-x.1", "ArtiaX", "19", 7, scores=True)
 
     # A density map in the overlay (writable)
-    root.get_object("thyroglobulin-x.1").from_numpy(
-        _blob((16, 16, 16), (8, 8, 8), 6).astype(np.float32), 10.0
-    )
+    root.get_object("thyroglobulin-x.1").from_numpy(_blob((16, 16, 16), (8, 8, 8), 6).astype(np.float32), 10.0)
 
 
 def main(argv: list[str] | None = None) -> int:

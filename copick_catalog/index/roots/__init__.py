@@ -25,8 +25,13 @@ def split_protocol(url: str) -> tuple[str, str]:
     return "", url
 
 
-def open_root(url: str, layer: str, fs_args: dict[str, Any] | None = None, base_dir: Path | None = None,
-              settings: WalkSettings | None = None) -> Root:
+def open_root(
+    url: str,
+    layer: str,
+    fs_args: dict[str, Any] | None = None,
+    base_dir: Path | None = None,
+    settings: WalkSettings | None = None,
+) -> Root:
     """The root for a config URL; relative local paths are taken relative to ``base_dir`` (the config's folder)."""
     proto, rest = split_protocol(url.strip())
     if proto in LOCAL_PROTOCOLS:
@@ -41,5 +46,15 @@ def open_root(url: str, layer: str, fs_args: dict[str, Any] | None = None, base_
     return FsspecRoot(url.strip(), proto, layer, fs_args, settings)
 
 
-__all__ = ["STRATEGIES", "Backup", "Entry", "FsspecRoot", "ListingStats", "LocalRoot", "Root", "WalkSettings",
-           "open_root", "split_protocol"]
+__all__ = [
+    "STRATEGIES",
+    "Backup",
+    "Entry",
+    "FsspecRoot",
+    "ListingStats",
+    "LocalRoot",
+    "Root",
+    "WalkSettings",
+    "open_root",
+    "split_protocol",
+]

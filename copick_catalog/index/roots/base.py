@@ -339,5 +339,16 @@ def group_entry(rel: str, items: list[tuple[str, int, Any]]) -> Entry:
     return Entry(rel, True, f"zarr:{digest}", mtime, None, tuple(i[0] for i in items))
 
 
-__all__ = ["ZARR_META_NAMES", "Backup", "Entry", "ListingStats", "Root", "file_entry", "group_entry",
-           "group_from_keys", "hidden_sibling", "is_group_meta", "mtime_of"]
+__all__ = [
+    "ZARR_META_NAMES",
+    "Backup",
+    "Entry",
+    "ListingStats",
+    "Root",
+    "file_entry",
+    "group_entry",
+    "group_from_keys",
+    "hidden_sibling",
+    "is_group_meta",
+    "mtime_of",
+]

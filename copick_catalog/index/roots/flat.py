@@ -52,10 +52,10 @@ class FlatListing:
             return
         self.keys += 0 if is_dir else 1
         group_at = _inside_group(parts)
-        if group_at is not None and reachable(tuple(parts[:group_at - 1])):
+        if group_at is not None and reachable(tuple(parts[: group_at - 1])):
             group = "/".join(parts[:group_at])
             members = self.groups.setdefault(group, {})
-            self._add_dirs(parts[:group_at - 1])
+            self._add_dirs(parts[: group_at - 1])
             sub = parts[group_at:]
             if len(sub) >= 2 and not sub[0].startswith("."):
                 self.levels.add(f"{group}/{sub[0]}")
@@ -85,20 +85,25 @@ class FlatListing:
         flat_cost = pages + self.keys * PAGE_KEY_COST
         pruned = self.pruned_requests()
         pruned_cost = pruned / concurrency + PRUNED_DEPTH
-        self.last_check = (f"after {pages} pages ({self.keys} keys, {self.chunk_keys} of them zarr chunks) the "
-                           f"pruned walk needed {pruned} requests, {concurrency} at a time (~{pruned_cost:.0f} "
-                           f"round trips) against ~{flat_cost:.0f} for the flat listing")
+        self.last_check = (
+            f"after {pages} pages ({self.keys} keys, {self.chunk_keys} of them zarr chunks) the "
+            f"pruned walk needed {pruned} requests, {concurrency} at a time (~{pruned_cost:.0f} "
+            f"round trips) against ~{flat_cost:.0f} for the flat listing"
+        )
         return self.last_check if pruned_cost * SWITCH_MARGIN < flat_cost else ""
 
-    def prefer_pruned_measured(self, pages: int, flat_seconds: float, latency: float, per_request: float,
-                               concurrency: int) -> str:
+    def prefer_pruned_measured(
+        self, pages: int, flat_seconds: float, latency: float, per_request: float, concurrency: int
+    ) -> str:
         """Like :meth:`prefer_pruned`, with measured times instead of the round-trip model."""
         pruned = self.pruned_requests()
         pruned_seconds = pruned * per_request + PRUNED_DEPTH * latency
-        self.last_check = (f"after {pages} pages ({self.keys} keys, {self.chunk_keys} of them zarr chunks, "
-                           f"{flat_seconds:.2f} s) the pruned walk needed {pruned} requests; measured "
-                           f"{per_request * 1000:.1f} ms a request {concurrency} at a time and {latency * 1000:.0f} ms "
-                           f"latency: ~{pruned_seconds:.2f} s")
+        self.last_check = (
+            f"after {pages} pages ({self.keys} keys, {self.chunk_keys} of them zarr chunks, "
+            f"{flat_seconds:.2f} s) the pruned walk needed {pruned} requests; measured "
+            f"{per_request * 1000:.1f} ms a request {concurrency} at a time and {latency * 1000:.0f} ms "
+            f"latency: ~{pruned_seconds:.2f} s"
+        )
         return self.last_check if pruned_seconds * SWITCH_MARGIN < flat_seconds else ""
 
     def finish(self, stats: ListingStats) -> list[Entry]:

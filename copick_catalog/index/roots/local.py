@@ -60,8 +60,11 @@ class LocalRoot(Root):
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
             os.close(fd)
-            raise PayloadError(full, f"is not a regular file ({_file_type(st.st_mode)}); only regular files are "
-                               "read: replace it with the real file or remove it")
+            raise PayloadError(
+                full,
+                f"is not a regular file ({_file_type(st.st_mode)}); only regular files are "
+                "read: replace it with the real file or remove it",
+            )
         os.set_blocking(fd, True)
         return fd, st
 
@@ -78,8 +81,11 @@ class LocalRoot(Root):
         fd, st = self._open_regular(rel)
         try:
             if limit is not None and st.st_size > limit:
-                raise PayloadError(full, f"is {st.st_size:,} bytes, over the {limit:,}-byte limit for this kind of "
-                                   "file; split it, or raise the limit (Catalog.open(..., limits=...))")
+                raise PayloadError(
+                    full,
+                    f"is {st.st_size:,} bytes, over the {limit:,}-byte limit for this kind of "
+                    "file; split it, or raise the limit (Catalog.open(..., limits=...))",
+                )
             chunks = []
             remaining = st.st_size if limit is None else min(st.st_size, limit) + 1
             while remaining > 0:
@@ -102,8 +108,12 @@ class LocalRoot(Root):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            return Entry(rel, os.path.islink(full) is False and os.path.isdir(full), "error",
-                         error=f"{full}: cannot examine ({_reason(exc)})")
+            return Entry(
+                rel,
+                os.path.islink(full) is False and os.path.isdir(full),
+                "error",
+                error=f"{full}: cannot examine ({_reason(exc)})",
+            )
         if stat_mod.S_ISDIR(st.st_mode):
             if grammar.is_zarr_group_dir(tuple(rel.split("/"))):
                 return self._group(rel, full, ListingStats())
@@ -130,8 +140,13 @@ class LocalRoot(Root):
                 if not parts:
                     raise self.root_error("list the root", exc) from None
                 stats.entries += 1
-                yield Entry("/".join(parts), True, "error", error=f"{dirpath}: cannot list this directory "
-                            f"({_reason(exc)}); fix its permissions (chmod a+rx) so it can be indexed")
+                yield Entry(
+                    "/".join(parts),
+                    True,
+                    "error",
+                    error=f"{dirpath}: cannot list this directory "
+                    f"({_reason(exc)}); fix its permissions (chmod a+rx) so it can be indexed",
+                )
                 continue
             stats.list_calls += 1
             with it:
@@ -141,8 +156,9 @@ class LocalRoot(Root):
                         stats.entries += 1
                         yield entry
 
-    def _entry(self, parts: tuple[str, ...], de: os.DirEntry[str], stats: ListingStats,
-               stack: list[tuple[str, ...]]) -> Entry | None:
+    def _entry(
+        self, parts: tuple[str, ...], de: os.DirEntry[str], stats: ListingStats, stack: list[tuple[str, ...]]
+    ) -> Entry | None:
         child = (*parts, de.name)
         rel = "/".join(child)
         try:
@@ -180,8 +196,13 @@ class LocalRoot(Root):
         except FileNotFoundError:
             pass
         except OSError as exc:
-            return Entry(rel, True, "error", error=f"{full}: cannot read this zarr group ({_reason(exc)}); fix its "
-                         "permissions (chmod -R a+rX) so it can be indexed")
+            return Entry(
+                rel,
+                True,
+                "error",
+                error=f"{full}: cannot read this zarr group ({_reason(exc)}); fix its "
+                "permissions (chmod -R a+rX) so it can be indexed",
+            )
         for sub in subdirs:
             for name in (".zarray", "zarr.json", ".zattrs"):
                 try:
@@ -259,9 +280,13 @@ class LocalRoot(Root):
 
 
 def _file_type(mode: int) -> str:
-    for test, name in ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISCHR, "a character device"),
-                       (stat_mod.S_ISBLK, "a block device"), (stat_mod.S_ISSOCK, "a socket"),
-                       (stat_mod.S_ISDIR, "a directory")):
+    for test, name in (
+        (stat_mod.S_ISFIFO, "a FIFO"),
+        (stat_mod.S_ISCHR, "a character device"),
+        (stat_mod.S_ISBLK, "a block device"),
+        (stat_mod.S_ISSOCK, "a socket"),
+        (stat_mod.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return name
     return "not a regular file"

@@ -51,8 +51,14 @@ class FsspecRoot(Root):
 
     read_concurrency = 16
 
-    def __init__(self, url: str, protocol: str, layer: str, fs_args: dict[str, Any] | None = None,
-                 settings: WalkSettings | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        protocol: str,
+        layer: str,
+        fs_args: dict[str, Any] | None = None,
+        settings: WalkSettings | None = None,
+    ) -> None:
         import fsspec
 
         super().__init__(layer, fs_args)
@@ -63,13 +69,16 @@ class FsspecRoot(Root):
         except (ValueError, ImportError) as exc:
             raise RootError(
                 f"{layer} root {self.scrub(url)!r}: unsupported URL scheme {protocol!r} ({self.scrub(str(exc))}); "
-                "use a local path, local://, file:// or s3://") from None
+                "use a local path, local://, file:// or s3://"
+            ) from None
         try:
             # A private instance: fsspec's instance cache would share listing caches between runs.
             self.fs: Any = cls(skip_instance_cache=True, **self._fs_kwargs(cls))
         except Exception as exc:
-            raise RootError(f"{layer} root {self.scrub(url)!r}: cannot open filesystem "
-                            f"({type(exc).__name__}: {self.scrub(str(exc))})") from None
+            raise RootError(
+                f"{layer} root {self.scrub(url)!r}: cannot open filesystem "
+                f"({type(exc).__name__}: {self.scrub(str(exc))})"
+            ) from None
         self.base = str(cls._strip_protocol(url)).rstrip("/")
         if not self.base:
             raise RootError(f"{layer} root {self.scrub(url)!r} names no bucket or path")
@@ -98,8 +107,10 @@ class FsspecRoot(Root):
             return bytes(self.fs.cat_file(full, **self._cat_kwargs()))
         data = bytes(self.fs.cat_file(full, start=0, end=limit + 1, **self._cat_kwargs()))
         if len(data) > limit:
-            raise PayloadError(self.url_of(rel), f"is over the {limit:,}-byte limit for this kind of file; split it, "
-                               "or raise the limit")
+            raise PayloadError(
+                self.url_of(rel),
+                f"is over the {limit:,}-byte limit for this kind of file; split it, or raise the limit",
+            )
         return data
 
     def _cat_kwargs(self) -> dict[str, Any]:
@@ -160,7 +171,7 @@ class FsspecRoot(Root):
         prefix = self.base + "/"
         for full, info in found.items():
             if full.startswith(prefix):
-                flat.add(full[len(prefix):], info, info.get("type") == "directory")
+                flat.add(full[len(prefix) :], info, info.get("type") == "directory")
         return flat.finish(stats)
 
     def _pruned(self, stats: ListingStats, start: tuple[str, ...]) -> list[Entry]:

@@ -61,8 +61,9 @@ PROBE_FIRST_CHECK = 2
 class S3Root(FsspecRoot):
     """A root in an S3 bucket (or an S3-compatible server through ``endpoint_url``)."""
 
-    def __init__(self, url: str, layer: str, fs_args: dict[str, Any] | None = None,
-                 settings: WalkSettings | None = None) -> None:
+    def __init__(
+        self, url: str, layer: str, fs_args: dict[str, Any] | None = None, settings: WalkSettings | None = None
+    ) -> None:
         super().__init__(url, "s3", layer, fs_args, settings)
         self.walker = S3Walker(self.fs, self.base, self.settings, f"{layer} root {self.scrub(self.url)}")
 
@@ -166,8 +167,7 @@ class S3Walker:
                 out = await self.fs._call_s3("head_object", Bucket=self.bucket, Key=key)
             except FileNotFoundError:
                 return None
-        return {"ETag": out.get("ETag", ""), "size": out.get("ContentLength"),
-                "LastModified": out.get("LastModified")}
+        return {"ETag": out.get("ETag", ""), "size": out.get("ContentLength"), "LastModified": out.get("LastModified")}
 
     async def _ls(self, ctx: _Ctx, prefix: str) -> tuple[list[dict[str, Any]], list[str]]:
         """A complete delimiter listing of ``prefix``: (objects, sub-prefixes)."""
@@ -213,10 +213,10 @@ class S3Walker:
             return None
         members: dict[str, dict[str, Any]] = {}
         for obj in objects:
-            name = obj["Key"][len(prefix):]
+            name = obj["Key"][len(prefix) :]
             if name in ZARR_META_NAMES:
                 members[name] = info_of(obj)
-        levels = [p[len(prefix):].rstrip("/") for p in prefixes]
+        levels = [p[len(prefix) :].rstrip("/") for p in prefixes]
         found = await asyncio.gather(*(self._level(ctx, prefix, lvl) for lvl in levels if not lvl.startswith(".")))
         for level_members in found:
             members.update(level_members)
@@ -229,12 +229,12 @@ class S3Walker:
         found: dict[str, dict[str, Any]] = {}
         last = ""
         for obj in out.get("Contents", []):
-            name = obj["Key"][len(lp):]
+            name = obj["Key"][len(lp) :]
             last = max(last, name)
             if name in ZARR_META_NAMES:
                 found[name] = info_of(obj)
         for p in out.get("CommonPrefixes", []):
-            last = max(last, p["Prefix"][len(lp):])
+            last = max(last, p["Prefix"][len(lp) :])
         if out.get("IsTruncated"):
             # Cut off: a metadata name sorting after the last key returned (zarr.json after '0.0.0'
             # chunk keys) may exist further on; ask for it directly instead of listing the chunks.
@@ -285,7 +285,7 @@ class S3Walker:
                 key = obj["Key"]
                 if not key.startswith(base_prefix):
                     continue
-                rel = key[len(base_prefix):]
+                rel = key[len(base_prefix) :]
                 if rel.endswith("/"):  # a "directory marker" object some tools create
                     flat.add(rel.rstrip("/"), {}, True)
                 elif rel:
@@ -299,8 +299,9 @@ class S3Walker:
                 if verdict and self.settings.calibrate:
                     # The model says pruning pays if requests really run concurrently: measure it.
                     single, per_request = await self._calibrate(ctx, flat)
-                    verdict = flat.prefer_pruned_measured(pages, time.perf_counter() - started, single,
-                                                          per_request, self.settings.concurrency)
+                    verdict = flat.prefer_pruned_measured(
+                        pages, time.perf_counter() - started, single, per_request, self.settings.concurrency
+                    )
                 if verdict:
                     ctx.stats.reason = verdict
                     ctx.stats.keys, ctx.stats.chunk_keys = flat.keys, flat.chunk_keys
@@ -315,14 +316,15 @@ class S3Walker:
         server that answers one at a time (moto, a small MinIO).
         """
         if ctx.calibration is None:
-            dirs = [d for d in sorted(flat.dirs) if reachable(tuple(d.split("/")))][:self.settings.concurrency] or [""]
+            dirs = [d for d in sorted(flat.dirs) if reachable(tuple(d.split("/")))][: self.settings.concurrency] or [""]
             probe = {"Delimiter": "/", "MaxKeys": LEVEL_LIST_KEYS}
             t0 = time.perf_counter()
             await self._list(ctx, Prefix=self.prefix_of(dirs[0]), **probe)
             t1 = time.perf_counter()
             n = self.settings.concurrency
-            await asyncio.gather(*(self._list(ctx, Prefix=self.prefix_of(dirs[i % len(dirs)]), **probe)
-                                   for i in range(n)))
+            await asyncio.gather(
+                *(self._list(ctx, Prefix=self.prefix_of(dirs[i % len(dirs)]), **probe) for i in range(n))
+            )
             ctx.calibration = (t1 - t0, (time.perf_counter() - t1) / n)
         return ctx.calibration
 
@@ -333,12 +335,12 @@ class S3Walker:
         objects, prefixes = await self._ls(ctx, prefix)
         if grammar.descend(parts):
             for obj in objects:
-                name = obj["Key"][len(prefix):]
+                name = obj["Key"][len(prefix) :]
                 if name:  # "" is the directory marker of this very directory
                     out.append(file_entry("/".join((*parts, name)), info_of(obj)))
         tasks = []
         for p in prefixes:
-            name = p[len(prefix):].rstrip("/")
+            name = p[len(prefix) :].rstrip("/")
             child = (*parts, name)
             child_rel = "/".join(child)
             if grammar.is_zarr_group_dir(child):

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0006'
-down_revision: str | None = '0005'
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -31,9 +31,13 @@ def upgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("racy", sa.Boolean(), nullable=False, server_default=sa.false()))
         t = sa.table(table, sa.column("fingerprint", sa.String), sa.column("racy", sa.Boolean))
-        op.execute(t.update().where(t.c.fingerprint.like("%" + SUFFIX))
-                   .values(racy=True, fingerprint=sa.func.substr(t.c.fingerprint, 1,
-                                                                 sa.func.length(t.c.fingerprint) - len(SUFFIX))))
+        op.execute(
+            t.update()
+            .where(t.c.fingerprint.like("%" + SUFFIX))
+            .values(
+                racy=True, fingerprint=sa.func.substr(t.c.fingerprint, 1, sa.func.length(t.c.fingerprint) - len(SUFFIX))
+            )
+        )
     # (no ALTER of the server default afterwards: on SQLite that would rebuild the tables, and dropping the
     # old ones would cascade to points and packed_points)
 
