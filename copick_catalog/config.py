@@ -14,11 +14,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
 from .errors import ConfigError
 from .index.grammar import FORBIDDEN_NAME_CHARS
 from .secrets import redact
+
+#: A config is a few KB; anything much bigger is not one (and would be read into memory whole).
+MAX_CONFIG_BYTES = 64 * 1024**2
+#: Labels are stored as 32-bit integers (and are mask values, where 65,535 is already generous).
+MAX_LABEL = 2**31 - 1
 
 
 class PickableObject(BaseModel):
@@ -33,8 +38,8 @@ class PickableObject(BaseModel):
     emdb_id: str | None = None
     pdb_id: str | None = None
     identifier: str | None = Field(default=None, validation_alias=AliasChoices("identifier", "go_id"))
-    map_threshold: float | None = None
-    radius: float | None = None
+    map_threshold: FiniteFloat | None = None
+    radius: FiniteFloat | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -56,6 +61,8 @@ class PickableObject(BaseModel):
     def _label(cls, value: int | None) -> int | None:
         if value == 0:
             raise ValueError("label 0 is reserved for background; use 1 or higher")
+        if value is not None and not 1 <= value <= MAX_LABEL:
+            raise ValueError(f"label must be between 1 and {MAX_LABEL}")
         return value
 
     @field_validator("color")
@@ -123,12 +130,12 @@ class CopickConfig(BaseModel):
 
 
 def _format_validation_error(path: str, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid copick config"]
-    for err in exc.errors():
+    fields = []
+    for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  - field '{where}': {err['msg']}")
-    lines.append("Fix these fields (see the copick config reference) and try again.")
-    return "\n".join(lines)
+        fields.append(f"field '{where}': {err['msg']}")
+    more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return f"{path}: invalid copick config: {'; '.join(fields)}{more}; fix these fields and try again"
 
 
 def parse_config(data: str | bytes | dict[str, Any], source: str = "<string>") -> CopickConfig:
@@ -140,7 +147,11 @@ def parse_config(data: str | bytes | dict[str, Any], source: str = "<string>") -
             raise ConfigError(
                 f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
                 "fix the syntax and try again"
-            ) from exc
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source}: not UTF-8 text; save the config as UTF-8 JSON") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: JSON nested too deeply to be a copick config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a copick config must be a JSON object, got {type(data).__name__}")
     if "overlay_root" not in data and "static_root" in data:
@@ -155,12 +166,16 @@ def load_config(path: str | Path) -> CopickConfig:
     """Read and validate a config file from local disk."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory; pass the path of its copick_config.json")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too big for a copick config")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; pass the path of a copick_config.json") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    return parse_config(text, source=str(path))
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror}); check its permissions") from None
+    return parse_config(data, source=str(path))
 
 
 def save_config(config: CopickConfig, path: str | Path) -> None:

@@ -59,3 +59,59 @@ class IndexCancelled(CatalogError):
     Raised only between transactions, never inside one, so everything committed before it is whole
     and the next run completes the job.
     """
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line saying what went wrong and how to fix it, for failures a user or the machine can cause.
+
+    None for anything else (a bug), which the CLI then reports as an internal error. Our own errors
+    say it themselves; database and disk failures get the hint their message implies.
+    """
+    if isinstance(exc, CatalogError):
+        return " ".join(str(exc).split())
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+    low = text.lower()
+    if "disk is full" in low or "no space left" in low or getattr(exc, "errno", None) == 28:
+        return f"{text[:300]}: the disk is full; free space where the catalog (or the file) lives, then try again"
+    if "not a database" in low or "file is encrypted" in low:
+        return (
+            f"{text[:200]}: --db names a file that is not a SQLite catalog; point --db at a catalog file or a new path"
+        )
+    if any(
+        s in low
+        for s in (
+            "terminating connection",
+            "server closed the connection",
+            "connection reset",
+            "connection already closed",
+            "ssl connection has been closed",
+        )
+    ):
+        return (
+            f"the database connection was lost ({text[:200]}); nothing half-written was kept: run the command "
+            "again when the server is back"
+        )
+    if any(
+        s in low
+        for s in (
+            "could not connect",
+            "connection refused",
+            "connection timed out",
+            "no route to host",
+            "name or service not known",
+            "could not translate host name",
+        )
+    ):
+        return f"cannot reach the database ({text[:200]}); check the --db URL and that the server is running"
+    if "password authentication failed" in low or ("role" in low and "does not exist" in low):
+        return f"the database refused the login ({text[:200]}); check the user and password in the --db URL"
+    if "database is locked" in low:
+        return f"{text[:200]}: another process holds the catalog's write lock too long; try again shortly"
+    if "readonly database" in low or "read-only transaction" in low or "permission denied" in low:
+        return f"{text[:200]}: this catalog is read-only for you; open it read-only or ask its owner for write access"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{where}{exc.strerror or text}; check the path and its permissions"
+    if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+        return f"database error: {text[:300]}"
+    return None

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import CopickConfig, PickableObject, save_config
+from .errors import CatalogError
 from .formats import glb, zarrio
 from .formats.picks import IDENTITY
 from .formats.zarr import write_ome_zarr
@@ -86,6 +87,7 @@ def make_sample_project(
     seed: int = 0,
     voxel_size: float = 10.0,
     users: Sequence[tuple[str, str]] = USERS,
+    overwrite: bool = False,
 ) -> SampleSummary:
     """Write a project under ``out`` (``static/``, ``overlay/``, ``copick_config.json``).
 
@@ -94,8 +96,18 @@ def make_sample_project(
     (``picks_per_run`` files a run in total, taken from ``users`` x particles in that order, some
     objects missing on some runs), and on the tomogram runs meshes and single-label/multilabel
     segmentations.
+
+    An ``out`` that already holds anything is refused unless ``overwrite`` (a sample written over a
+    real project would replace its config and mix fake annotations into it).
     """
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise CatalogError(f"{out} exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise CatalogError(
+            f"{out} is not empty; write the sample project to a new directory (or pass --overwrite "
+            "to replace what is there)"
+        )
     static, overlay = out / "static", out / "overlay"
     rng = np.random.default_rng(seed)
     combos = [(u, s, o) for u, s in users for o in PARTICLES]  # 12 combinations by default

@@ -207,7 +207,8 @@ def test_runs_lacking_follows_files_and_config(sample: SampleSummary, db_url: st
         assert cat.runs_lacking("actin") == sorted(everything)
         # no longer configured, so answered from the picks themselves
         assert cat.runs_lacking("proteasome") == _anti_join_lacking(cat, "proteasome")
-        assert cat.runs_lacking("no-such-object") == sorted(everything)
+        with pytest.raises(CatalogError, match=r"no pickable object 'no-such-object'.*objects are: actin"):
+            cat.runs_lacking("no-such-object")  # a typo is an error, not "every run lacks it"
         assert {obj for _r, obj, _n, _p in run_object_counts(cat.engine)} == {
             "ribosome",
             "apo-ferritin",

@@ -60,35 +60,38 @@ class Catalog(QueryMixin):
 
     @classmethod
     def open(
-        cls, config: str | os.PathLike[str], db: str | None = None, *, upgrade: bool = True, read_only: bool = False
+        cls,
+        config: str | os.PathLike[str],
+        db: str | None = None,
+        *,
+        upgrade: bool = True,
+        read_only: bool | None = None,
     ) -> Catalog:
         """Open the catalog of the project described by ``config`` (a copick_config.json path).
 
         ``db`` is a SQLAlchemy URL or a SQLite file path; by default a SQLite file next to the
-        config. An empty or older database is migrated to the current schema first.
-        ``read_only`` opens without writing anything (no migration, no project registration): for
-        ``sql``, and for people who may read a shared catalog but not write it.
+        config. An empty database gets the schema; an older SQLite catalog is backed up and upgraded,
+        an older PostgreSQL catalog (shared by a lab) is refused until ``copick-catalog db upgrade``.
+        ``read_only=True`` opens without writing anything (no migration, no project registration), for
+        people who may read a shared catalog but not write it; the default (None) does so by itself
+        when the SQLite file is not writable for you, or when a PostgreSQL role may only read.
         """
         config_path = Path(config).expanduser().resolve()
         cfg = load_config(config_path)
         url = normalize_url(db) if db else default_db_for(config_path)
-        engine = create_engine(url, read_only=read_only)
+        if read_only is None:
+            read_only = _sqlite_read_only(url)
         try:
-            if read_only:
-                check_schema(engine)
-                project_id = find_project(engine, cfg, config_path)
-            else:
-                if upgrade:
-                    ensure_schema(engine, upgrade_shared=False)
-                project_id = register_project(engine, cfg, config_path)
-        except sa.exc.OperationalError as exc:
-            engine.dispose()
-            raise CatalogError(
-                f"cannot use catalog database {engine.url.render_as_string(hide_password=True)}: {exc.orig}"
-            ) from None
-        except BaseException:
-            engine.dispose()
-            raise
+            engine, project_id = _connect(url, cfg, config_path, read_only=read_only, upgrade=upgrade)
+        except _WRITE_REFUSED as exc:
+            if read_only or not _refused_for_permissions(exc):
+                raise
+            log.warning(
+                "catalog %s refuses writes for this user; opening it read-only",
+                sa.make_url(url).render_as_string(hide_password=True),
+            )
+            read_only = True
+            engine, project_id = _connect(url, cfg, config_path, read_only=True, upgrade=upgrade)
         cat = cls(cfg, config_path, engine, project_id)
         cat.read_only = read_only
         return cat
@@ -134,13 +137,16 @@ class Catalog(QueryMixin):
         progress: Callable[[str, int, int], None] | None = None,
         record: bool = True,
         cancel: Callable[[], bool] | None = None,
+        allow_empty_root: bool = False,
     ) -> IndexReport:
         """Bring the catalog up to date with the files (incremental) and return a report.
 
         Holds the project's index lock for the run: with ``wait=False`` a busy lock raises
         :class:`~copick_catalog.errors.LockBusyError` instead of queueing. ``cancel`` is polled
         between transactions; once it returns true the run stops with
-        :class:`~copick_catalog.errors.IndexCancelled`, leaving only whole batches behind.
+        :class:`~copick_catalog.errors.IndexCancelled`, leaving only whole batches behind. A root
+        that lists as empty while the catalog holds rows for it looks unmounted and raises
+        :class:`~copick_catalog.errors.RootError`, removing nothing; ``allow_empty_root`` accepts the removal.
         """
         if self.read_only:
             raise CatalogError(
@@ -156,6 +162,7 @@ class Catalog(QueryMixin):
                 progress=progress,
                 cancel=cancel,
                 limits=self.limits,
+                allow_empty_root=allow_empty_root,
             )
             report = indexer.run(trigger, scopes, record=record)
         if self._read_session is not None:
@@ -243,6 +250,48 @@ def register_project(engine: Engine, config: CopickConfig, config_path: Path) ->
                 conn.execute(sa.update(Project).where(Project.id == pid).values(**values))
         _sync_objects(conn, pid, config)
     return pid
+
+
+_WRITE_REFUSED = (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InternalError, CatalogError)
+
+
+def _refused_for_permissions(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return any(
+        s in text
+        for s in ("permission denied", "read-only transaction", "readonly database", "attempt to write a readonly")
+    )
+
+
+def _sqlite_read_only(url: str) -> bool:
+    """Whether a SQLite catalog file exists but may not be written by this user (then it is opened read-only)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return False
+    path = Path(parsed.database)
+    return path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
+
+
+def _connect(url: str, cfg: CopickConfig, config_path: Path, *, read_only: bool, upgrade: bool) -> tuple[Engine, int]:
+    """An engine on the catalog, and the project's id (registered or updated unless ``read_only``)."""
+    engine = create_engine(url, read_only=read_only)
+    try:
+        if read_only:
+            check_schema(engine)
+            return engine, find_project(engine, cfg, config_path)
+        if upgrade:
+            ensure_schema(engine, upgrade_shared=False)
+        return engine, register_project(engine, cfg, config_path)
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        if _refused_for_permissions(exc):
+            raise
+        raise CatalogError(
+            f"cannot use catalog database {engine.url.render_as_string(hide_password=True)}: {exc.orig}"
+        ) from None
+    except BaseException:
+        engine.dispose()
+        raise
 
 
 def find_project(engine: Engine, config: CopickConfig, config_path: Path) -> int:

@@ -52,9 +52,16 @@ NETWORK_FS_TYPES = (
 BUSY_TIMEOUT_MS = 30_000
 
 
+SUPPORTED = ("sqlite", "postgresql")
+
+
 def normalize_url(db: str | os.PathLike[str]) -> str:
     """Accept a SQLAlchemy URL or a plain file path (which means SQLite)."""
     text = os.fspath(db)
+    if not text.strip():
+        raise CatalogError("the catalog database is empty; pass --db with a SQLite file path or a PostgreSQL URL")
+    if text != text.strip():
+        raise CatalogError(f"catalog database {text!r} starts or ends with whitespace; remove it")
     if "://" in text:
         if text.startswith(("postgresql://", "postgres://")):
             # psycopg 3 is the driver we ship; the bare scheme would ask for psycopg2.
@@ -98,10 +105,21 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine
     if read_only:
         kwargs.setdefault("connect_args", {})["options"] = "-c default_transaction_read_only=on"
     try:
+        backend = sa.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError:
+        raise CatalogError(
+            f"bad database URL {url!r}: use a SQLite file path or postgresql+psycopg://user@host/db"
+        ) from None
+    if backend not in SUPPORTED:
+        raise CatalogError(
+            f"catalog databases can be SQLite or PostgreSQL, not {backend}: use a SQLite file path or "
+            "postgresql+psycopg://user@host/db"
+        )
+    try:
         return sa.create_engine(url, pool_pre_ping=True, **kwargs)
     except ModuleNotFoundError as exc:
         raise CatalogError(
-            f"database driver missing for {sa.make_url(url).drivername}: {exc}; install copick-catalog[postgres]"
+            f"database driver missing for {sa.make_url(url).drivername} ({exc}); pip install 'copick-catalog[postgres]'"
         ) from None
     except sa.exc.ArgumentError as exc:
         raise CatalogError(f"bad database URL: {exc}") from None

@@ -404,11 +404,25 @@ class QueryMixin:
                 names = list(conn.scalars(zero))
                 if names or conn.execute(configured).first() is not None:
                     return names
+        self._require_object(object_name)
         has = sa.select(Pick.id).where(Pick.run_id == Run.id, Pick.object_name == object_name)
         has = _where(has, [(Pick.user_id, user_id)])
         stmt = sa.select(Run.name).where(Run.project_id == self.project_id, ~sa.exists(has)).order_by(Run.name)
         with self.engine.connect() as conn:
             return list(conn.scalars(stmt))
+
+    def _require_object(self, object_name: str) -> None:
+        """A typo must not answer "every run lacks it": the object has to be configured or picked somewhere."""
+        known = sa.select(PickableObject.name).where(PickableObject.project_id == self.project_id)
+        picked = sa.select(Pick.id).where(Pick.project_id == self.project_id, Pick.object_name == object_name)
+        with self.engine.connect() as conn:
+            names = sorted(conn.scalars(known))
+            if object_name in names or conn.execute(picked.limit(1)).first() is not None:
+                return
+        raise CatalogError(
+            f"no pickable object {object_name!r} in this project, and no picks of it; objects are: "
+            f"{', '.join(names) or '(none)'}"
+        )
 
     def tomogram_types(self) -> list[dict[str, Any]]:
         """For each voxel size: which tomogram types exist and in how many runs."""

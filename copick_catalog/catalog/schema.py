@@ -367,7 +367,8 @@ class Point(Base):
     x: Mapped[float] = mapped_column(sa.Float)
     y: Mapped[float] = mapped_column(sa.Float)
     z: Mapped[float] = mapped_column(sa.Float)
-    instance_id: Mapped[int] = mapped_column(default=0)
+    #: BIGINT on PostgreSQL (SQLite integers are 64-bit anyway), so both hold ids up to 2**53
+    instance_id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), default=0)
     score: Mapped[float] = mapped_column(sa.Float, default=1.0)
     transform: Mapped[list[Any] | None] = mapped_column(JSON)  # NULL means identity
 
@@ -521,6 +522,8 @@ class IndexErrorRow(Base):
     kind: Mapped[str] = mapped_column(sa.String(32))  # parse, name, io, ambiguous_name
     severity: Mapped[str] = mapped_column(sa.String(8), default="error")  # error, warning
     message: Mapped[str] = mapped_column(sa.Text)
+    #: the fingerprint of the content that failed to parse: the file is read again only once it changes
+    fingerprint: Mapped[str | None] = mapped_column(sa.String(128))
     first_seen: Mapped[float] = mapped_column(sa.Float)
     last_seen: Mapped[float] = mapped_column(sa.Float)
 

@@ -17,6 +17,9 @@ from sqlalchemy.engine import Connection
 from .db import chunks, upsert_insert
 from .schema import Pick, PickableObject, Run, RunObject
 
+#: First key of the advisory lock that serialises refreshes of one project's run_objects on PostgreSQL.
+SUMMARY_NAMESPACE = 0x0C0C + 2
+
 
 def refresh_run_objects(conn: Connection, project_id: int, run_ids: Iterable[int] | None = None) -> None:
     """Recompute the rows of ``run_ids`` (every run of the project when ``None``) inside ``conn``'s transaction.

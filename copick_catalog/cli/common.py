@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import CatalogError, LockBusyError
+from ..errors import LockBusyError, explain
 
 console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
@@ -36,7 +36,8 @@ FORMAT = click.option(
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn our own exceptions into a one-line message and exit status 2."""
+    """Every failure becomes one line: what went wrong and how to fix it (exit 2), or for a bug, that it is
+    one (exit 1). ``--debug`` shows the traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -45,10 +46,23 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except LockBusyError as exc:
             err_console.print(f"[yellow]busy:[/] {escape(str(exc))}")
             sys.exit(75)  # EX_TEMPFAIL: cron wrappers can tell "busy" from "broken"
-        except CatalogError as exc:
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+        except Exception as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            err_console.print(f"[red]error:[/] {escape(str(exc))}")
+            message = explain(exc)
+            if message is None:
+                detail = " ".join(str(exc).split())[:300]
+                err_console.print(
+                    f"[red]internal error:[/] {type(exc).__name__}: {escape(detail)} (run again with "
+                    "--debug for the traceback, and please report it)"
+                )
+                sys.exit(1)
+            err_console.print(f"[red]error:[/] {escape(message)}")
             sys.exit(2)
 
     return wrapper

@@ -28,15 +28,22 @@ from .common import CONFIG_ARG, DB_OPTION, console, err_console, friendly, open_
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--allow-empty-root",
+    is_flag=True,
+    help="Accept that a root which lists as empty (or lost ExperimentRuns) really is empty, and remove its rows.",
+)
 @friendly
-def index(config: Path, db: str | None, trigger: str, wait: bool, as_json: bool, quiet: bool) -> None:
+def index(
+    config: Path, db: str | None, trigger: str, wait: bool, as_json: bool, quiet: bool, allow_empty_root: bool
+) -> None:
     """Index (incrementally) the project described by CONFIG into the catalog."""
     from rich.progress import Progress
 
     cat = open_catalog(config, db)
     with cat:
         if quiet or as_json or not console.is_terminal:
-            report = cat.index(trigger=trigger, wait=wait)
+            report = cat.index(trigger=trigger, wait=wait, allow_empty_root=allow_empty_root)
         else:
             with Progress(console=err_console, transient=True) as progress:
                 task = progress.add_task("reading changed files", total=None)
@@ -44,7 +51,7 @@ def index(config: Path, db: str | None, trigger: str, wait: bool, as_json: bool,
                 def tick(_stage: str, done: int, total: int) -> None:
                     progress.update(task, completed=done, total=total)
 
-                report = cat.index(trigger=trigger, wait=wait, progress=tick)
+                report = cat.index(trigger=trigger, wait=wait, progress=tick, allow_empty_root=allow_empty_root)
         if as_json:
             click.echo(json.dumps(report.as_dict(), indent=2))
             return

@@ -22,12 +22,15 @@ from .common import console, friendly, print_report
 @click.option("--runs", type=int, default=200, show_default=True)
 @click.option("--picks-per-run", type=int, default=12, show_default=True)
 @click.option("--tomogram-runs", type=int, default=3, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Write into OUT even if it is not empty.")
 @friendly
-def sample(out: Path, runs: int, picks_per_run: int, tomogram_runs: int) -> None:
-    """Write a generated sample copick project (static + overlay roots) to OUT."""
+def sample(out: Path, runs: int, picks_per_run: int, tomogram_runs: int, overwrite: bool) -> None:
+    """Write a generated sample copick project (static + overlay roots) to OUT (a new or empty directory)."""
     from ..sample import make_sample_project
 
-    s = make_sample_project(out, runs=runs, picks_per_run=picks_per_run, tomogram_runs=tomogram_runs)
+    s = make_sample_project(
+        out, runs=runs, picks_per_run=picks_per_run, tomogram_runs=tomogram_runs, overwrite=overwrite
+    )
     console.print(f"wrote {s.runs} runs, {s.pick_files} pick files ({s.points} points), {s.tomograms} tomograms")
     console.print(f"config: {s.config}")
 

@@ -70,7 +70,7 @@ class WatchOptions:
     lock_timeout: float = 0.5  # wait this long for the project lock before trying again later
     min_backoff: float = 0.5
     max_backoff: float = 30.0
-    stop_grace: float = 0.5  # on SIGTERM, let a running index finish for this long, then cancel it
+    stop_grace: float = 0.2  # on SIGTERM, let a running index finish for this long, then cancel it
 
 
 # ------------------------------------------------------------------------------------------

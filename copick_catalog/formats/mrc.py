@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -21,6 +22,8 @@ def read_mrc_info(header: bytes, path: str) -> ArrayInfo:
     mx = struct.unpack_from("<i", header, 28)[0]
     xlen = struct.unpack_from("<f", header, 40)[0]
     vs = float(xlen / mx) if mx else None
+    if vs is not None and not (math.isfinite(vs) and vs > 0):
+        vs = None  # a header without a usable pixel size: the map is still indexed, without one
     return ArrayInfo([nz, ny, nx], _MRC_MODES[mode], 1, None, vs)
 
 

@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
 from ..errors import PayloadError
 
 IDENTITY = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+#: Instance ids must be whole numbers a float64 holds exactly: the catalog packs points as float64
+#: for bulk reads, and both backends then store the same value (PostgreSQL as BIGINT).
+MAX_INSTANCE_ID = 2**53
 
 
 # ------------------------------------------------------------------------------------------
@@ -25,10 +28,13 @@ IDENTITY = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0
 
 
 class Location(BaseModel):
+    """A point in Å from the volume corner. NaN and infinities are refused: neither backend can compare
+    them, and SQLite cannot even store NaN."""
+
     model_config = ConfigDict(extra="allow")
-    x: float
-    y: float
-    z: float
+    x: FiniteFloat
+    y: FiniteFloat
+    z: FiniteFloat
 
 
 class PickPoint(BaseModel):
@@ -37,9 +43,9 @@ class PickPoint(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     location: Location
-    transformation_: list[list[float]] = Field(default_factory=lambda: [list(r) for r in IDENTITY])
-    instance_id: int = 0
-    score: float = 1.0
+    transformation_: list[list[FiniteFloat]] = Field(default_factory=lambda: [list(r) for r in IDENTITY])
+    instance_id: int = Field(default=0, ge=-MAX_INSTANCE_ID, le=MAX_INSTANCE_ID)
+    score: FiniteFloat = 1.0
 
     @field_validator("transformation_")
     @classmethod
@@ -64,7 +70,7 @@ class PickFile(BaseModel):
     user_id: str
     session_id: str
     run_name: str | None = None
-    voxel_spacing: float | None = None
+    voxel_spacing: FiniteFloat | None = None
     unit: str = "angstrom"
     points: list[PickPoint] | None = Field(default_factory=list)
     trust_orientation: bool = True
@@ -124,13 +130,15 @@ def parse_picks(data: bytes, path: str) -> PickFile:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        kind = "not valid JSON" if first["type"] == "json_invalid" else f"field '{where}': {first['msg']}"
+        got = first.get("input")
+        shown = f" (got {got!r:.40})" if isinstance(got, int | float | str | bool) or got is None else ""
+        kind = "not valid JSON" if first["type"] == "json_invalid" else f"field '{where}': {first['msg']}{shown}"
         hint = " (the file may be half-written or truncated)" if first["type"] == "json_invalid" else ""
         raise PayloadError(path, f"invalid pick file: {kind}{hint}; fix or remove the file, then reindex") from None
 
 
 #: ``packed_points.data``: a pick's points as one little-endian float64 array, a row per point with
-#: these fields (instance ids are whole numbers, exact in float64 below 2**53).
+#: these fields (instance ids are whole numbers, exact in float64 up to :data:`MAX_INSTANCE_ID`).
 PACKED_POINT_FIELDS = ("x", "y", "z", "instance_id", "score")
 _PACKED = np.dtype("<f8")
 

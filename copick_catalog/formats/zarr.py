@@ -10,6 +10,7 @@ them (copick 2.x reads them too); see :mod:`copick_catalog.formats.zarrio` for t
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,18 +31,74 @@ class ArrayInfo:
     voxel_size: float | None = None
 
 
-def _dtype_of_v3(meta: Mapping[str, Any]) -> str | None:
+#: Largest dimension and number of levels believed: anything bigger is a damaged or hostile header.
+MAX_DIM = 2**40
+MAX_LEVELS = 64
+_FIX = "rewrite the group's metadata or remove the group, then index again"
+
+
+def _bad(where: str, what: str) -> PayloadError:
+    return PayloadError(where, f"{what}; {_FIX}")
+
+
+def _shape(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        raise _bad(where, f"'shape' must be a list of integers, got {value!r:.60}")
+    if any(n < 0 or n > MAX_DIM for n in value) or len(value) > 32:
+        raise _bad(where, f"'shape' {value!r:.60} is not a plausible array shape")
+    return list(value)
+
+
+def _dtype_v2(value: Any, where: str) -> str:
+    if isinstance(value, list):  # a structured dtype: name it, do not interpret it
+        return "structured"
+    try:
+        return str(np.dtype(value))
+    except (TypeError, ValueError):
+        raise _bad(where, f"'dtype' {value!r:.40} is not a numpy data type") from None
+
+
+def _dtype_v3(meta: Mapping[str, Any], where: str) -> str | None:
     dt = meta.get("data_type")
     if isinstance(dt, dict):
         dt = dt.get("name")
-    return str(np.dtype(dt)) if isinstance(dt, str) and dt in np.sctypeDict else (str(dt) if dt else None)
+    if dt is None:
+        return None
+    if not isinstance(dt, str):
+        raise _bad(where, f"'data_type' must be a string, got {dt!r:.40}")
+    try:
+        return str(np.dtype(dt))
+    except (TypeError, ValueError):
+        return dt[:32]  # zarr 3 names numpy does not know (e.g. "r16"): keep the name
+
+
+def _voxel_size(datasets: list[Any], where: str) -> float | None:
+    first = datasets[0] if datasets else None
+    transforms = first.get("coordinateTransformations") if isinstance(first, dict) else None
+    if not isinstance(transforms, list):
+        return None
+    for tr in transforms:
+        if isinstance(tr, dict) and tr.get("type") == "scale":
+            scale = tr.get("scale")
+            if (
+                not isinstance(scale, list)
+                or not scale
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in scale)
+            ):
+                raise _bad(where, f"multiscales scale must be a list of numbers, got {scale!r:.60}")
+            value = float(scale[-1])
+            if not math.isfinite(value) or value <= 0:
+                raise _bad(where, f"multiscales scale {value!r} is not a positive finite voxel size")
+            return value
+    return None
 
 
 def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
     """Summarise a group from its metadata files (keys relative to the group, e.g. ``0/.zarray``).
 
     The level list comes from the OME ``multiscales`` datasets when present (both NGFF 0.4 and
-    0.5 layouts), else from the array subdirectories found.
+    0.5 layouts), else from the array subdirectories found. Every field is type-checked, so a
+    damaged or hostile header is a :class:`PayloadError` naming the file and the field.
     """
 
     def load(name: str) -> dict[str, Any] | None:
@@ -50,26 +107,31 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
             return None
         try:
             value = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PayloadError(
-                f"{path}/{name}",
-                f"invalid zarr metadata JSON ({exc}); the group is damaged "
-                "or half-written: rewrite it or remove it, then reindex",
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise _bad(
+                f"{path}/{name}", f"invalid zarr metadata JSON ({reason}); the group is damaged or half-written"
             ) from None
         if not isinstance(value, dict):
-            raise PayloadError(f"{path}/{name}", "zarr metadata must be a JSON object")
+            raise _bad(f"{path}/{name}", f"zarr metadata must be a JSON object, not {type(value).__name__}")
         return value
 
     if not files:
         return ArrayInfo(None, None, 0, None)
     root_v3 = load("zarr.json")
-    attrs: dict[str, Any] = {}
     fmt: int | None = None
     if root_v3 is not None:
         fmt = 3
-        attrs = dict(root_v3.get("attributes") or {})
-        attrs = dict(attrs.get("ome") or attrs)
+        where = f"{path}/zarr.json"
+        attrs = root_v3.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise _bad(where, f"'attributes' must be a JSON object, not {type(attrs).__name__}")
+        ome = attrs.get("ome")
+        if ome is not None and not isinstance(ome, dict):
+            raise _bad(where, f"'attributes.ome' must be a JSON object, not {type(ome).__name__}")
+        attrs = ome or attrs
     else:
+        where = f"{path}/.zattrs"
         zattrs = load(".zattrs")
         if zattrs is not None or ".zgroup" in files:
             fmt = 2
@@ -77,29 +139,30 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
     levels: list[str] = []
     voxel_size = None
     ms = attrs.get("multiscales")
-    if isinstance(ms, list) and ms and isinstance(ms[0], dict):
+    if ms is not None and not isinstance(ms, list):
+        raise _bad(where, f"'multiscales' must be a list, not {type(ms).__name__}")
+    if ms and isinstance(ms[0], dict):
         datasets = ms[0].get("datasets") or []
-        levels = [str(d.get("path")) for d in datasets if isinstance(d, dict) and d.get("path") is not None]
-        if datasets and isinstance(datasets[0], dict):
-            for tr in datasets[0].get("coordinateTransformations") or []:
-                if isinstance(tr, dict) and tr.get("type") == "scale" and tr.get("scale"):
-                    voxel_size = float(tr["scale"][-1])
+        if not isinstance(datasets, list):
+            raise _bad(where, f"'multiscales[0].datasets' must be a list, not {type(datasets).__name__}")
+        levels = [str(d["path"]) for d in datasets if isinstance(d, dict) and isinstance(d.get("path"), str | int)]
+        voxel_size = _voxel_size(datasets, where)
     if not levels:
         levels = sorted({n.split("/")[0] for n in files if "/" in n}, key=lambda s: (len(s), s))
+    if len(levels) > MAX_LEVELS:
+        raise _bad(where, f"{len(levels)} levels is not a plausible multiscale pyramid")
     shape = dtype = None
     for level in levels[:1]:
         v2 = load(f"{level}/.zarray")
         v3 = load(f"{level}/zarr.json")
         if v2 is not None:
-            shape, dtype, fmt = list(v2.get("shape") or []), str(np.dtype(v2.get("dtype"))), fmt or 2
+            at = f"{path}/{level}/.zarray"
+            shape, dtype, fmt = _shape(v2.get("shape", []), at), _dtype_v2(v2.get("dtype"), at), fmt or 2
         elif v3 is not None:
-            shape, dtype, fmt = list(v3.get("shape") or []), _dtype_of_v3(v3), fmt or 3
+            at = f"{path}/{level}/zarr.json"
+            shape, dtype, fmt = _shape(v3.get("shape", []), at), _dtype_v3(v3, at), fmt or 3
     if shape is None and levels and files:
-        raise PayloadError(
-            path,
-            f"zarr group lists level {levels[0]!r} but its array metadata is missing "
-            "(truncated copy?); rewrite the group or remove it, then reindex",
-        )
+        raise _bad(path, f"zarr group lists level {levels[0]!r} but its array metadata is missing (truncated copy?)")
     return ArrayInfo(shape, dtype, len(levels), fmt, voxel_size)
 
 

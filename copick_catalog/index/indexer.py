@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -40,7 +40,7 @@ from .grammar import Kind
 from .kinds import SPECS, Header, Limits
 from .roots import Entry, ListingStats, Root
 from .scopes import Scope, covers, minimal_scopes
-from .snapshot import DirRow, FileRow, Snapshot, load_snapshot, runs_clause
+from .snapshot import DirRow, ErrorRow, FileRow, Snapshot, load_snapshot, runs_clause
 from .writes import prune_index_runs, replace_points, upsert
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ RACY_WINDOW_S = 2.0
 #: How long after a parse failure on a freshly modified file we look again before giving up.
 RETRY_DELAY_S = 0.3
 BATCH_FILES = 400
+#: What a database says when it refuses a value (not when it is unreachable): one file's fault, not the run's.
+_REFUSED = (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError, OverflowError, ValueError)
 
 
 @dataclass
@@ -96,6 +98,16 @@ class IndexReport:
         return not (self.added or self.changed or self.removed)
 
 
+class Problem(NamedTuple):
+    """Something wrong with one path, for ``index_errors``; ``fingerprint`` is set for content that failed
+    to parse (the file is then parked: read again only once it changes)."""
+
+    kind: str
+    severity: str
+    message: str
+    fingerprint: str | None = None
+
+
 @dataclass(slots=True)
 class _Seen:
     key: grammar.Key
@@ -121,7 +133,7 @@ class _Scan:
     runs: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     vss: dict[str, set[tuple[str, float]]] = field(default_factory=lambda: defaultdict(set))
     #: (layer, path) -> (error kind, severity, message)
-    problems: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
+    problems: dict[tuple[str, str], Problem] = field(default_factory=dict)
     #: (layer, prefix) of subtrees that could not be examined: what the catalog knows there is kept
     unknown: list[tuple[str, str]] = field(default_factory=list)
 
@@ -252,9 +264,12 @@ class Indexer:
         scanned_ok: set[tuple[str, str]] = set()
         for (layer, path), s in scan.seen.items():
             old = snapshot.files.get((s.key.kind, layer, path))
+            parked = snapshot.parked(layer, path, s.entry.fingerprint)
             if old is not None and old.unchanged(s.entry.fingerprint):
                 report.count(s.key.kind.value, "unchanged")
                 scanned_ok.add((layer, path))
+            elif parked is not None:  # failed before with exactly this content: not worth reading again
+                scan.problems[(layer, path)] = Problem("parse", "error", parked.message, parked.fingerprint)
             else:
                 todo.append((s, old))
         todo.sort(key=lambda t: (t[0].layer, t[0].entry.path))  # stable batches
@@ -302,13 +317,24 @@ class Indexer:
             return  # a fresh project whose overlay nobody has written to yet
         found_runs_dir = False
         listed = 0
+        undecodable: list[str] = []
         for n, entry in enumerate(root.walk(stats, under=prefix)):
             if n % 1000 == 999:
                 self._checkpoint()
             listed += 1
             found_runs_dir = found_runs_dir or entry.path.split("/", 1)[0] == grammar.RUNS_DIR
+            shown = _printable(entry.path)
+            if shown is not None:  # a name that is not UTF-8 cannot be stored, compared or shown as it is
+                if not any(covers(p, shown) for p in undecodable):
+                    undecodable.append(shown)
+                    scan.problems[(layer, shown)] = Problem(
+                        "name",
+                        "error",
+                        f"{root.url_of(shown)}: this name is not valid UTF-8, so it cannot be catalogued; rename it",
+                    )
+                continue
             if entry.error is not None:
-                scan.problems[(layer, entry.path)] = ("io", "error", entry.error)
+                scan.problems[(layer, entry.path)] = Problem("io", "error", entry.error)
                 scan.unknown.append((layer, entry.path))
                 continue
             self._note(layer, entry, scan)
@@ -332,7 +358,7 @@ class Indexer:
         if parsed is None:
             return
         if isinstance(parsed, grammar.Malformed):
-            scan.problems[(layer, entry.path)] = ("name", "error", parsed.reason)
+            scan.problems[(layer, entry.path)] = Problem("name", "error", parsed.reason)
             return
         key = parsed.key
         if isinstance(key, grammar.RunKey):
@@ -351,7 +377,7 @@ class Indexer:
                 scan.vss[layer].add((anc.run, anc.voxel_size))
         scan.seen[(layer, entry.path)] = _Seen(key, entry, layer, parsed.note)
         if parsed.note:
-            scan.problems[(layer, entry.path)] = ("ambiguous_name", "warning", parsed.note)
+            scan.problems[(layer, entry.path)] = Problem("ambiguous_name", "warning", parsed.note)
 
     # ------------------------------------------------------------------ runs and voxel spacings
 
@@ -432,7 +458,10 @@ class Indexer:
         for layer, items in by_root.items():
             root = self.roots[layer]
             if root.read_concurrency <= 1:
-                out.extend(self._read_one(root, s) for s in items)
+                for i, s in enumerate(items):
+                    if i % 50 == 49:
+                        self._checkpoint()  # no transaction is open while reading: a stop can land here
+                    out.append(self._read_one(root, s))
             else:
                 with ThreadPoolExecutor(max_workers=root.read_concurrency) as pool:
                     out.extend(pool.map(lambda s, r=root: self._read_one(r, s), items))
@@ -508,34 +537,75 @@ class Indexer:
         vs_ids: dict[tuple[str, float], int],
         t0: float,
         report: IndexReport,
-        problems: dict[tuple[str, str], tuple[str, str, str]],
+        problems: dict[tuple[str, str], Problem],
         scanned_ok: set[tuple[str, str]],
     ) -> None:
         olds = {(s.layer, s.entry.path): old for s, old in batch}
-        rows_by_kind: dict[Kind, list[dict[str, Any]]] = defaultdict(list)
-        points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-        stale_ids: dict[Kind, list[int]] = defaultdict(list)
+        good: list[tuple[_Read, dict[str, Any]]] = []
+        stale: list[tuple[Kind, FileRow]] = []
         for r in reads:
             where = (r.seen.layer, r.seen.entry.path)
             report.files_read += 1
             old = olds[where]
             if r.error is not None or r.header is None:
-                message = r.error or f"{r.seen.entry.path}: no header"
-                problems[where] = ("parse", "error", message)
-                report.error_messages.append(message)
+                self._failed(r, r.error or f"{r.seen.entry.path}: no header", t0, report, problems)
                 if old is not None and not old.stale:
-                    stale_ids[r.seen.key.kind].append(old.id)
+                    stale.append((r.seen.key.kind, old))
                 continue
-            rows_by_kind[r.seen.key.kind].append(self._row_values(r.seen, r.header.values, run_ids, vs_ids, t0))
-            if r.header.points is not None:
-                points_by_path[where] = r.header.points
+            good.append((r, self._row_values(r.seen, r.header.values, run_ids, vs_ids, t0)))
+        try:
+            self._store(good, stale, t0)
+        except _REFUSED as exc:
+            if len(good) <= 1 and not stale:
+                raise
+            log.info("a batch of %d files was refused (%s); writing them one at a time", len(good), exc)
+            self._store([], stale, t0)
+            for item in good:  # one file the database refuses must not keep the others out
+                try:
+                    self._store([item], [], t0)
+                except _REFUSED as one:
+                    old = olds[(item[0].seen.layer, item[0].seen.entry.path)]
+                    reason = " ".join(str(getattr(one, "orig", None) or one).split())[:200]
+                    where = item[0].seen.entry.path
+                    self._failed(
+                        item[0],
+                        f"{self.roots[item[0].seen.layer].url_of(where)}: the catalog database "
+                        f"refused its values ({reason}); fix the file, or report this",
+                        t0,
+                        report,
+                        problems,
+                    )
+                    if old is not None and not old.stale:
+                        self._store([], [(item[0].seen.key.kind, old)], t0)
+                    good.remove(item)
+        for r, _row in good:
+            where = (r.seen.layer, r.seen.entry.path)
             scanned_ok.add(where)
+            old = olds[where]
             if old is None:
                 report.count(r.seen.key.kind.value, "added")
             elif old.fingerprint == r.seen.entry.fingerprint:
                 report.count(r.seen.key.kind.value, "unchanged")  # a racily-clean or stale re-check, not a change
             else:
                 report.count(r.seen.key.kind.value, "changed")
+
+    def _failed(
+        self, r: _Read, message: str, t0: float, report: IndexReport, problems: dict[tuple[str, str], Problem]
+    ) -> None:
+        """Record a file that could not be read or stored; park it unless it was written a moment ago."""
+        e = r.seen.entry
+        fresh = not e.exact and e.mtime is not None and t0 - e.mtime < RACY_WINDOW_S
+        problems[(r.seen.layer, e.path)] = Problem("parse", "error", message, None if fresh else e.fingerprint)
+        report.error_messages.append(message)
+
+    def _store(self, good: list[tuple[_Read, dict[str, Any]]], stale: list[tuple[Kind, FileRow]], t0: float) -> None:
+        """Upsert the rows of ``good`` (with their points and run summaries) and mark ``stale``, in one transaction."""
+        rows_by_kind: dict[Kind, list[dict[str, Any]]] = defaultdict(list)
+        points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for r, row in good:
+            rows_by_kind[r.seen.key.kind].append(row)
+            if r.header is not None and r.header.points is not None:
+                points_by_path[(r.seen.layer, r.seen.entry.path)] = r.header.points
         with write_tx(self.engine) as conn:
             for kind, rows in rows_by_kind.items():
                 table: Any = FILE_MODELS[kind].__table__
@@ -553,9 +623,9 @@ class Indexer:
                     ids = {(layer, path): pid for pid, layer, path in written}
                     replace_points(conn, ids, points_by_path)
                     refresh_run_objects(conn, self.project_id, {r["run_id"] for r in rows})
-            for kind, ids in stale_ids.items():
+            for kind, old in stale:
                 model: Any = FILE_MODELS[kind]
-                conn.execute(sa.update(model).where(model.id.in_(ids)).values(stale=True))
+                conn.execute(sa.update(model).where(model.id == old.id).values(stale=True))
 
     def _mark_stale(self, kept: list[tuple[Kind, FileRow]]) -> None:
         """Rows under a directory that could not be listed: kept, but no longer vouched for."""
@@ -624,7 +694,7 @@ class Indexer:
     def _sync_errors(
         self,
         scopes: list[Scope],
-        old_errors: set[tuple[str, str]],
+        old_errors: dict[tuple[str, str], ErrorRow],
         scan: _Scan,
         scanned_ok: set[tuple[str, str]],
         report: IndexReport,
@@ -632,21 +702,25 @@ class Indexer:
         """Record this run's problems; clear the ones whose file is now fine or gone."""
         now = time.time()
         problems = scan.problems
+        report.errors += sum(1 for p in problems.values() if p.severity == "error")
+        report.warnings += sum(1 for p in problems.values() if p.severity == "warning")
         rows = [
             {
                 "project_id": self.project_id,
                 "layer": layer,
                 "path": path,
-                "kind": kind,
-                "severity": sev,
-                "message": msg,
+                "kind": p.kind,
+                "severity": p.severity,
+                "message": p.message,
+                "fingerprint": p.fingerprint,
                 "first_seen": now,
                 "last_seen": now,
             }
-            for (layer, path), (kind, sev, msg) in problems.items()
+            for (layer, path), p in problems.items()
+            # unchanged error rows are left alone, so a no-op index of a project with errors writes nothing
+            if (old := old_errors.get((layer, path))) is None
+            or (old.kind, old.message, old.fingerprint) != (p.kind, p.message, p.fingerprint)
         ]
-        report.errors += sum(1 for r in rows if r["severity"] == "error")
-        report.warnings += sum(1 for r in rows if r["severity"] == "warning")
         # an error inside a subtree that could not be examined this time stays as it was
         cleared = [k for k in old_errors if k not in problems and not scan.is_unknown(*k)]
         if not rows and not cleared:
@@ -658,7 +732,7 @@ class Indexer:
                     IndexErrorRow.__table__,
                     rows,
                     ["project_id", "layer", "path"],
-                    ["kind", "severity", "message", "last_seen"],
+                    ["kind", "severity", "message", "fingerprint", "last_seen"],
                 )
             for layer in {k[0] for k in cleared}:
                 paths = [p for lay, p in cleared if lay == layer]
@@ -670,6 +744,15 @@ class Indexer:
                             IndexErrorRow.path.in_(chunk),
                         )
                     )
+
+
+def _printable(path: str) -> str | None:
+    """None for a path that is valid UTF-8; else the path with its undecodable bytes shown as ``\\xNN``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return None
 
 
 # ------------------------------------------------------------------------------------------

@@ -48,12 +48,26 @@ class DirRow:
         return self.in_static if layer == "static" else self.in_overlay
 
 
+@dataclass(slots=True)
+class ErrorRow:
+    """An open ``index_errors`` row: what went wrong, and (for a parse error) the content that failed."""
+
+    kind: str
+    message: str
+    fingerprint: str | None
+
+
 @dataclass
 class Snapshot:
     files: dict[tuple[Kind, str, str], FileRow]
     runs: dict[str, DirRow]
     vss: dict[tuple[str, float], DirRow]
-    errors: set[tuple[str, str]]
+    errors: dict[tuple[str, str], ErrorRow]
+
+    def parked(self, layer: str, path: str, fingerprint: str) -> ErrorRow | None:
+        """The parse error of a file whose content has not changed since it failed (so it is not read again)."""
+        err = self.errors.get((layer, path))
+        return err if err is not None and err.kind == "parse" and err.fingerprint == fingerprint else None
 
     def has_rows(self, layer: str) -> bool:
         """Whether anything in ``layer`` is catalogued (a root listing as empty would then be suspicious)."""
@@ -145,14 +159,18 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
             )
         }
         errors = {
-            (layer, path)
-            for layer, path in conn.execute(
-                sa.select(IndexErrorRow.layer, IndexErrorRow.path).where(
-                    IndexErrorRow.project_id == project_id, scope_clause(IndexErrorRow, scopes, bytewise)
-                )
+            (layer, path): ErrorRow(kind, message, fp)
+            for layer, path, kind, message, fp in conn.execute(
+                sa.select(
+                    IndexErrorRow.layer,
+                    IndexErrorRow.path,
+                    IndexErrorRow.kind,
+                    IndexErrorRow.message,
+                    IndexErrorRow.fingerprint,
+                ).where(IndexErrorRow.project_id == project_id, scope_clause(IndexErrorRow, scopes, bytewise))
             )
         }
     return Snapshot(files, runs, vss, errors)
 
 
-__all__ = ["DirRow", "FileRow", "Snapshot", "load_snapshot", "runs_clause", "scope_clause"]
+__all__ = ["DirRow", "ErrorRow", "FileRow", "Snapshot", "load_snapshot", "runs_clause", "scope_clause"]
