@@ -9,10 +9,8 @@ hands all points of a filter to pandas or Arrow for ML pipelines without buildin
 
 from __future__ import annotations
 
-import gc
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +19,7 @@ from sqlalchemy.orm import Session, contains_eager
 
 from ..errors import CatalogError
 from ..formats.picks import PACKED_POINT_FIELDS, pack_points, unpack_points
+from ..gcpause import gc_paused
 from .db import chunks, read_snapshot
 from .schema import (
     Base,
@@ -109,24 +108,6 @@ def _require(format: str) -> None:
         )
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Hold off Python's cyclic garbage collector while the ORM builds a batch of rows.
-
-    Loading 10,000 rows allocates some 100,000 objects, which sets off a dozen collections that each
-    walk every object the process holds; none of them can free anything the load is building. With
-    the collector paused, 10,000 fresh pick rows load in about half the time. (Process-wide, as
-    the collector is; a thread that loads meanwhile only gets the same pause.)
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 class QueryMixin:
     """Query helpers; mixed into :class:`Catalog` (needs ``engine``, ``project_id``, ``session()``)."""
 
@@ -148,7 +129,7 @@ class QueryMixin:
         try:
             if len(s.identity_map):  # rows handed out earlier and still alive get the database's current values
                 stmt = stmt.execution_options(populate_existing=True)
-            with _gc_paused():
+            with gc_paused():
                 rows = list(s.scalars(stmt))
         finally:
             s.commit()  # end the read transaction: SQLite readers must not pin old WAL snapshots

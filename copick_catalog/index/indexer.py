@@ -41,7 +41,7 @@ from .kinds import SPECS, Header, Limits
 from .roots import Entry, ListingStats, Root
 from .scopes import Scope, covers, minimal_scopes
 from .snapshot import DirRow, ErrorRow, FileRow, Snapshot, load_snapshot, runs_clause
-from .writes import prune_index_runs, replace_points, upsert
+from .writes import PointSource, prune_index_runs, replace_points, upsert
 
 log = logging.getLogger(__name__)
 
@@ -601,7 +601,7 @@ class Indexer:
     def _store(self, good: list[tuple[_Read, dict[str, Any]]], stale: list[tuple[Kind, FileRow]], t0: float) -> None:
         """Upsert the rows of ``good`` (with their points and run summaries) and mark ``stale``, in one transaction."""
         rows_by_kind: dict[Kind, list[dict[str, Any]]] = defaultdict(list)
-        points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        points_by_path: dict[tuple[str, str], PointSource] = {}
         for r, row in good:
             rows_by_kind[r.seen.key.kind].append(row)
             if r.header is not None and r.header.points is not None:

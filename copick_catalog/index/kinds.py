@@ -9,13 +9,14 @@ is one spec here, one grammar key, one model and one migration.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..errors import PayloadError
-from ..formats import glb, mrc, picks, zarrio
+from ..formats import glb, mrc, pickrows, picks, pickstream, zarrio
 from ..formats import zarr as zarr_meta
 from . import grammar
 from .grammar import Kind
@@ -40,7 +41,7 @@ class Header:
     """What reading one entity's header produced: column values, and for picks the points."""
 
     values: dict[str, Any]
-    points: list[tuple[Any, ...]] | None = None
+    points: list[tuple[Any, ...]] | pickstream.PointStream | None = None
 
 
 @dataclass(frozen=True)
@@ -71,28 +72,46 @@ class KindSpec:
 
 
 def _read_picks(root: Root, entry: Entry, limits: Limits) -> Header:
-    pf = picks.parse_picks(root.read_bytes(entry.path, limits.pick), root.url_of(entry.path))
-    pts = [
-        (
-            i,
-            p.location.x,
-            p.location.y,
-            p.location.z,
-            p.instance_id,
-            p.score,
-            None if p.transformation_ == IDENTITY else json.dumps(p.transformation_),
+    if entry.size is not None and entry.size >= pickstream.STREAM_BYTES:
+        return _stream_picks(root, entry, limits)
+    data = root.read_bytes(entry.path, limits.pick)
+    if len(data) >= pickstream.STREAM_BYTES:  # grew since it was listed
+        return _stream_picks(root, entry, limits)
+    try:
+        head, rows = pickrows.decode_file(data)
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise PayloadError(
+            root.url_of(entry.path),
+            f"invalid pick file: {pickrows.describe(exc)}; fix or remove the file, then reindex",
+        ) from None
+    values = {
+        "n_points": len(rows),
+        "unit": head.unit,
+        "trust_orientation": head.trust_orientation,
+        "voxel_spacing": head.voxel_spacing,
+    }
+    return Header(values, rows)
+
+
+def _stream_picks(root: Root, entry: Entry, limits: Limits) -> Header:
+    """A very large pick file: validated and counted in one streaming pass, its points read again on write."""
+    url = root.url_of(entry.path)
+    if entry.size is not None and entry.size > limits.pick:
+        raise PayloadError(
+            url,
+            f"is {entry.size:,} bytes, over the {limits.pick:,}-byte limit for pick files; split "
+            "it, or raise the limit",
         )
-        for i, p in enumerate(pf.points or [])
-    ]
-    return Header(
-        {
-            "n_points": len(pts),
-            "unit": pf.unit,
-            "trust_orientation": pf.trust_orientation,
-            "voxel_spacing": pf.voxel_spacing,
-        },
-        pts,
-    )
+    with root.open_read(entry.path) as fh:
+        layout = pickstream.scan(fh, url)
+    head = layout.header
+    values = {
+        "n_points": layout.n_points,
+        "unit": head.unit,
+        "trust_orientation": head.trust_orientation,
+        "voxel_spacing": head.voxel_spacing,
+    }
+    return Header(values, pickstream.PointStream(lambda: root.open_read(entry.path), url, layout.n_points))
 
 
 def _read_filaments(root: Root, entry: Entry, limits: Limits) -> Header:

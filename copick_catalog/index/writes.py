@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,6 +11,9 @@ from sqlalchemy.engine import Connection
 from ..catalog.db import chunks, is_sqlite, upsert_insert
 from ..catalog.schema import IndexRun, PackedPoints, Point
 from ..formats.picks import pack_points
+from ..formats.pickstream import PointStream
+
+PointSource = Sequence[tuple[Any, ...]] | PointStream
 
 #: index_runs rows kept per project (plus the newest finished run of each trigger); see prune_index_runs.
 KEEP_INDEX_RUNS = 1000
@@ -72,25 +76,44 @@ def upsert(
 
 
 def replace_points(
-    conn: Connection, ids: dict[tuple[str, str], int], points_by_path: dict[tuple[str, str], list[tuple[Any, ...]]]
+    conn: Connection, ids: dict[tuple[str, str], int], points_by_path: dict[tuple[str, str], PointSource]
 ) -> None:
-    """Rewrite the points of every pick row this batch wrote: the ``points`` rows and the packed copy."""
+    """Rewrite the points of every pick row this batch wrote: the ``points`` rows and the packed copy.
+
+    A streamed file's points (:class:`PointStream`) arrive in batches and are inserted as they come, so a
+    million-point file costs one batch of rows in memory (plus its packed copy, 40 bytes a point).
+    """
     if not ids:
         return
     pick_ids = list(ids.values())
     for chunk in chunks(pick_ids):
         conn.execute(sa.delete(Point).where(Point.pick_id.in_(chunk)))
         conn.execute(sa.delete(PackedPoints).where(PackedPoints.pick_id.in_(chunk)))
-    rows = [(pid, *pt) for where, pid in ids.items() for pt in points_by_path.get(where, ())]
+    packed: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
+    for where, pid in ids.items():
+        source = points_by_path.get(where, ())
+        if isinstance(source, PointStream):
+            packed.append({"pick_id": pid, "data": _insert_stream(conn, pid, source)})
+            continue
+        rows.extend((pid, *pt) for pt in source)
+        packed.append({"pick_id": pid, "data": pack_points([pt[1:6] for pt in source])})
     if rows:
         bulk_insert_points(conn, rows)
-    conn.execute(
-        sa.insert(PackedPoints),
-        [
-            {"pick_id": pid, "data": pack_points([pt[1:6] for pt in points_by_path.get(where, ())])}
-            for where, pid in ids.items()
-        ],
-    )
+    conn.execute(sa.insert(PackedPoints), packed)
+
+
+def _insert_stream(conn: Connection, pick_id: int, stream: PointStream) -> bytes:
+    """Insert a streamed file's points batch by batch; return their packed copy."""
+    blobs: list[bytes] = []
+    n = 0
+    for batch in stream.batches():
+        bulk_insert_points(conn, [(pick_id, *pt) for pt in batch])
+        blobs.append(pack_points([pt[1:6] for pt in batch]))
+        n += len(batch)
+    if n != stream.n_points:
+        raise ValueError(f"{stream.path} changed while it was being indexed ({stream.n_points} points, then {n})")
+    return b"".join(blobs)
 
 
 POINT_COLUMNS = ("pick_id", "idx", "x", "y", "z", "instance_id", "score", "transform")

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from ...errors import PayloadError, RootError
 from ...secrets import LOG_SCRUBBER, scrub, secret_values
@@ -134,6 +134,10 @@ class Root(ABC):
     @abstractmethod
     def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
         """The content of a regular file; :class:`PayloadError` if it is not one or exceeds ``limit`` bytes."""
+
+    @abstractmethod
+    def open_read(self, rel: str) -> IO[bytes]:
+        """A binary file object on a regular file, for reading one too big to hold in memory."""
 
     @abstractmethod
     def read_head(self, rel: str, n: int) -> bytes:

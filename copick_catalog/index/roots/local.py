@@ -17,7 +17,7 @@ import stat as stat_mod
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ...errors import PayloadError
 from .. import grammar
@@ -67,6 +67,10 @@ class LocalRoot(Root):
             )
         os.set_blocking(fd, True)
         return fd, st
+
+    def open_read(self, rel: str) -> IO[bytes]:
+        fd, _st = self._open_regular(rel)
+        return os.fdopen(fd, "rb")
 
     def read_head(self, rel: str, n: int) -> bytes:
         fd, _st = self._open_regular(rel)

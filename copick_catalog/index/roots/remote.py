@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from ...errors import PayloadError, RootError
 from .. import grammar
@@ -115,6 +115,9 @@ class FsspecRoot(Root):
 
     def _cat_kwargs(self) -> dict[str, Any]:
         return {}
+
+    def open_read(self, rel: str) -> IO[bytes]:
+        return self.fs.open(self.full(rel), "rb")  # type: ignore[no-any-return]
 
     def read_head(self, rel: str, n: int) -> bytes:
         return bytes(self.fs.cat_file(self.full(rel), start=0, end=n, **self._cat_kwargs()))

@@ -1,0 +1,213 @@
+"""Pick points as the catalog stores them, decoded with msgspec and checked in bulk.
+
+The indexer reads every pick file of a project; validating each with pydantic models costs a third of
+a full index. Here a file (or a batch of a streamed file's points) is decoded by msgspec into typed
+structs, the rules of :class:`~copick_catalog.formats.picks.PickFile` are checked on whole arrays with
+numpy (finite coordinates and scores, instance ids within
+:data:`~copick_catalog.formats.picks.MAX_INSTANCE_ID`, a 4x4 ``transformation_`` with last row
+``[0, 0, 0, 1]``), and the result is the list of point rows the catalog inserts. Errors name the field
+exactly as the pydantic models do (``points.3.location.x``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from ..gcpause import gc_paused
+from .picks import IDENTITY, MAX_INSTANCE_ID
+
+#: ``(idx, x, y, z, instance_id, score, transform JSON or None for the identity)``
+PointRow = tuple[int, float, float, float, int, float, str | None]
+_IDENTITY = [list(r) for r in IDENTITY]
+
+
+# gc=False: structs hold only numbers and strings, so the cyclic collector need not track them
+class _Location(msgspec.Struct, gc=False):
+    x: float
+    y: float
+    z: float
+
+
+class _Point(msgspec.Struct, gc=False):
+    location: _Location
+    # kept as raw JSON: nearly every point has the identity, recognised from its text without decoding
+    transformation_: msgspec.Raw = msgspec.Raw(b"")
+    instance_id: int = 0
+    score: float = 1.0
+
+
+class _PickFile(msgspec.Struct):
+    pickable_object_name: str
+    user_id: str
+    session_id: str
+    run_name: str | None = None
+    voxel_spacing: float | None = None
+    unit: str = "angstrom"
+    points: list[_Point] | None = None
+    trust_orientation: bool = True
+
+
+class _Header(msgspec.Struct):
+    """The top-level fields of a streamed file (its points are decoded batch by batch)."""
+
+    pickable_object_name: str
+    user_id: str
+    session_id: str
+    run_name: str | None = None
+    voxel_spacing: float | None = None
+    unit: str = "angstrom"
+    trust_orientation: bool = True
+
+
+class InvalidPicks(ValueError):
+    """A pick file breaks a rule; ``field`` is the dotted path of the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"field '{field}': {message}" if field else message)
+        self.field = field
+
+
+@dataclass(slots=True)
+class PickHeader:
+    """What the ``picks`` row records besides the points."""
+
+    unit: str
+    trust_orientation: bool
+    voxel_spacing: float | None
+
+
+# strict=False: lax conversions as pydantic does them (1.0 for an int, "2.5" for a float), so a file copick
+# reads is not refused here
+_FILE_DECODER = msgspec.json.Decoder(_PickFile, strict=False)
+_HEADER_DECODER = msgspec.json.Decoder(_Header, strict=False)
+_POINTS_DECODER = msgspec.json.Decoder(list[_Point], strict=False)
+_AT = re.compile(r"`\$(?P<path>[^`]*)`")
+
+
+def _field_of(exc: msgspec.ValidationError, offset: int = 0, prefix: str = "") -> InvalidPicks:
+    """msgspec's ``Expected `float`, got `str` - at `$.points[3].location.x``` as our field path."""
+    text = str(exc)
+    m = _AT.search(text)
+    path = m["path"] if m else ""
+    if prefix == "points" and path.startswith("["):  # a batch of points: its index is relative to the batch
+        idx, _, rest = path[1:].partition("]")
+        path = f".points[{int(idx) + offset}]{rest}"
+    dotted = re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
+    return InvalidPicks(dotted, text.split(" - at ")[0])
+
+
+def _header(value: _PickFile | _Header) -> PickHeader:
+    vs = value.voxel_spacing
+    if vs is not None and not math.isfinite(vs):
+        raise InvalidPicks("voxel_spacing", f"Input should be a finite number (got {vs!r})")
+    return PickHeader(value.unit, value.trust_orientation, vs)
+
+
+def point_rows(points: list[_Point], offset: int = 0) -> list[PointRow]:
+    """Check decoded points in bulk and turn them into catalog rows (``offset``: index of the first)."""
+    n = len(points)
+    if n == 0:
+        return []
+    with gc_paused():
+        locs = [p.location for p in points]
+        x = [loc.x for loc in locs]
+        y = [loc.y for loc in locs]
+        z = [loc.z for loc in locs]
+        score = [p.score for p in points]
+        ids = [p.instance_id for p in points]
+        bad = ~np.isfinite(np.array((x, y, z, score), dtype=np.float64))
+        if bad.any():
+            row, i = (int(v) for v in np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])])
+            field = ("location.x", "location.y", "location.z", "score")[row]
+            got = (x, y, z, score)[row][i]
+            raise InvalidPicks(f"points.{offset + i}.{field}", f"Input should be a finite number (got {got})")
+        if max(ids) > MAX_INSTANCE_ID or min(ids) < -MAX_INSTANCE_ID:
+            i = next(k for k, v in enumerate(ids) if abs(v) > MAX_INSTANCE_ID)
+            raise InvalidPicks(
+                f"points.{offset + i}.instance_id", f"Input should be within +-{MAX_INSTANCE_ID} (got {ids[i]})"
+            )
+        transforms = [_transform(p.transformation_, offset + i) for i, p in enumerate(points)]
+        return list(zip(range(offset, offset + n), x, y, z, ids, score, transforms, strict=True))
+
+
+_IDENTITY_TEXT = frozenset(
+    {
+        b"[[1.0,0.0,0.0,0.0],[0.0,1.0,0.0,0.0],[0.0,0.0,1.0,0.0],[0.0,0.0,0.0,1.0]]",
+        b"[[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]",
+    }
+)
+_MATRIX = msgspec.json.Decoder(list[list[float]], strict=False)
+
+
+def _transform(raw: msgspec.Raw, i: int) -> str | None:
+    """None for the identity (what nearly every point has, recognised from its text), else the matrix as JSON."""
+    text = bytes(raw)
+    if not text or text.translate(None, b" \t\n\r") in _IDENTITY_TEXT:
+        return None
+    where = f"points.{i}.transformation_"
+    try:
+        m = _MATRIX.decode(text)
+    except msgspec.ValidationError as exc:
+        raise InvalidPicks(where, str(exc).split(" - at ")[0]) from None
+    if len(m) != 4 or any(len(row) != 4 for row in m):
+        raise InvalidPicks(where, "transformation_ must be a 4x4 matrix")
+    if not all(math.isfinite(v) for row in m for v in row):
+        raise InvalidPicks(where, "Input should be a finite number")
+    if m[3] != [0.0, 0.0, 0.0, 1.0]:
+        raise InvalidPicks(where, "the last row of transformation_ must be [0, 0, 0, 1]")
+    return None if m == _IDENTITY else json.dumps(m)
+
+
+def decode_file(data: bytes | memoryview) -> tuple[PickHeader, list[PointRow]]:
+    """A whole pick file: its header and its point rows; :class:`InvalidPicks` or ``msgspec.DecodeError``."""
+    try:
+        with gc_paused():
+            value = _FILE_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _field_of(exc) from None
+    return _header(value), point_rows(value.points or [])
+
+
+def decode_header(data: bytes) -> PickHeader:
+    """The top-level fields of a streamed file (given without its points)."""
+    try:
+        return _header(_HEADER_DECODER.decode(data))
+    except msgspec.ValidationError as exc:
+        raise _field_of(exc) from None
+
+
+def decode_points(data: bytes, offset: int) -> list[PointRow]:
+    """A JSON array holding a batch of a streamed file's points; ``offset`` is the index of its first point."""
+    try:
+        with gc_paused():
+            points = _POINTS_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _field_of(exc, offset, "points") from None
+    return point_rows(points, offset)
+
+
+def describe(exc: Exception) -> str:
+    """The reason a file was refused, as the error row words it."""
+    if isinstance(exc, InvalidPicks):
+        return str(exc)
+    if isinstance(exc, msgspec.DecodeError):
+        return f"not valid JSON ({exc}) (the file may be half-written or truncated)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = [
+    "InvalidPicks",
+    "PickHeader",
+    "PointRow",
+    "decode_file",
+    "decode_header",
+    "decode_points",
+    "describe",
+    "point_rows",
+]

@@ -1,0 +1,257 @@
+"""Reading a very large pick file in windows, so memory stays bounded by a batch, not by the file.
+
+A pick file of a million points is 70-800 MB of JSON; parsed whole it costs gigabytes. Here the file
+is read in windows of :data:`WINDOW` bytes and its structure is followed with numpy over each window
+(which bytes are inside strings, honouring backslash escapes, and at which nesting depth), which is
+enough to cut it into the top-level fields and the elements of its ``points`` array without building
+any Python object per byte. The top-level fields are decoded on their own (with the ``points`` array,
+and any other array or object among them, replaced by a placeholder), and the points in batches of
+:data:`BATCH_POINTS`, both through :mod:`.pickrows`, so the rules and error messages are those of every
+other pick file.
+
+:func:`scan` validates a file and counts its points; :class:`PointStream` reads it again and yields the
+point rows batch by batch while the catalog inserts them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+import msgspec
+import numpy as np
+
+from ..errors import PayloadError
+from .pickrows import PickHeader, PointRow, decode_header, decode_points, describe
+
+#: Files at least this big are streamed instead of parsed whole.
+STREAM_BYTES = 16 * 1024**2
+#: Bytes read at a time.
+WINDOW = 4 * 1024**2
+#: Points decoded (and handed to the writer) at a time.
+BATCH_POINTS = 20_000
+#: The top-level fields of a pick file are a few hundred bytes; more is not a pick file.
+MAX_HEADER_BYTES = 1024**2
+
+_QUOTE, _BACKSLASH, _COMMA = 34, 92, 44
+_OPEN = np.array([123, 91], dtype=np.uint8)  # { [
+_CLOSE = np.array([125, 93], dtype=np.uint8)  # } ]
+
+
+class _Structure:
+    """JSON structure across windows: inside a string or not, the open backslash run, the depth."""
+
+    def __init__(self) -> None:
+        self.in_string = False
+        self.backslashes = 0
+        self.depth = 0
+
+    def feed(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each byte of ``w``: whether it is structural (outside strings), and the depth before it."""
+        quote = w == _QUOTE
+        backslash = w == _BACKSLASH
+        if self.backslashes or backslash.any():  # rare in pick files: only then count escapes
+            n = len(w)
+            idx = np.arange(n, dtype=np.int64)
+            last_other = np.maximum.accumulate(np.where(backslash, -1, idx))
+            before = np.empty(n, dtype=np.int64)
+            before[0] = -1
+            before[1:] = last_other[:-1]
+            run = np.where(before >= 0, idx - 1 - before, idx + self.backslashes)  # backslashes before each byte
+            quote &= run % 2 == 0  # an escaped quote neither opens nor closes a string
+            self.backslashes = int(n + self.backslashes if last_other[-1] < 0 else n - 1 - last_other[-1])
+        toggles = np.cumsum(quote, dtype=np.int32) + np.int32(self.in_string)
+        outside = ((toggles - quote) & 1) == 0  # not inside a string (quotes themselves count as outside)
+        opens = outside & ((w == 123) | (w == 91))  # { [
+        closes = outside & ((w == 125) | (w == 93))  # } ]
+        step = opens.view(np.int8) - closes.view(np.int8)
+        after = np.cumsum(step, dtype=np.int32) + np.int32(self.depth)
+        self.in_string = bool(toggles[-1] & 1)
+        self.depth = int(after[-1])
+        return outside, after - step
+
+
+class _Invalid(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Layout:
+    header: PickHeader
+    n_points: int
+
+
+_WHITESPACE = np.array([32, 9, 10, 13], dtype=np.uint8)
+
+
+class _Reader:
+    """One pass over a file: collects the top-level fields, hands each batch of points to ``on_batch``.
+
+    :meth:`windows` reads the file window by window (a generator, so a consumer can take the batches
+    a window produced before the next is read); :meth:`finish` checks and decodes the top-level fields.
+    """
+
+    def __init__(self, on_batch: Callable[[bytes, int], int]) -> None:
+        self.on_batch = on_batch
+        self.structure = _Structure()
+        self.header = bytearray()
+        self.containers = 0  # top-level containers seen (placeholders 0, 1, ...)
+        self.in_points = False  # reading the elements of the container guessed to be "points"
+        self.points_at: int | None = None  # its placeholder
+        self.body = bytearray()  # the points' text since the last cut
+        self.commas = 0  # top-level commas in it
+        self.after_cut = False
+        self.n_points = 0
+        self.started = False
+
+    def windows(self, fh: IO[bytes]) -> Iterator[None]:
+        while chunk := fh.read(WINDOW):
+            w = np.frombuffer(chunk, dtype=np.uint8)
+            outside, depth = self.structure.feed(w)
+            if not self.started:
+                first = np.flatnonzero(~np.isin(w, _WHITESPACE))
+                if first.size:
+                    if w[first[0]] != 123:
+                        raise _Invalid("a pick file must be a JSON object")
+                    self.started = True
+            top = depth <= 1
+            edges = np.flatnonzero(top[1:] != top[:-1]) + 1
+            for a, b in zip([0, *edges.tolist()], [*edges.tolist(), len(w)], strict=True):
+                if top[a]:
+                    self._top(chunk, w, outside, depth, a, b)
+                else:
+                    self._inner(chunk, w, outside, depth, a, b)
+            yield
+
+    def finish(self) -> _Layout:
+        if self.structure.in_string or self.structure.depth != 0 or not self.started:
+            raise _Invalid("not valid JSON (the file ends inside a value: half-written or truncated?)")
+        try:
+            fields = json.loads(bytes(self.header))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise _Invalid(f"not valid JSON ({exc})") from None
+        if not isinstance(fields, dict):
+            raise _Invalid("a pick file must be a JSON object")
+        points = fields.pop("points", None)
+        if points is not None and points != [self.points_at]:
+            raise _Invalid("field 'points': Input should be a valid array")
+        return _Layout(decode_header(json.dumps(fields).encode()), self.n_points)
+
+    def _top(self, chunk: bytes, w: np.ndarray, outside: np.ndarray, depth: np.ndarray, a: int, b: int) -> None:
+        """Bytes of the root object itself: kept, with each container opening at depth 1 replaced."""
+        pos = a
+        for o in (np.flatnonzero(outside[a:b] & np.isin(w[a:b], _OPEN)) + a).tolist():
+            if depth[o] == 0:
+                continue  # the root object's own brace
+            self._keep(chunk[pos:o])
+            k = self.containers
+            self.containers += 1
+            if w[o] == 91:  # [
+                self._keep(f"[{k}]".encode())
+                if _ends_with_key(bytes(self.header[: -len(f"[{k}]")])):
+                    if self.points_at is not None:
+                        raise _Invalid("the key 'points' appears twice")
+                    self.in_points, self.points_at = True, k
+            else:
+                self._keep(f'{{"copick-catalog container": {k}}}'.encode())
+            pos = o + 1
+        self._keep(chunk[pos:b])
+
+    def _inner(self, chunk: bytes, w: np.ndarray, outside: np.ndarray, depth: np.ndarray, a: int, b: int) -> None:
+        """Bytes inside a top-level container: for ``points``, its body, cut into batches at its own commas.
+
+        A batch is the text between two cuts, which is a valid array body exactly when the points are
+        valid JSON: a stray or trailing comma makes msgspec refuse the batch, so no element is examined here.
+        """
+        if not self.in_points:
+            return
+        at2 = outside[a:b] & (depth[a:b] == 2)
+        ends = np.flatnonzero(at2 & ((w[a:b] == 125) | (w[a:b] == 93))) + a
+        stop = int(ends[0]) if ends.size else b
+        commas = (np.flatnonzero(at2[: stop - a] & (w[a:stop] == _COMMA)) + a).tolist()
+        pos = a
+        need = BATCH_POINTS - self.commas  # commas to the next cut (a batch of BATCH_POINTS elements)
+        while len(commas) >= need:
+            cut = commas[need - 1]
+            self.body += chunk[pos:cut]
+            self._flush_batch()
+            self.after_cut = True  # a cut is at a comma: another point must follow
+            pos, commas, need = cut + 1, commas[need:], BATCH_POINTS
+        self.body += chunk[pos:stop]
+        self.commas = BATCH_POINTS - need + len(commas)
+        if ends.size:  # the container closed: what is left is the last batch
+            self._flush_batch()
+            self.in_points = False
+
+    def _flush_batch(self) -> None:
+        if bytes(self.body).strip():
+            self.n_points += self.on_batch(b"[" + bytes(self.body) + b"]", self.n_points)
+            self.after_cut = False
+        elif self.commas or self.after_cut:
+            raise _Invalid("not valid JSON (a comma with no point after it in points)")
+        self.body.clear()
+        self.commas = 0
+
+    def _keep(self, data: bytes) -> None:
+        self.header += data
+        if len(self.header) > MAX_HEADER_BYTES:
+            raise _Invalid(f"the top-level fields exceed {MAX_HEADER_BYTES:,} bytes: not a pick file")
+
+
+def _ends_with_key(header: bytes) -> bool:
+    """Whether ``header`` ends with the key ``"points"`` and its colon (the guess is checked in ``finish``)."""
+    text = header.rstrip()
+    return text.endswith(b":") and text[:-1].rstrip().endswith(b'"points"')
+
+
+def _failed(path: str, exc: Exception) -> PayloadError:
+    reason = str(exc) if isinstance(exc, _Invalid) else describe(exc)
+    return PayloadError(path, f"invalid pick file: {reason}; fix or remove the file, then reindex")
+
+
+def scan(fh: IO[bytes], path: str) -> _Layout:
+    """Validate the whole file (every point) and count its points, holding one batch at a time."""
+    reader = _Reader(lambda data, offset: len(decode_points(data, offset)))
+    try:
+        for _ in reader.windows(fh):
+            pass
+        return reader.finish()
+    except (_Invalid, ValueError, msgspec.DecodeError) as exc:
+        raise _failed(path, exc) from None
+
+
+class PointStream:
+    """The points of a streamed pick file, read again in batches when the catalog writes them.
+
+    ``n_points`` is what :func:`scan` counted; a file that changed in between yields a different count,
+    which the writer refuses (the file is then indexed on the next run).
+    """
+
+    def __init__(self, opener: Callable[[], IO[bytes]], path: str, n_points: int) -> None:
+        self.opener = opener
+        self.path = path
+        self.n_points = n_points
+
+    def batches(self) -> Iterator[list[PointRow]]:
+        ready: list[list[PointRow]] = []
+
+        def take(data: bytes, offset: int) -> int:
+            ready.append(decode_points(data, offset))
+            return len(ready[-1])
+
+        reader = _Reader(take)
+        try:
+            with self.opener() as fh:
+                for _ in reader.windows(fh):
+                    while ready:
+                        yield ready.pop(0)
+                reader.finish()
+        except (_Invalid, ValueError, msgspec.DecodeError) as exc:
+            raise _failed(self.path, exc) from None
+        while ready:
+            yield ready.pop(0)
+
+
+__all__ = ["BATCH_POINTS", "STREAM_BYTES", "WINDOW", "PointStream", "scan"]
