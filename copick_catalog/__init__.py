@@ -26,13 +26,14 @@ if TYPE_CHECKING:
         Tomogram,
         VoxelSpacing,
     )
-    from .copick.objects import from_file
+    from .copick.root import CatalogRoot, from_file
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "Catalog": "copick_catalog.catalog",
-    "from_file": "copick_catalog.copick.objects",
+    "from_file": "copick_catalog.copick",
+    "CatalogRoot": "copick_catalog.copick",
     **{
         name: "copick_catalog.catalog.schema"
         for name in (
@@ -53,6 +54,7 @@ _LAZY = {
 __all__ = [
     "Catalog",
     "CatalogError",
+    "CatalogRoot",
     "DensityMap",
     "Feature",
     "Filament",

@@ -7,6 +7,7 @@ queries (:mod:`copick_catalog.catalog.queries`) and ``.open()`` of payloads behi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -35,11 +36,35 @@ log = logging.getLogger(__name__)
 DB_ENV = "COPICK_CATALOG_DB"
 
 
+#: Where catalogs of configs that come without a file live by default (``CatalogRoot(config)``).
+CACHE_DIR_ENV = "COPICK_CATALOG_CACHE"
+MEMORY_PREFIX = "memory"
+
+
+def memory_source(config: CopickConfig) -> Path:
+    """A stand-in config path for a config that has no file: named after its project and roots.
+
+    The same roots give the same catalog however the config was built; it sits in the current
+    directory's place only as a name (relative local roots are taken relative to the current directory).
+    """
+    digest = hashlib.sha256(f"{config.name}|{config.overlay_root}|{config.static_root}".encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in config.name)[:40] or "project"
+    return Path.cwd() / f"{MEMORY_PREFIX}-{safe}-{digest}.json"
+
+
 def default_db_for(config_path: Path) -> str:
-    """``<config stem>.catalog.sqlite`` next to the config, unless ``$COPICK_CATALOG_DB`` says otherwise."""
+    """``<config stem>.catalog.sqlite`` next to the config, unless ``$COPICK_CATALOG_DB`` says otherwise.
+
+    A config without a file (:func:`memory_source`) gets a file under ``$COPICK_CATALOG_CACHE`` or
+    ``~/.cache/copick-catalog/`` instead.
+    """
     env = os.environ.get(DB_ENV)
     if env:
         return normalize_url(env)
+    if config_path.name.startswith(f"{MEMORY_PREFIX}-") and not config_path.exists():
+        base = Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "copick-catalog")
+        base.mkdir(parents=True, exist_ok=True)
+        return normalize_url(base / f"{config_path.stem}.catalog.sqlite")
     return normalize_url(config_path.with_name(f"{config_path.stem}.catalog.sqlite"))
 
 
@@ -77,12 +102,31 @@ class Catalog(QueryMixin):
         when the SQLite file is not writable for you, or when a PostgreSQL role may only read.
         """
         config_path = Path(config).expanduser().resolve()
-        cfg = load_config(config_path)
+        return cls.from_config(load_config(config_path), db, source=config_path, upgrade=upgrade, read_only=read_only)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: CopickConfig,
+        db: str | None = None,
+        *,
+        source: Path | None = None,
+        upgrade: bool = True,
+        read_only: bool | None = None,
+    ) -> Catalog:
+        """Open the catalog of a project given as a config model (what :meth:`open` does after reading the file).
+
+        ``source`` is the config file the model came from: it names the project in the catalog, locates
+        relative local roots and the default SQLite file. Without it (a config built in memory, as copick
+        code does with ``CopickRootFSSpec(config)``), the project is named by its roots, and the default
+        database is ``$COPICK_CATALOG_DB`` or a file under ``~/.cache/copick-catalog/``.
+        """
+        config_path = source if source is not None else memory_source(config)
         url = normalize_url(db) if db else default_db_for(config_path)
         if read_only is None:
             read_only = _sqlite_read_only(url)
         try:
-            engine, project_id = _connect(url, cfg, config_path, read_only=read_only, upgrade=upgrade)
+            engine, project_id = _connect(url, config, config_path, read_only=read_only, upgrade=upgrade)
         except _WRITE_REFUSED as exc:
             if read_only or not _refused_for_permissions(exc):
                 raise
@@ -91,8 +135,8 @@ class Catalog(QueryMixin):
                 sa.make_url(url).render_as_string(hide_password=True),
             )
             read_only = True
-            engine, project_id = _connect(url, cfg, config_path, read_only=True, upgrade=upgrade)
-        cat = cls(cfg, config_path, engine, project_id)
+            engine, project_id = _connect(url, config, config_path, read_only=True, upgrade=upgrade)
+        cat = cls(config, config_path, engine, project_id)
         cat.read_only = read_only
         return cat
 

@@ -22,10 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import CatalogError, SchemaVersionError
@@ -234,45 +230,70 @@ def upsert_insert(conn: Connection, table: sa.Table) -> Any:
 # Migrations
 
 
-def alembic_config(url: str | None = None) -> Config:
-    cfg = Config()
+#: The newest migration. Opening a current catalog compares its ``alembic_version`` with this, so alembic
+#: is imported only when something must be migrated (a test keeps it equal to the migrations' head).
+SCHEMA_HEAD = "0007"
+
+
+def alembic_config(url: str | None = None) -> Any:
+    """An alembic Config for the migrations shipped in this package (imports alembic, quietly)."""
+    with _quiet_alembic():
+        from alembic.config import Config
+
+        cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
+def _script() -> Any:
+    with _quiet_alembic():
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
-    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    """The head of the migrations (from the scripts themselves; :data:`SCHEMA_HEAD` is its cheap copy)."""
+    heads = _script().get_heads()
     if len(heads) != 1:
         raise CatalogError(f"migrations have {len(heads)} heads; expected one")
-    return heads[0]
+    return str(heads[0])
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The schema revision a database is at (None for an empty one), read with one plain query."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _known(revision: str) -> bool:
+    try:
+        _script().get_revision(revision)
+    except Exception:
+        return False
+    return True
 
 
 def check_schema(engine: Engine) -> str:
     """For read-only opens: the schema must be exactly this version's head (nothing may be migrated)."""
-    head = head_revision()
     current = current_revision(engine)
-    if current == head:
-        return head
+    if current == SCHEMA_HEAD:
+        return SCHEMA_HEAD
     where = engine.url.render_as_string(hide_password=True)
     if current is None:
         raise CatalogError(f"{where} holds no copick catalog yet; index the project once with write access")
-    try:
-        ScriptDirectory.from_config(alembic_config()).get_revision(current)
-    except Exception:
+    if not _known(current):
         raise SchemaVersionError(
             f"catalog database {where} has schema revision {current!r}, written by a newer "
             "copick-catalog; upgrade copick-catalog"
-        ) from None
+        )
     raise SchemaVersionError(
         f"catalog database {where} has the older schema {current!r} (this version needs "
-        f"{head!r}); someone with write access must run `copick-catalog db upgrade --db URL`"
+        f"{SCHEMA_HEAD!r}); someone with write access must run `copick-catalog db upgrade --db URL`"
     )
 
 
@@ -285,37 +306,49 @@ def ensure_schema(engine: Engine, *, upgrade_shared: bool = True) -> str:
     PostgreSQL catalog is used by a whole lab, and the first newer client to open it must not lock
     out every older one by accident; ``copick-catalog db upgrade`` does it on purpose.
     """
-    script = ScriptDirectory.from_config(alembic_config())
-    head = head_revision()
     current = current_revision(engine)
-    if current == head:
-        return head
+    if current == SCHEMA_HEAD:
+        return SCHEMA_HEAD
+    where = engine.url.render_as_string(hide_password=True)
     if current is not None:
-        try:
-            script.get_revision(current)
-        except Exception:
+        if not _known(current):
             raise SchemaVersionError(
-                f"catalog database {engine.url.render_as_string(hide_password=True)} has schema revision "
-                f"{current!r}, which this copick-catalog does not know (it was written by a newer version); "
-                "upgrade copick-catalog or point --db at another catalog"
-            ) from None
+                f"catalog database {where} has schema revision {current!r}, which this copick-catalog does not "
+                "know (it was written by a newer version); upgrade copick-catalog or point --db at another catalog"
+            )
         if not upgrade_shared and not is_sqlite(engine):
             raise SchemaVersionError(
-                f"catalog database {engine.url.render_as_string(hide_password=True)} has the older schema "
-                f"{current!r} (this copick-catalog needs {head!r}). Upgrading changes it for everyone who uses "
-                "it: when the lab is ready, run `copick-catalog db upgrade --db URL` (older clients will then "
-                "be refused)"
+                f"catalog database {where} has the older schema {current!r} (this copick-catalog needs "
+                f"{SCHEMA_HEAD!r}). Upgrading changes it for everyone who uses it: when the lab is ready, run "
+                "`copick-catalog db upgrade --db URL` (older clients will then be refused)"
             )
         _backup_sqlite(engine, current)
     cfg = alembic_config()
-    with engine.connect().execution_options(write=True) as conn:
+    with engine.connect().execution_options(write=True) as conn, _quiet_alembic():
+        from alembic import command
+
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")  # (env.py turns SQLite's foreign keys off for the migration)
         conn.commit()
         if is_sqlite(engine):
             conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
-    log.info("catalog schema at %s (was %s)", head, current)
-    return head
+    log.debug("catalog schema at %s (was %s)", SCHEMA_HEAD, current)
+    return SCHEMA_HEAD
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic reports its set-up and each step at DEBUG and INFO; a library opening its catalog must not
+    print them (copick configures the root logger at INFO on import, so they would reach a copick user's
+    console). Warnings still come through; ``--debug`` on our CLI shows everything."""
+    logger = logging.getLogger("alembic")
+    before = logger.level
+    if not logging.getLogger("copick_catalog").isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _backup_sqlite(engine: Engine, revision: str) -> None:

@@ -127,4 +127,12 @@ def _run_dict(row: Any) -> dict[str, Any]:
     return {k: row[k] for k in keys}
 
 
-__all__ = ["catalog_status"]
+def daemon_serving(cat: Catalog) -> bool:
+    """Whether a watch daemon keeps this catalog current: its state file is locked here, or (PostgreSQL)
+    its advisory lock is held by a session anywhere. Cheap: a ``flock`` probe, or one query."""
+    if daemon_running(state_path(cat.engine, cat.db_url, cat.project_id)):
+        return True
+    return cat.engine.dialect.name == "postgresql" and daemon_holder(cat.engine, cat.project_id) is not None
+
+
+__all__ = ["catalog_status", "daemon_serving"]
