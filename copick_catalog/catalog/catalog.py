@@ -136,6 +136,11 @@ class Catalog(QueryMixin):
             )
             read_only = True
             engine, project_id = _connect(url, config, config_path, read_only=True, upgrade=upgrade)
+        if not read_only and _server_refuses_writes(engine):
+            log.info(
+                "catalog %s: this role may only read; opened read-only", engine.url.render_as_string(hide_password=True)
+            )
+            read_only = True
         cat = cls(config, config_path, engine, project_id)
         cat.read_only = read_only
         return cat
@@ -305,6 +310,24 @@ def _refused_for_permissions(exc: BaseException) -> bool:
         s in text
         for s in ("permission denied", "read-only transaction", "readonly database", "attempt to write a readonly")
     )
+
+
+def _server_refuses_writes(engine: Engine) -> bool:
+    """Whether a PostgreSQL role starts read-only transactions or may not insert index rows (a reader's role).
+
+    Opening an up-to-date catalog writes nothing, so such a role is not noticed by a failed write; it
+    must be asked, so that an index is refused with a clear message instead of a server error.
+    """
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT current_setting('transaction_read_only') = 'on' "
+                "OR NOT has_table_privilege(current_user, 'index_runs', 'INSERT')"
+            )
+        ).scalar()
+    return bool(row)
 
 
 def _sqlite_read_only(url: str) -> bool:

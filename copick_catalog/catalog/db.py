@@ -127,9 +127,7 @@ def _sqlite_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engin
     if read_only:
         if not db_path or db_path == ":memory:" or not os.path.exists(db_path):
             raise CatalogError(f"catalog {db_path} does not exist; index the project once to create it")
-        from urllib.parse import quote
-
-        url = f"sqlite:///file:{quote(db_path, safe='/')}?mode=ro&uri=true"
+        url = f"sqlite:///{sqlite_ro_uri(db_path)}&uri=true"
         journal = ""
     elif db_path and db_path != ":memory:":
         parent = Path(db_path).parent
@@ -151,10 +149,10 @@ def _sqlite_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engin
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy pysqlite recipe)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if journal:  # a read-only connection keeps whatever mode the file has
+        if journal:  # a read-only connection keeps whatever mode the file has, and writes no pragma
             cur.execute(f"PRAGMA journal_mode = {journal}")
+            cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
-        cur.execute("PRAGMA synchronous = NORMAL")
         # A 64 MB page cache (grown only as used): a catalog of thousands of runs stays in memory
         # between queries instead of being re-read through the OS on every listing.
         cur.execute("PRAGMA cache_size = -65536")
@@ -177,6 +175,23 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
 def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def sqlite_ro_uri(path: str) -> str:
+    """A ``file:`` URI that reads a catalog without writing anything, for users who may only read it.
+
+    SQLite reads a WAL database through its ``-wal``/``-shm`` files, and re-creates them if they are gone;
+    a user who cannot write the directory cannot, and then cannot read at all. When those files cannot
+    be used, the file is opened ``immutable`` (no locks, no shared memory): right for a reader who cannot
+    write, since no writer can be mid-transaction without leaving a ``-wal`` file behind.
+    """
+    from urllib.parse import quote
+
+    uri = f"file:{quote(path, safe='/')}?mode=ro"
+    folder = os.path.dirname(path) or "."
+    wal, shm = f"{path}-wal", f"{path}-shm"
+    usable = os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(wal) and os.access(shm, os.W_OK))
+    return uri if usable else f"{uri}&immutable=1"
 
 
 def sqlite_path(engine: Engine) -> str | None:

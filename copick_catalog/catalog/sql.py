@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..errors import CatalogError
-from .db import sqlite_path
+from .db import sqlite_path, sqlite_ro_uri
 
 #: What ``sql`` may do on SQLite: read tables, call (built-in) functions, run recursive CTEs.
 _SQLITE_ALLOWED = frozenset(
@@ -83,9 +83,7 @@ def _sqlite(engine: Engine, statement: str, timeout: float | None, max_rows: int
     if path is None:
         raise CatalogError("read-only SQL needs a catalog file, not an in-memory database")
     try:
-        conn = sqlite3.connect(
-            f"file:{_uri_path(path)}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(sqlite_ro_uri(path), uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise CatalogError(f"cannot open catalog {path} read-only: {exc}") from None
     try:
@@ -106,13 +104,6 @@ def _sqlite(engine: Engine, statement: str, timeout: float | None, max_rows: int
         return SqlResult(columns, [tuple(r) for r in rows])
     finally:
         conn.close()
-
-
-def _uri_path(path: str) -> str:
-    """A file path quoted for a SQLite ``file:`` URI (``?`` and ``#`` would end the path)."""
-    from urllib.parse import quote
-
-    return quote(path, safe="/")
 
 
 def _postgres(engine: Engine, statement: str, timeout: float | None, max_rows: int | None) -> SqlResult:

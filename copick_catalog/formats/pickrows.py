@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from ..gcpause import gc_paused
-from .picks import IDENTITY, MAX_INSTANCE_ID
+from .picks import IDENTITY, MAX_INSTANCE_ID, PickFile, PickPoint
 
 #: ``(idx, x, y, z, instance_id, score, transform JSON or None for the identity)``
 PointRow = tuple[int, float, float, float, int, float, str | None]
@@ -88,6 +89,7 @@ _FILE_DECODER = msgspec.json.Decoder(_PickFile, strict=False)
 _HEADER_DECODER = msgspec.json.Decoder(_Header, strict=False)
 _POINTS_DECODER = msgspec.json.Decoder(list[_Point], strict=False)
 _AT = re.compile(r"`\$(?P<path>[^`]*)`")
+_POINT_LIST = TypeAdapter(list[PickPoint])
 
 
 def _field_of(exc: msgspec.ValidationError, offset: int = 0, prefix: str = "") -> InvalidPicks:
@@ -165,13 +167,62 @@ def _transform(raw: msgspec.Raw, i: int) -> str | None:
 
 
 def decode_file(data: bytes | memoryview) -> tuple[PickHeader, list[PointRow]]:
-    """A whole pick file: its header and its point rows; :class:`InvalidPicks` or ``msgspec.DecodeError``."""
+    """A whole pick file: its header and its point rows; :class:`InvalidPicks` or ``msgspec.DecodeError``.
+
+    Text msgspec will not parse (``NaN`` and ``Infinity``, which Python's ``json.dump`` writes for
+    non-finite floats, are not JSON) is read again with the pydantic models, so the error names the field.
+    """
     try:
         with gc_paused():
             value = _FILE_DECODER.decode(data)
     except msgspec.ValidationError as exc:
         raise _field_of(exc) from None
+    except msgspec.DecodeError:
+        return _lenient_file(bytes(data))
     return _header(value), point_rows(value.points or [])
+
+
+def _lenient_file(data: bytes) -> tuple[PickHeader, list[PointRow]]:
+    """The pydantic reading of a file msgspec refused: either its field-naming error, or its rows."""
+    try:
+        model = PickFile.model_validate_json(data)
+    except ValidationError as exc:
+        raise _pydantic_field(exc, 0) from None
+    head = PickHeader(model.unit, model.trust_orientation, model.voxel_spacing)
+    return head, _model_rows(model.points or [], 0)
+
+
+def _lenient_points(data: bytes, offset: int) -> list[PointRow]:
+    try:
+        items = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise msgspec.DecodeError(str(exc)) from None
+    try:
+        points = _POINT_LIST.validate_python(items)
+    except ValidationError as exc:
+        raise _pydantic_field(exc, offset, points=True) from None
+    return _model_rows(points, offset)
+
+
+def _pydantic_field(exc: ValidationError, offset: int, points: bool = False) -> Exception:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return msgspec.DecodeError(first["msg"])
+    loc = [str(p) for p in first["loc"]]
+    if points and loc:
+        loc = ["points", str(int(loc[0]) + offset), *loc[1:]]
+    got = first.get("input")
+    shown = f" (got {got!r:.40})" if isinstance(got, int | float | str | bool) or got is None else ""
+    return InvalidPicks(".".join(loc), f"{first['msg']}{shown}")
+
+
+def _model_rows(points: list[PickPoint], offset: int) -> list[PointRow]:
+    rows: list[PointRow] = []
+    for i, p in enumerate(points):
+        tr = p.transformation_
+        transform = None if [[float(v) for v in row] for row in tr] == _IDENTITY else json.dumps(tr)
+        rows.append((offset + i, p.location.x, p.location.y, p.location.z, p.instance_id, p.score, transform))
+    return rows
 
 
 def decode_header(data: bytes) -> PickHeader:
@@ -189,6 +240,8 @@ def decode_points(data: bytes, offset: int) -> list[PointRow]:
             points = _POINTS_DECODER.decode(data)
     except msgspec.ValidationError as exc:
         raise _field_of(exc, offset, "points") from None
+    except msgspec.DecodeError:
+        return _lenient_points(data, offset)
     return point_rows(points, offset)
 
 
