@@ -48,15 +48,15 @@ def _log(msg: str) -> None:
 def _add_chunky_tomograms(static: Path, runs: list[str]) -> int:
     """A ``wbp`` tomogram with 4³ chunks (584 chunk keys) in each of ``runs``: a chunk-dominated tree."""
     import numpy as np
-    from zarr.storage import LocalStore
 
     from copick_catalog.formats import zarr as payloads
+    from copick_catalog.formats import zarrio
     from copick_catalog.index import grammar as layout
 
     vol = np.random.default_rng(7).normal(size=(32, 32, 32)).astype(np.float32)
     for run in runs:
         rel = layout.path_of(layout.TomogramKey(run, 10.0, "chunky"))
-        payloads.write_ome_zarr(LocalStore(static / rel), vol, 10.0, levels=3, chunks=4)
+        payloads.write_ome_zarr(zarrio.local_store(str(static / rel), read_only=False), vol, 10.0, levels=3, chunks=4)
     return len(runs)
 
 

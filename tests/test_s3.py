@@ -240,27 +240,53 @@ def test_listing_requests_do_not_grow_with_runs(s3_server: S3Server, tmp_path: P
     assert full200["get"] > 5 * full20["get"] > 0
 
 
+def _v3_group_by_hand(path: Path, shape: tuple[int, ...], chunk: int, voxel_size: float) -> None:
+    """A one-level OME-NGFF 0.5 / zarr v3 group with '.'-separated chunk keys, written file by file.
+
+    Each level's zarr.json then sorts after its chunk keys (``0.0.0`` < ``zarr.json``). Only the names
+    matter to a listing, so the chunks hold placeholder bytes, and no zarr library (3 or 2) is needed.
+    """
+    from copick_catalog.formats import zarr as payloads
+
+    ms = payloads.ome_multiscales(voxel_size, 1)
+    ms[0].pop("version")
+    (path / "0").mkdir(parents=True)
+    (path / "zarr.json").write_text(
+        json.dumps(
+            {"zarr_format": 3, "node_type": "group", "attributes": {"ome": {"version": "0.5", "multiscales": ms}}}
+        )
+    )
+    (path / "0" / "zarr.json").write_text(
+        json.dumps(
+            {
+                "zarr_format": 3,
+                "node_type": "array",
+                "shape": list(shape),
+                "data_type": "float32",
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk] * len(shape)}},
+                "chunk_key_encoding": {"name": "v2", "configuration": {"separator": "."}},
+                "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                "fill_value": 0.0,
+            }
+        )
+    )
+    for idx in np.ndindex(*(s // chunk for s in shape)):
+        (path / "0" / ".".join(map(str, idx))).write_bytes(b"\0" * 16)
+
+
 def _chunky_project(server: S3Server, tmp_path: Path) -> tuple[Path, str]:
     """12 runs; two tomograms of the first run have 4³ chunks (~600 chunk keys each), zarr v2 and v3."""
-    import zarr
-    from zarr.storage import LocalStore
-
     from copick_catalog.formats import zarr as payloads
+    from copick_catalog.formats import zarrio
     from copick_catalog.index import grammar as layout
 
     summary = make_sample_project(tmp_path / "project", runs=12, tomogram_runs=0)
     static = summary.config.parent / "static"
     vol = np.random.default_rng(1).normal(size=(32, 32, 32)).astype(np.float32)
     rel = layout.path_of(layout.TomogramKey("TS_0001", 10.0, "wbp"))
-    payloads.write_ome_zarr(LocalStore(static / rel), vol, 10.0, levels=3, chunks=4)
-    # zarr v3 with '.'-separated chunk keys: each level's zarr.json sorts after its chunk keys
+    payloads.write_ome_zarr(zarrio.local_store(str(static / rel), read_only=False), vol, 10.0, levels=3, chunks=4)
     rel3 = layout.path_of(layout.TomogramKey("TS_0001", 10.0, "denoised"))
-    group = zarr.open_group(LocalStore(static / rel3), mode="w", zarr_format=3)
-    group.attrs["ome"] = {"version": "0.5", "multiscales": payloads.ome_multiscales(10.0, 1)}
-    arr = group.create_array(
-        "0", shape=vol.shape, dtype=vol.dtype, chunks=(4, 4, 4), chunk_key_encoding={"name": "v2", "separator": "."}
-    )
-    arr[...] = vol
+    _v3_group_by_hand(static / rel3, vol.shape, 4, 10.0)
     _age(summary.config.parent)
     bucket = server.new_bucket()
     server.upload_dir(static, bucket, "static")

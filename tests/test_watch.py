@@ -223,20 +223,12 @@ def pick_text(run: str, user: str, session: str, obj: str, n: int, seed: int = 0
 
 def write_zarr_chunk_by_chunk(group_dir: Path, shape: int = 32, chunk: int = 8, labels: bool = False) -> None:
     """An OME-NGFF (format 2) group written the way a segmentation tool streams it: chunk by chunk."""
-    import zarr
-    from zarr.storage import LocalStore
+    from copick_catalog.formats import zarrio
 
-    group = zarr.open_group(LocalStore(group_dir), mode="w", zarr_format=2)
+    group = zarrio.new_group(zarrio.local_store(str(group_dir), read_only=False))
     group.attrs["multiscales"] = zarr_fmt.ome_multiscales(VS, 1)
     dtype = np.uint8 if labels else np.float32
-    arr = group.create_array(
-        "0",
-        shape=(shape,) * 3,
-        chunks=(chunk,) * 3,
-        dtype=dtype,
-        fill_value=0,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
+    arr = zarrio.create_array(group, "0", (shape,) * 3, dtype, (chunk,) * 3)
     for z in range(0, shape, chunk):
         for y in range(0, shape, chunk):
             for x in range(0, shape, chunk):

@@ -254,7 +254,11 @@ def _new_group(entity: Any, create: Any, exists: bool, path_of: Any, *args: Any,
     if exists:
         return create(*args, **kwargs)
     writer = _writer(entity)
-    with _cache_kept(entity, _CACHES[type(entity).__name__]), writer.change(writer.rel(path_of()), group=True):
+    # present=None: on an object store, copick 1.x's empty new group is no object at all (nothing to record)
+    with (
+        _cache_kept(entity, _CACHES[type(entity).__name__]),
+        writer.change(writer.rel(path_of()), group=True, present=None),
+    ):
         return create(*args, **kwargs)
 
 

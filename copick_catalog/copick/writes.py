@@ -82,17 +82,20 @@ class Writer:
     # ------------------------------------------------------------------ the protocol
 
     @contextmanager
-    def change(self, rel: str, *, group: bool, present: bool = True) -> Iterator[Change]:
+    def change(self, rel: str, *, group: bool, present: bool | None = True) -> Iterator[Change]:
         """Around copick's write of ``rel``: keep the old content, then record the change or undo it.
 
-        ``present`` says whether ``rel`` exists after the change (False for a delete). A delete calls
-        :meth:`Change.move_aside` inside the block instead of removing the path (a rename for a local
-        group, however big), so the undo can put it back.
+        ``present`` says whether ``rel`` exists after the change (False for a delete; None when either is
+        right: copick 1.x "creates" an empty zarr group on an object store by writing nothing at all). A
+        delete calls :meth:`Change.move_aside` inside the block instead of removing the path (a rename for a
+        local group, however big), so the undo can put it back.
         """
         self._check_name(rel)
         change = Change(self.overlay, rel, group)
-        change.kept = self.overlay.backup(rel, group) if present else None
+        change.kept = self.overlay.backup(rel, group) if present is not False else None
         yield change
+        if present is None:
+            present = self.overlay.exists(rel)
         self._record(rel, group, present, change.kept)
 
     @contextmanager

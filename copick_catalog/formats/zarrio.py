@@ -70,26 +70,23 @@ def blosc_lz4() -> Any:
     return Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
 
 
-def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...], *, zarr_format: int = 2) -> Any:
-    """Create array ``name`` in ``group`` with nested ``/`` chunk keys and fill it with ``data``.
-
-    Format 2 arrays are Blosc-lz4 compressed like copick's; format 3 arrays use zarr 3's defaults.
-    """
+def create_array(
+    group: Any, name: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...], *, zarr_format: int = 2
+) -> Any:
+    """An empty array ``name`` in ``group`` with nested ``/`` chunk keys (Blosc-lz4 in format 2, like copick's)."""
     if zarr_major() >= 3:
         kwargs: dict[str, Any] = {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
         if zarr_format == 2:
             kwargs["compressors"] = blosc_lz4()
-        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0, **kwargs)
-    else:
-        arr = group.create_dataset(
-            name,
-            shape=data.shape,
-            dtype=data.dtype,
-            chunks=chunks,
-            fill_value=0,
-            compressor=blosc_lz4(),
-            dimension_separator="/",
-        )
+        return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, **kwargs)
+    return group.create_dataset(
+        name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, compressor=blosc_lz4(), dimension_separator="/"
+    )
+
+
+def write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...], *, zarr_format: int = 2) -> Any:
+    """Create array ``name`` in ``group`` (see :func:`create_array`) and fill it with ``data``."""
+    arr = create_array(group, name, data.shape, data.dtype, chunks, zarr_format=zarr_format)
     arr[...] = data
     return arr
 
@@ -99,4 +96,13 @@ def read_level(store: Any, level: str, selection: Any = Ellipsis) -> np.ndarray:
     return np.asarray(open_group(store)[level][selection])
 
 
-__all__ = ["fsspec_store", "local_store", "new_group", "open_group", "read_level", "write_array", "zarr_major"]
+__all__ = [
+    "create_array",
+    "fsspec_store",
+    "local_store",
+    "new_group",
+    "open_group",
+    "read_level",
+    "write_array",
+    "zarr_major",
+]

@@ -1,0 +1,134 @@
+"""Benchmark the copick backend: CatalogRoot against copick's own CopickRootFSSpec on the same project.
+
+    python scripts/bench_copick.py --runs 2000            # local roots, warm disk
+    python scripts/bench_copick.py --runs 500 --root s3   # the static root on a local S3 server (moto)
+
+Reported (each the median of fresh roots, after one warm-up of each, so the disk cache is warm for both):
+
+* ``walk_picks``: ``[len(r.picks) for r in root.runs]`` on a new root;
+* ``resolve_uri``: ``copick.util.uri.resolve_copick_objects("ribosome:alice/*", root, "picks")`` on a new root;
+* ``open_trust_ms``: building a CatalogRoot on a current catalog that it trusts (``index=False``, or a
+  watch daemon serving it), and ``open_index_ms``: building one that indexes first (``index=True``, what
+  ``"auto"`` does when no daemon serves the catalog); on S3 with the S3 request counts of each walk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _median_ms(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(reps):
+        result = None
+        t = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 1), result
+
+
+def bench_copick(config: Path, db: str, reps: int = 5, counter: Callable[[], dict[str, int]] | None = None
+                 ) -> dict[str, Any]:
+    """Walk and resolve on fresh roots of both kinds; open times of CatalogRoot."""
+    import copick
+    from copick.impl.filesystem import CopickConfigFSSpec, CopickRootFSSpec
+    from copick.util.uri import resolve_copick_objects
+
+    from copick_catalog import Catalog, CatalogRoot
+
+    with Catalog.open(config, db=db) as cat:
+        cat.index()  # a current catalog
+    cfg = json.loads(config.read_text())
+
+    def theirs() -> Any:
+        return CopickRootFSSpec(CopickConfigFSSpec(**cfg))
+
+    def ours() -> Any:
+        return CatalogRoot(cfg, db=db, index=False, config_path=config)
+
+    def walk(make: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: sum(len(r.picks) for r in make().runs)
+
+    def resolve(make: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: len(resolve_copick_objects("ribosome:alice/*", make(), "picks"))
+
+    out: dict[str, Any] = {"copick": copick.__version__}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, task in (("walk_picks", walk), ("resolve_uri", resolve)):
+            task(theirs)(), task(ours)()  # warm both (page cache, imports, the catalog's pages)
+            before = counter() if counter else None
+            t_ms, t_n = _median_ms(task(theirs), reps)
+            mid = counter() if counter else None
+            o_ms, o_n = _median_ms(task(ours), reps)
+            after = counter() if counter else None
+            assert t_n == o_n, f"{name}: copick found {t_n}, the catalog {o_n}"
+            out[name] = {"copick_ms": t_ms, "catalog_ms": o_ms, "speedup": round(t_ms / o_ms, 1), "items": o_n}
+            if counter is not None and before is not None and mid is not None and after is not None:
+                out[name]["copick_requests_per_rep"] = round((sum(mid.values()) - sum(before.values())) / reps)
+                out[name]["catalog_requests_per_rep"] = round((sum(after.values()) - sum(mid.values())) / reps)
+        out["open_trust_ms"], _ = _median_ms(lambda: CatalogRoot(cfg, db=db, index=False, config_path=config), reps)
+        out["open_index_ms"], _ = _median_ms(lambda: CatalogRoot(cfg, db=db, index=True, config_path=config), reps)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=2000)
+    ap.add_argument("--root", choices=["local", "s3"], default="local")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--db", default=None, help="catalog URL (default: a SQLite file in the work directory)")
+    args = ap.parse_args()
+    from copick_catalog.sample import make_sample_project
+
+    work = Path(tempfile.mkdtemp(prefix="cc-bench-copick-"))
+    try:
+        s = make_sample_project(work / "project", runs=args.runs, tomogram_runs=3, size=32)
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench import age  # type: ignore[import-not-found]
+
+        age(work / "project")
+        db = args.db or f"sqlite:///{work / 'catalog.sqlite'}"
+        result: dict[str, Any] = {"runs": args.runs, "root": args.root, "pick_files": s.pick_files}
+        if args.root == "local":
+            result.update(bench_copick(s.config, db, args.reps))
+        else:
+            sys.path.insert(0, str(ROOT))
+            from tests.s3server import start_moto_server
+
+            server = start_moto_server(work / "moto")
+            try:
+                bucket = server.new_bucket()
+                server.upload_dir(s.config.parent / "static", bucket, "static")
+                cfg = json.loads(s.config.read_text())
+                cfg["static_root"] = f"s3://{bucket}/static"
+                cfg["static_fs_args"] = server.fs_args()
+                s.config.write_text(json.dumps(cfg, indent=4))
+                mark = server.mark()
+
+                def counter() -> dict[str, int]:
+                    return dict(server.count_since(mark))
+
+                result.update(bench_copick(s.config, db, args.reps, counter))
+            finally:
+                server.proc.terminate()
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
