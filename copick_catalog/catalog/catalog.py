@@ -276,7 +276,11 @@ def build_roots(config: CopickConfig, base_dir: Path) -> dict[str, Root]:
 
 
 def register_project(engine: Engine, config: CopickConfig, config_path: Path) -> int:
-    """Create or update the project row and its pickable objects; return the project id."""
+    """Create or update the project row and its pickable objects; return the project id.
+
+    An unchanged project is only read: opening a root or a catalog then takes no write lock, so it
+    neither waits for an indexer holding one nor makes a concurrent indexer wait.
+    """
     roots = build_roots(config, config_path.parent)
     values = {
         "name": config.name,
@@ -285,6 +289,10 @@ def register_project(engine: Engine, config: CopickConfig, config_path: Path) ->
         "static_url": roots["static"].scrub(roots["static"].url) if "static" in roots else None,
         "overlay_url": roots["overlay"].scrub(roots["overlay"].url),
     }
+    with engine.connect() as conn:
+        pid = _current_project(conn, config, config_path, values)
+    if pid is not None:
+        return pid
     with write_tx(engine) as conn:
         pid = conn.execute(
             sa.select(Project.id).where(Project.name == config.name, Project.config_path == str(config_path))
@@ -299,6 +307,28 @@ def register_project(engine: Engine, config: CopickConfig, config_path: Path) ->
                 conn.execute(sa.update(Project).where(Project.id == pid).values(**values))
         _sync_objects(conn, pid, config)
     return pid
+
+
+def _current_project(
+    conn: sa.Connection, config: CopickConfig, config_path: Path, values: dict[str, Any]
+) -> int | None:
+    """The project's id when its row and objects already match the config, else None (a write is due)."""
+    row = conn.execute(
+        sa.select(Project.id, Project.config, Project.static_url, Project.overlay_url).where(
+            Project.name == config.name, Project.config_path == str(config_path)
+        )
+    ).first()
+    if row is None or tuple(row[1:]) != (values["config"], values["static_url"], values["overlay_url"]):
+        return None
+    existing = {
+        r.name: r for r in conn.execute(sa.select(PickableObject.__table__).where(PickableObject.project_id == row.id))
+    }
+    wanted = _wanted_objects(row.id, config)
+    if set(existing) != set(wanted):
+        return None
+    if any(getattr(existing[n], k) != v for n, vals in wanted.items() for k, v in vals.items()):
+        return None
+    return int(row.id)
 
 
 _WRITE_REFUSED = (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InternalError, CatalogError)
@@ -381,9 +411,24 @@ def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) ->
         row.name: row
         for row in conn.execute(sa.select(PickableObject.__table__).where(PickableObject.project_id == project_id))
     }
-    wanted = {}
-    for o in config.pickable_objects:
-        wanted[o.name] = {
+    wanted = _wanted_objects(project_id, config)
+    for name, vals in wanted.items():
+        old = existing.get(name)
+        if old is None:
+            conn.execute(sa.insert(PickableObject.__table__).values(**vals))
+        elif any(getattr(old, k) != v for k, v in vals.items()):
+            conn.execute(sa.update(PickableObject.__table__).where(PickableObject.id == old.id).values(**vals))
+    gone = [row.id for name, row in existing.items() if name not in wanted]
+    if gone:
+        conn.execute(sa.delete(PickableObject).where(PickableObject.id.in_(gone)))
+    if set(wanted) != set(existing):  # every run needs a count row for each configured object, no more
+        refresh_run_objects(conn, project_id)
+
+
+def _wanted_objects(project_id: int, config: CopickConfig) -> dict[str, dict[str, Any]]:
+    """The pickable-object rows the config asks for, by name."""
+    return {
+        o.name: {
             "project_id": project_id,
             "name": o.name,
             "is_particle": o.is_particle,
@@ -396,17 +441,8 @@ def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) ->
             "radius": o.radius,
             "metadata": o.metadata,
         }
-    for name, vals in wanted.items():
-        old = existing.get(name)
-        if old is None:
-            conn.execute(sa.insert(PickableObject.__table__).values(**vals))
-        elif any(getattr(old, k) != v for k, v in vals.items()):
-            conn.execute(sa.update(PickableObject.__table__).where(PickableObject.id == old.id).values(**vals))
-    gone = [row.id for name, row in existing.items() if name not in wanted]
-    if gone:
-        conn.execute(sa.delete(PickableObject).where(PickableObject.id.in_(gone)))
-    if set(wanted) != set(existing):  # every run needs a count row for each configured object, no more
-        refresh_run_objects(conn, project_id)
+        for o in config.pickable_objects
+    }
 
 
 __all__ = ["Catalog", "build_roots", "register_project"]

@@ -389,7 +389,7 @@ class CatalogRun(SeedRunMixin, CopickRunFSSpec):
         return [
             CatalogPicks(
                 run=self,
-                file=CopickPicksFile.model_construct(pickable_object_name=o, user_id=u, session_id=s),
+                file=CopickPicksFile(pickable_object_name=o, user_id=u, session_id=s),
                 read_only=layer == "static",
             )
             for o, u, s in self.root._listing.annotations("picks", self.name, layer)

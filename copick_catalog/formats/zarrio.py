@@ -46,10 +46,35 @@ def fsspec_store(url: str, storage_options: dict[str, Any], *, read_only: bool =
 
 
 def open_group(store: Any, *, read_only: bool = True) -> Any:
-    """An existing group, for reading (``mode="r"``) or writing in place (``"r+"``)."""
+    """An existing group, for reading (``mode="r"``) or writing in place (``"r+"``).
+
+    zarr 2.18 cannot read a zarr v3 group (a ``zarr.json`` and no ``.zgroup``); it would say "group not
+    found", which sends people looking for a missing file. Say instead what the group is and what reads it.
+    """
     import zarr
 
-    return zarr.open_group(store, mode="r" if read_only else "r+")
+    try:
+        return zarr.open_group(store, mode="r" if read_only else "r+")
+    except Exception as exc:
+        if zarr_major() < 3 and type(exc).__name__ == "GroupNotFoundError" and _has_key(store, "zarr.json"):
+            from ..errors import PayloadError
+
+            raise PayloadError(
+                str(getattr(store, "path", store)),
+                f"a zarr v3 group, which zarr {zarr.__version__} cannot read: install zarr>=3 (copick 2.x) to open it",
+            ) from None
+        raise
+
+
+def _has_key(store: Any, key: str) -> bool:
+    """Whether a zarr 2 store holds ``key``, asked of its filesystem (FSStore would rewrite a dotted key)."""
+    try:
+        fs = getattr(store, "fs", None)
+        if fs is not None:
+            return bool(fs.exists(f"{store.path.rstrip('/')}/{key}"))
+        return key in store
+    except Exception:  # a store that cannot even be asked: let the original error speak
+        return False
 
 
 def new_group(store: Any, zarr_format: int = 2) -> Any:
