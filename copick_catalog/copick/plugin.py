@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,23 @@ def _debug_option() -> click.Option:
 
 
 def _with_debug(callback: Any) -> Any:
+    """``--debug``: our DEBUG lines on stderr, and tracebacks instead of one-line errors.
+
+    copick's CLI has already given the root logger its own handler at INFO (on stdout), which would
+    drop our DEBUG records; so ours get a handler of their own, and the root level says "debug" to
+    :func:`~copick_catalog.cli.common.friendly`.
+    """
+
     @functools.wraps(callback)
     def run(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         if debug:
-            logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-            logging.getLogger("copick_catalog").setLevel(logging.DEBUG)
+            ours = logging.getLogger("copick_catalog")
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            ours.addHandler(handler)
+            ours.setLevel(logging.DEBUG)
+            ours.propagate = False
+            logging.getLogger().setLevel(logging.DEBUG)
         return callback(*args, **kwargs)
 
     return run
