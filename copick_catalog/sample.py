@@ -158,12 +158,12 @@ def _write_volumes(static: Path, overlay: Path, run: str, vs: float, size: int, 
     rel = layout.path_of(layout.FeatureKey(run, vs, "wbp", "sobel"))
     write_ome_zarr(zarrio.local_store(str(static / rel), read_only=False), np.abs(vol), vs, levels=1, chunks=64)
     mask = (vol > 1.0).astype(np.uint8)
-    for key, data in (
+    for seg_key, data in (
         (layout.SegmentationKey(run, vs, "alice", "1", "membrane"), mask),
         (layout.SegmentationKey(run, vs, "cellcanvas", "0", "prediction", True), mask * 2),
     ):
         write_ome_zarr(
-            zarrio.local_store(str(overlay / layout.path_of(key)), read_only=False),
+            zarrio.local_store(str(overlay / layout.path_of(seg_key)), read_only=False),
             data,
             vs,
             levels=1,
@@ -173,9 +173,9 @@ def _write_volumes(static: Path, overlay: Path, run: str, vs: float, size: int, 
         )
     import trimesh
 
-    for key, mesh in (
+    for mesh_key, mesh in (
         (layout.MeshKey(run, "alice", "1", "membrane"), trimesh.creation.icosphere(2)),
         (layout.MeshKey(run, "membrain", "0", "membrane"), trimesh.creation.box()),
     ):
-        _write(overlay / layout.path_of(key), glb.scene_to_glb(mesh))
+        _write(overlay / layout.path_of(mesh_key), glb.scene_to_glb(mesh))
     return 2

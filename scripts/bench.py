@@ -272,11 +272,28 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-queries", action="store_true")
     ap.add_argument("--watch", action="store_true", help="also measure watch latency and idle CPU")
+    ap.add_argument(
+        "--no-copick", action="store_true", help="skip the copick backend next to CopickRootFSSpec (needs copick)"
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="where the project and catalog go (kept)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary project and PostgreSQL database")
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:
         run(args, stack)
+
+
+def _copick_wanted(args: argparse.Namespace) -> bool:
+    """The backend comparison runs unless asked not to, when copick is installed."""
+    import importlib.util
+
+    if args.no_copick:
+        return False
+    if importlib.util.find_spec("copick") is None:
+        print(
+            "copick is not installed: no copick backend figures (pip install 'copick-catalog[copick]')", file=sys.stderr
+        )
+        return False
+    return True
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
@@ -299,6 +316,10 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             result["s3"] = bench_s3(n_runs=args.runs, strategies=("auto",), db=database())
         else:
             result["s3"] = bench_s3(n_runs=args.runs)
+        if _copick_wanted(args):
+            from bench_copick import bench_copick_s3  # type: ignore[import-not-found]
+
+            result["copick_backend"] = bench_copick_s3(min(args.runs, 2000), reps=3)
         print(json.dumps(result, indent=2))
         return
     work = args.workdir
@@ -331,6 +352,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     }
     if not args.no_queries:
         result["queries"] = bench_queries(s.config, db, args.reps)
+    if _copick_wanted(args):
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_copick import bench_copick  # type: ignore[import-not-found]
+
+        result["copick_backend"] = bench_copick(s.config, db, reps=5)
     if args.watch:
         sys.path.insert(0, str(ROOT / "scripts"))
         from bench_watch import bench_watch  # type: ignore[import-not-found]

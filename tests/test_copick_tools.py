@@ -9,6 +9,7 @@ and a copick-utils converter that reads picks and writes a segmentation, which t
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -24,12 +25,23 @@ from copick.util.uri import resolve_copick_objects, serialize_copick_uri  # noqa
 
 from copick_catalog import CatalogRoot, from_file  # noqa: E402
 from copick_catalog.sample import SampleSummary  # noqa: E402
+from tests.s3server import s3_server as s3_server  # noqa: E402  (the session fixture, for the S3 cases)
 
 
-@pytest.fixture
-def roots(sample: SampleSummary, db_url: str) -> Iterator[tuple[CatalogRoot, Any]]:
-    """A catalog root and copick's own root on the same project."""
+@pytest.fixture(params=["local", "s3"])
+def roots(request: pytest.FixtureRequest, sample: SampleSummary, db_url: str) -> Iterator[tuple[CatalogRoot, Any]]:
+    """A catalog root and copick's own root on the same project: local, or its static root on the S3 server."""
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        bucket = server.new_bucket()
+        server.upload_dir(sample.config.parent / "static", bucket, "static")
+        cfg = json.loads(sample.config.read_text())
+        cfg["static_root"] = f"s3://{bucket}/static"
+        cfg["static_fs_args"] = server.fs_args()
+        sample.config.write_text(json.dumps(cfg, indent=4))
     with from_file(sample.config, db=db_url) as ours:
+        if request.param == "s3":
+            assert ours.catalog.roots["static"].url.startswith("s3://")
         yield ours, copick.from_file(str(sample.config))
 
 

@@ -27,7 +27,7 @@ from ..index.roots import Root, open_root
 from .db import check_schema, create_engine, ensure_schema, normalize_url, write_tx
 from .locks import project_lock
 from .queries import QueryMixin
-from .schema import FileBacked, IndexErrorRow, IndexRun, PickableObject, Project
+from .schema import FileBacked, IndexErrorRow, IndexRun, PickableObject, Project, table_of
 from .sql import SqlResult, run_readonly_sql
 from .summary import refresh_run_objects
 
@@ -407,17 +407,17 @@ def find_project(engine: Engine, config: CopickConfig, config_path: Path) -> int
 
 
 def _sync_objects(conn: sa.Connection, project_id: int, config: CopickConfig) -> None:
+    objects = table_of(PickableObject)
     existing = {
-        row.name: row
-        for row in conn.execute(sa.select(PickableObject.__table__).where(PickableObject.project_id == project_id))
+        row.name: row for row in conn.execute(sa.select(objects).where(PickableObject.project_id == project_id))
     }
     wanted = _wanted_objects(project_id, config)
     for name, vals in wanted.items():
         old = existing.get(name)
         if old is None:
-            conn.execute(sa.insert(PickableObject.__table__).values(**vals))
+            conn.execute(sa.insert(objects).values(**vals))
         elif any(getattr(old, k) != v for k, v in vals.items()):
-            conn.execute(sa.update(PickableObject.__table__).where(PickableObject.id == old.id).values(**vals))
+            conn.execute(sa.update(objects).where(PickableObject.id == old.id).values(**vals))
     gone = [row.id for name, row in existing.items() if name not in wanted]
     if gone:
         conn.execute(sa.delete(PickableObject).where(PickableObject.id.in_(gone)))

@@ -235,10 +235,12 @@ def chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
 def upsert_insert(conn: Connection, table: sa.Table) -> Any:
     """The dialect's ``INSERT`` that has ``on_conflict_do_update`` (SQLite and PostgreSQL spell it alike)."""
     if is_sqlite(conn):
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    return insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    return postgresql_insert(table)
 
 
 # ------------------------------------------------------------------------------------------

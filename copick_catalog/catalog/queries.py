@@ -490,9 +490,10 @@ def _point_frame(meta: Sequence[Any], blobs: Sequence[bytes], format: str, colum
     numbers["instance_id"] = numbers["instance_id"].astype(np.int64)
     if format == "records":
         names = [m[1:] for m in meta]
-        cols = [numbers[c].tolist() for c in PACKED_POINT_FIELDS]
+        num_cols = [numbers[c].tolist() for c in PACKED_POINT_FIELDS]
         return [
-            dict(zip(columns, (*names[w], *vals), strict=True)) for w, *vals in zip(which.tolist(), *cols, strict=True)
+            dict(zip(columns, (*names[w], *vals), strict=True))
+            for w, *vals in zip(which.tolist(), *num_cols, strict=True)
         ]
     labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, name in enumerate(columns[: len(_PICK_LABELS)], start=1):
@@ -508,5 +509,5 @@ def _point_frame(meta: Sequence[Any], blobs: Sequence[bytes], format: str, colum
         return pa.table({**cols, **{k: pa.array(v) for k, v in numbers.items()}})
     import pandas as pd
 
-    cols = {name: pd.Categorical.from_codes(codes, categories=cats) for name, (cats, codes) in labels.items()}
+    cols = {name: pd.Categorical.from_codes(codes, categories=pd.Index(cats)) for name, (cats, codes) in labels.items()}
     return pd.DataFrame({**cols, **numbers}, columns=list(columns))

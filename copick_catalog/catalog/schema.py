@@ -12,7 +12,7 @@ the project's roots that the :class:`~copick_catalog.Catalog` puts in its sessio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -55,6 +55,11 @@ class _TableMeta(DeclarativeAttributeIntercept):
 class Base(DeclarativeBase, metaclass=_TableMeta):
     metadata = sa.MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def table_of(model: Any) -> sa.Table:
+    """``model.__table__`` as the :class:`sqlalchemy.Table` it is (SQLAlchemy types it ``FromClause``)."""
+    return cast(sa.Table, model.__table__)
 
 
 def _fk(target: str, nullable: bool = False, ondelete: str = "CASCADE") -> Any:

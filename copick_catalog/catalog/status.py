@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from ..daemon.claim import daemon_holder
 from ..daemon.state import daemon_running, read_state, state_path
 from .locks import is_locked
-from .schema import FILE_MODELS, IndexErrorRow, IndexRun, Pick, Point, Project, Run, VoxelSpacing
+from .schema import FILE_MODELS, FileBacked, IndexErrorRow, IndexRun, Pick, Point, Project, Run, VoxelSpacing, table_of
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -27,7 +27,7 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
     pid = cat.project_id
     with cat.engine.connect() as conn:
         project = conn.execute(sa.select(Project.name, Project.last_indexed_at).where(Project.id == pid)).one()
-        runs = IndexRun.__table__
+        runs = table_of(IndexRun)
         finished = sa.select(runs).where(runs.c.project_id == pid, runs.c.status != "running")
         last = conn.execute(finished.order_by(runs.c.started_at.desc()).limit(1)).mappings().first()
         by_trigger = {}
@@ -45,11 +45,16 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
                 sa.select(runs).where(runs.c.project_id == pid, runs.c.status == "running")
             ).mappings()
         ]
+        models: tuple[type[Run] | type[VoxelSpacing] | type[FileBacked], ...] = (
+            Run,
+            VoxelSpacing,
+            *FILE_MODELS.values(),
+        )
         counts = {
-            m.__tablename__: conn.execute(
+            table_of(m).name: conn.execute(
                 sa.select(sa.func.count()).select_from(m).where(m.project_id == pid)
             ).scalar_one()
-            for m in (Run, VoxelSpacing, *FILE_MODELS.values())
+            for m in models
         }
         counts["points"] = conn.execute(
             sa.select(sa.func.count()).select_from(Point).join(Pick).where(Pick.project_id == pid)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .db import chunks, upsert_insert
-from .schema import Pick, PickableObject, Run, RunObject
+from .schema import Pick, PickableObject, Run, RunObject, table_of
 
 #: First key of the advisory lock that serialises refreshes of one project's run_objects on PostgreSQL.
 SUMMARY_NAMESPACE = 0x0C0C + 2
@@ -35,7 +35,7 @@ def refresh_run_objects(conn: Connection, project_id: int, run_ids: Iterable[int
 
 
 def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
-    ro = RunObject.__table__
+    ro = table_of(RunObject)
     configured = sa.select(PickableObject.name).where(PickableObject.project_id == project_id)
     stale = sa.delete(ro).where(ro.c.project_id == project_id, ro.c.object_name.not_in(configured))
     counts = (

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from copick.impl.filesystem import CopickConfigFSSpec, CopickRootFSSpec
-from copick.models import CopickRunMeta, PickableObject
+from copick.models import CopickObject, CopickRun, CopickRunMeta, PickableObject
 
 from ..config import parse_config
 from ..index import grammar
@@ -41,6 +41,10 @@ INDEX_MODES = ("auto", True, False)
 
 class CatalogRoot(CopickRootFSSpec):
     """A copick root (``isinstance(root, copick.models.CopickRoot)``) served from the copick-catalog database."""
+
+    # set by copick's ``CopickRoot.__init__`` (declared here for the type checker: copick ships no types)
+    _runs: list[CopickRun] | None
+    _objects: list[CopickObject] | None
 
     def __init__(
         self,
@@ -177,7 +181,7 @@ def _read_config(path: str | os.PathLike[str]) -> CopickConfigFSSpec:
     """A copick config file as copick's own model (our loader's checks and messages, copick's type)."""
     from ..config import load_config
 
-    ours = load_config(path)
+    ours = load_config(Path(path))
     return CopickConfigFSSpec(**ours.model_dump(mode="json"))
 
 

@@ -40,7 +40,9 @@ def read_glb_counts(data: bytes, path: str) -> tuple[int, int]:
     """Vertex and triangle counts from a GLB's JSON chunk, without decoding the buffers."""
     if len(data) < 20 or data[:4] != b"glTF":
         raise PayloadError(path, "not a binary glTF (GLB) file; export meshes as .glb")
-    _magic, _version, length = struct.unpack_from("<4sII", data, 0)
+    _magic, version, length = struct.unpack_from("<4sII", data, 0)
+    if version != 2:
+        raise _bad(path, f"GLB container version {version}; only glTF 2.0 (version 2) is read by trimesh and copick")
     chunk_len, chunk_type = struct.unpack_from("<II", data, 12)
     if chunk_type != 0x4E4F534A or 20 + chunk_len > len(data) or length > len(data):
         raise PayloadError(path, "truncated GLB file (header says more bytes than the file has)")
@@ -51,8 +53,8 @@ def read_glb_counts(data: bytes, path: str) -> tuple[int, int]:
         raise _bad(path, f"GLB JSON chunk is invalid ({reason})") from None
     if not isinstance(gltf, dict):
         raise _bad(path, f"GLB JSON chunk must be a JSON object, not {type(gltf).__name__}")
-    accessors = gltf.get("accessors") or []
-    meshes = gltf.get("meshes") or []
+    accessors = gltf.get("accessors", [])
+    meshes = gltf.get("meshes", [])
     if not isinstance(accessors, list) or not isinstance(meshes, list):
         raise _bad(path, "GLB 'accessors' and 'meshes' must be lists")
     n_vertices = n_faces = 0

@@ -15,6 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -55,7 +56,8 @@ class _PickFile(msgspec.Struct):
 
 
 class _Header(msgspec.Struct):
-    """The top-level fields of a streamed file (its points are decoded batch by batch)."""
+    """The top-level fields of a streamed file; its points, decoded batch by batch, are left as ``[]``
+    (so a ``points`` that is not an array is refused with the same words as in a whole file)."""
 
     pickable_object_name: str
     user_id: str
@@ -63,6 +65,7 @@ class _Header(msgspec.Struct):
     run_name: str | None = None
     voxel_spacing: float | None = None
     unit: str = "angstrom"
+    points: list[Any] | None = None
     trust_orientation: bool = True
 
 
@@ -166,12 +169,50 @@ def _transform(raw: msgspec.Raw, i: int) -> str | None:
     return None if m == _IDENTITY else json.dumps(m)
 
 
+def require_utf8(data: bytes | bytearray | memoryview) -> None:
+    """Refuse text that is not UTF-8, as copick (pydantic) does; msgspec never looks inside the fields it skips."""
+    try:
+        str(data, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
+
+
+def _zero(_text: str) -> int:
+    return 0
+
+
+def top_level_keys(data: bytes) -> list[str] | None:
+    """The keys of a JSON object's top level in file order, repeats included; None if it is not one."""
+    keys: list[str] = []
+
+    def hook(pairs: list[tuple[str, object]]) -> None:
+        keys[:] = [k for k, _ in pairs]  # the outermost object is the last one finished
+
+    try:
+        json.loads(data, object_pairs_hook=hook, parse_int=_zero, parse_float=_zero, parse_constant=_zero)
+    except (ValueError, RecursionError):
+        return None
+    return keys
+
+
+def refuse_repeated_points(data: bytes | bytearray | memoryview) -> None:
+    """Two ``points`` keys: JSON decoders keep the last, a streamed read has used the first; neither is right."""
+    raw = bytes(data)
+    if raw.count(b'"points"') < 2 and b"\\u" not in raw:  # the key cannot repeat, not even escaped
+        return
+    keys = top_level_keys(raw)
+    if keys is not None and keys.count("points") > 1:
+        raise InvalidPicks("points", "the key 'points' appears more than once; keep one")
+
+
 def decode_file(data: bytes | memoryview) -> tuple[PickHeader, list[PointRow]]:
     """A whole pick file: its header and its point rows; :class:`InvalidPicks` or ``msgspec.DecodeError``.
 
     Text msgspec will not parse (``NaN`` and ``Infinity``, which Python's ``json.dump`` writes for
     non-finite floats, are not JSON) is read again with the pydantic models, so the error names the field.
     """
+    require_utf8(data)
+    refuse_repeated_points(data)
     try:
         with gc_paused():
             value = _FILE_DECODER.decode(data)
@@ -193,12 +234,9 @@ def _lenient_file(data: bytes) -> tuple[PickHeader, list[PointRow]]:
 
 
 def _lenient_points(data: bytes, offset: int) -> list[PointRow]:
+    """The pydantic reading of a batch msgspec refused (the same JSON parser as :func:`_lenient_file`)."""
     try:
-        items = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise msgspec.DecodeError(str(exc)) from None
-    try:
-        points = _POINT_LIST.validate_python(items)
+        points = _POINT_LIST.validate_json(data)
     except ValidationError as exc:
         raise _pydantic_field(exc, offset, points=True) from None
     return _model_rows(points, offset)
@@ -226,15 +264,24 @@ def _model_rows(points: list[PickPoint], offset: int) -> list[PointRow]:
 
 
 def decode_header(data: bytes) -> PickHeader:
-    """The top-level fields of a streamed file (given without its points)."""
+    """The top-level fields of a streamed file: the file's own bytes, with its ``points`` array emptied.
+
+    The same checks as :func:`decode_file` (UTF-8, a repeated ``points``, pydantic's reading of what
+    msgspec will not parse), so a file is valid streamed exactly when it is valid whole.
+    """
+    require_utf8(data)
+    refuse_repeated_points(data)
     try:
         return _header(_HEADER_DECODER.decode(data))
     except msgspec.ValidationError as exc:
         raise _field_of(exc) from None
+    except msgspec.DecodeError:
+        return _lenient_file(data)[0]
 
 
 def decode_points(data: bytes, offset: int) -> list[PointRow]:
     """A JSON array holding a batch of a streamed file's points; ``offset`` is the index of its first point."""
+    require_utf8(data)
     try:
         with gc_paused():
             points = _POINTS_DECODER.decode(data)
@@ -263,4 +310,7 @@ __all__ = [
     "decode_points",
     "describe",
     "point_rows",
+    "refuse_repeated_points",
+    "require_utf8",
+    "top_level_keys",
 ]

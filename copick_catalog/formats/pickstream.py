@@ -4,10 +4,10 @@ A pick file of a million points is 70-800 MB of JSON; parsed whole it costs giga
 is read in windows of :data:`WINDOW` bytes and its structure is followed with numpy over each window
 (which bytes are inside strings, honouring backslash escapes, and at which nesting depth), which is
 enough to cut it into the top-level fields and the elements of its ``points`` array without building
-any Python object per byte. The top-level fields are decoded on their own (with the ``points`` array,
-and any other array or object among them, replaced by a placeholder), and the points in batches of
-:data:`BATCH_POINTS`, both through :mod:`.pickrows`, so the rules and error messages are those of every
-other pick file.
+any Python object per byte. The top-level fields are decoded on their own (the file's text with the
+body of ``points`` left out), and the points in batches of :data:`BATCH_POINTS`, both through
+:mod:`.pickrows`, so the rules and error messages are those of every other pick file: a file is valid
+streamed exactly when it is valid read whole (``tests/test_fuzz.py`` holds the two to that).
 
 :func:`scan` validates a file and counts its points; :class:`PointStream` reads it again and yields the
 point rows batch by batch while the catalog inserts them.
@@ -15,7 +15,6 @@ point rows batch by batch while the catalog inserts them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -24,7 +23,7 @@ import msgspec
 import numpy as np
 
 from ..errors import PayloadError
-from .pickrows import PickHeader, PointRow, decode_header, decode_points, describe
+from .pickrows import InvalidPicks, PickHeader, PointRow, decode_header, decode_points, describe
 
 #: Files at least this big are streamed instead of parsed whole.
 STREAM_BYTES = 16 * 1024**2
@@ -32,12 +31,10 @@ STREAM_BYTES = 16 * 1024**2
 WINDOW = 4 * 1024**2
 #: Points decoded (and handed to the writer) at a time.
 BATCH_POINTS = 20_000
-#: The top-level fields of a pick file are a few hundred bytes; more is not a pick file.
-MAX_HEADER_BYTES = 1024**2
+#: The fields besides ``points`` are a few hundred bytes in any pick file; this much more is not a pick file.
+MAX_HEADER_BYTES = STREAM_BYTES
 
 _QUOTE, _BACKSLASH, _COMMA = 34, 92, 44
-_OPEN = np.array([123, 91], dtype=np.uint8)  # { [
-_CLOSE = np.array([125, 93], dtype=np.uint8)  # } ]
 
 
 class _Structure:
@@ -87,19 +84,21 @@ _WHITESPACE = np.array([32, 9, 10, 13], dtype=np.uint8)
 
 
 class _Reader:
-    """One pass over a file: collects the top-level fields, hands each batch of points to ``on_batch``.
+    """One pass over a file: keeps its top-level text, hands each batch of points to ``on_batch``.
 
-    :meth:`windows` reads the file window by window (a generator, so a consumer can take the batches
-    a window produced before the next is read); :meth:`finish` checks and decodes the top-level fields.
+    The kept text is the file's own bytes with the body of its ``points`` array left out, so the top-level
+    fields are decoded from exactly what a whole-file read would see (every unknown field included, for
+    the same syntax and UTF-8 checks). :meth:`windows` reads the file window by window (a generator, so
+    a consumer can take the batches a window produced before the next is read); :meth:`finish` checks and
+    decodes the top-level fields.
     """
 
     def __init__(self, on_batch: Callable[[bytes, int], int]) -> None:
         self.on_batch = on_batch
         self.structure = _Structure()
         self.header = bytearray()
-        self.containers = 0  # top-level containers seen (placeholders 0, 1, ...)
-        self.in_points = False  # reading the elements of the container guessed to be "points"
-        self.points_at: int | None = None  # its placeholder
+        self.in_points = False  # inside the elements of the top-level "points" array
+        self.seen_points = False
         self.body = bytearray()  # the points' text since the last cut
         self.commas = 0  # top-level commas in it
         self.after_cut = False
@@ -128,44 +127,34 @@ class _Reader:
     def finish(self) -> _Layout:
         if self.structure.in_string or self.structure.depth != 0 or not self.started:
             raise _Invalid("not valid JSON (the file ends inside a value: half-written or truncated?)")
-        try:
-            fields = json.loads(bytes(self.header))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise _Invalid(f"not valid JSON ({exc})") from None
-        if not isinstance(fields, dict):
-            raise _Invalid("a pick file must be a JSON object")
-        points = fields.pop("points", None)
-        if points is not None and points != [self.points_at]:
-            raise _Invalid("field 'points': Input should be a valid array")
-        return _Layout(decode_header(json.dumps(fields).encode()), self.n_points)
+        return _Layout(decode_header(bytes(self.header)), self.n_points)
 
     def _top(self, chunk: bytes, w: np.ndarray, outside: np.ndarray, depth: np.ndarray, a: int, b: int) -> None:
-        """Bytes of the root object itself: kept, with each container opening at depth 1 replaced."""
+        """Bytes of the root object itself: kept; an array opening under the key ``points`` starts the points."""
         pos = a
-        for o in (np.flatnonzero(outside[a:b] & np.isin(w[a:b], _OPEN)) + a).tolist():
-            if depth[o] == 0:
-                continue  # the root object's own brace
+        for o in (np.flatnonzero(outside[a:b] & (w[a:b] == 91)) + a).tolist():  # [ at depth 1
+            if depth[o] != 1:
+                continue
             self._keep(chunk[pos:o])
-            k = self.containers
-            self.containers += 1
-            if w[o] == 91:  # [
-                self._keep(f"[{k}]".encode())
-                if _ends_with_key(bytes(self.header[: -len(f"[{k}]")])):
-                    if self.points_at is not None:
-                        raise _Invalid("the key 'points' appears twice")
-                    self.in_points, self.points_at = True, k
-            else:
-                self._keep(f'{{"copick-catalog container": {k}}}'.encode())
             pos = o + 1
+            if _last_key(self.header) == "points":
+                if self.seen_points:
+                    raise InvalidPicks("points", "the key 'points' appears more than once; keep one")
+                self.in_points = self.seen_points = True
+                self._keep(b"[]")  # its body goes to the batches, its closing bracket is left out
+            else:
+                self._keep(b"[")
         self._keep(chunk[pos:b])
 
     def _inner(self, chunk: bytes, w: np.ndarray, outside: np.ndarray, depth: np.ndarray, a: int, b: int) -> None:
-        """Bytes inside a top-level container: for ``points``, its body, cut into batches at its own commas.
+        """Bytes inside a top-level container: for ``points``, its body, cut into batches at its own commas;
+        for any other, kept with the top-level text.
 
         A batch is the text between two cuts, which is a valid array body exactly when the points are
         valid JSON: a stray or trailing comma makes msgspec refuse the batch, so no element is examined here.
         """
         if not self.in_points:
+            self._keep(chunk[a:b])
             return
         at2 = outside[a:b] & (depth[a:b] == 2)
         ends = np.flatnonzero(at2 & ((w[a:b] == 125) | (w[a:b] == 93))) + a
@@ -181,9 +170,12 @@ class _Reader:
             pos, commas, need = cut + 1, commas[need:], BATCH_POINTS
         self.body += chunk[pos:stop]
         self.commas = BATCH_POINTS - need + len(commas)
-        if ends.size:  # the container closed: what is left is the last batch
+        if ends.size:  # the array closed (its bracket is left out: the kept text has "[]"); the rest is kept
             self._flush_batch()
             self.in_points = False
+            if w[stop] != 93:
+                raise _Invalid("not valid JSON (the points array is closed by '}')")
+            self._keep(chunk[stop + 1 : b])
 
     def _flush_batch(self) -> None:
         if bytes(self.body).strip():
@@ -197,13 +189,41 @@ class _Reader:
     def _keep(self, data: bytes) -> None:
         self.header += data
         if len(self.header) > MAX_HEADER_BYTES:
-            raise _Invalid(f"the top-level fields exceed {MAX_HEADER_BYTES:,} bytes: not a pick file")
+            raise _Invalid(f"the fields besides points exceed {MAX_HEADER_BYTES:,} bytes: not a pick file")
 
 
-def _ends_with_key(header: bytes) -> bool:
-    """Whether ``header`` ends with the key ``"points"`` and its colon (the guess is checked in ``finish``)."""
-    text = header.rstrip()
-    return text.endswith(b":") and text[:-1].rstrip().endswith(b'"points"')
+def _last_key(header: bytearray) -> str | None:
+    """The key whose value starts at the end of ``header`` (``... "key" :``), escapes decoded; None if none.
+
+    Walking back from the closing quote, the first quote not escaped (preceded by an even run of
+    backslashes) opens the string: inside a JSON string every quote is escaped.
+    """
+    end = len(header)
+    while end and header[end - 1] in b" \t\n\r":
+        end -= 1
+    if not end or header[end - 1] != 58:  # ':'
+        return None
+    end -= 1
+    while end and header[end - 1] in b" \t\n\r":
+        end -= 1
+    if not end or header[end - 1] != _QUOTE:
+        return None
+    i = end - 2
+    while i >= 0:
+        if header[i] == _QUOTE:
+            run = 0
+            while i - 1 - run >= 0 and header[i - 1 - run] == _BACKSLASH:
+                run += 1
+            if run % 2 == 0:
+                break
+        i -= 1
+    if i < 0:
+        return None
+    try:
+        key = msgspec.json.decode(bytes(header[i:end]))
+    except msgspec.DecodeError:
+        raise _Invalid("not valid JSON (a key with a bad escape)") from None
+    return key if isinstance(key, str) else None
 
 
 def _failed(path: str, exc: Exception) -> PayloadError:

@@ -50,21 +50,21 @@ def _shape(value: Any, where: str) -> list[int]:
 
 
 def _dtype_v2(value: Any, where: str) -> str:
-    if isinstance(value, list):  # a structured dtype: name it, do not interpret it
+    if isinstance(value, list) and value:  # a structured dtype: name it, do not interpret it
         return "structured"
+    if not isinstance(value, str):  # np.dtype(None) would be float64
+        raise _bad(where, f"'dtype' must be a numpy type string, got {value!r:.40}")
     try:
         return str(np.dtype(value))
     except (TypeError, ValueError):
         raise _bad(where, f"'dtype' {value!r:.40} is not a numpy data type") from None
 
 
-def _dtype_v3(meta: Mapping[str, Any], where: str) -> str | None:
+def _dtype_v3(meta: Mapping[str, Any], where: str) -> str:
     dt = meta.get("data_type")
     if isinstance(dt, dict):
         dt = dt.get("name")
-    if dt is None:
-        return None
-    if not isinstance(dt, str):
+    if not isinstance(dt, str) or not dt:
         raise _bad(where, f"'data_type' must be a string, got {dt!r:.40}")
     try:
         return str(np.dtype(dt))
@@ -123,7 +123,7 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
     if root_v3 is not None:
         fmt = 3
         where = f"{path}/zarr.json"
-        attrs = root_v3.get("attributes") or {}
+        attrs = root_v3.get("attributes", {})
         if not isinstance(attrs, dict):
             raise _bad(where, f"'attributes' must be a JSON object, not {type(attrs).__name__}")
         ome = attrs.get("ome")
@@ -133,7 +133,10 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
     else:
         where = f"{path}/.zattrs"
         zattrs = load(".zattrs")
-        if zattrs is not None or ".zgroup" in files:
+        zgroup = load(".zgroup")  # read, not only seen: a damaged .zgroup is a damaged group
+        if zgroup is not None and zgroup.get("zarr_format", 2) != 2:
+            raise _bad(f"{path}/.zgroup", f"zarr_format {zgroup.get('zarr_format')!r:.20} in a .zgroup (must be 2)")
+        if zattrs is not None or zgroup is not None:
             fmt = 2
         attrs = zattrs or {}
     levels: list[str] = []
@@ -141,8 +144,10 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
     ms = attrs.get("multiscales")
     if ms is not None and not isinstance(ms, list):
         raise _bad(where, f"'multiscales' must be a list, not {type(ms).__name__}")
-    if ms and isinstance(ms[0], dict):
-        datasets = ms[0].get("datasets") or []
+    if ms and not all(isinstance(m, dict) for m in ms):
+        raise _bad(where, "'multiscales' must be a list of objects")
+    if ms:
+        datasets = ms[0].get("datasets", [])
         if not isinstance(datasets, list):
             raise _bad(where, f"'multiscales[0].datasets' must be a list, not {type(datasets).__name__}")
         levels = [str(d["path"]) for d in datasets if isinstance(d, dict) and isinstance(d.get("path"), str | int)]
@@ -157,10 +162,10 @@ def read_zarr_info(files: Mapping[str, bytes], path: str) -> ArrayInfo:
         v3 = load(f"{level}/zarr.json")
         if v2 is not None:
             at = f"{path}/{level}/.zarray"
-            shape, dtype, fmt = _shape(v2.get("shape", []), at), _dtype_v2(v2.get("dtype"), at), fmt or 2
+            shape, dtype, fmt = _shape(v2.get("shape"), at), _dtype_v2(v2.get("dtype"), at), fmt or 2
         elif v3 is not None:
             at = f"{path}/{level}/zarr.json"
-            shape, dtype, fmt = _shape(v3.get("shape", []), at), _dtype_v3(v3, at), fmt or 3
+            shape, dtype, fmt = _shape(v3.get("shape"), at), _dtype_v3(v3, at), fmt or 3
     if shape is None and levels and files:
         raise _bad(path, f"zarr group lists level {levels[0]!r} but its array metadata is missing (truncated copy?)")
     return ArrayInfo(shape, dtype, len(levels), fmt, voxel_size)

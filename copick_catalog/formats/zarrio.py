@@ -10,7 +10,7 @@ package imports zarr; reading headers needs no zarr at all (:mod:`copick_catalog
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def local_store(path: str, *, read_only: bool = True) -> Any:
         from zarr.storage import LocalStore
 
         return LocalStore(path, read_only=read_only)
-    from zarr.storage import DirectoryStore
+    from zarr.storage import DirectoryStore  # type: ignore[attr-defined]  # zarr 2 only; the typed zarr is 3
 
     return DirectoryStore(path, dimension_separator="/")
 
@@ -40,7 +40,7 @@ def fsspec_store(url: str, storage_options: dict[str, Any], *, read_only: bool =
         from zarr.storage import FsspecStore
 
         return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
-    from zarr.storage import FSStore
+    from zarr.storage import FSStore  # type: ignore[attr-defined]  # zarr 2 only; the typed zarr is 3
 
     return FSStore(url, mode="r" if read_only else "w", key_separator="/", dimension_separator="/", **storage_options)
 
@@ -82,7 +82,8 @@ def new_group(store: Any, zarr_format: int = 2) -> Any:
     import zarr
 
     if zarr_major() >= 3:
-        return zarr.open_group(store, mode="w", zarr_format=zarr_format)
+        # an int for callers; zarr's own check refuses anything but 2 or 3
+        return zarr.open_group(store, mode="w", zarr_format=cast(Literal[2, 3], zarr_format))
     if zarr_format != 2:
         raise ValueError("writing zarr format 3 needs zarr 3 (pip install 'zarr>=3'); this environment has zarr 2")
     return zarr.open_group(store, mode="w")

@@ -453,7 +453,12 @@ def parse(path: str, objects: Sequence[str] = (), *, is_dir: bool | None = None)
         if isinstance(resolved, Malformed):
             return resolved
         user, session, obj, note = resolved
-        cls = {Kind.PICK: PickKey, Kind.MESH: MeshKey, Kind.FILAMENT: FilamentKey}[kind]
+        flat_keys: dict[Kind, type[PickKey | MeshKey | FilamentKey]] = {
+            Kind.PICK: PickKey,
+            Kind.MESH: MeshKey,
+            Kind.FILAMENT: FilamentKey,
+        }
+        cls = flat_keys[kind]
         return Parsed(cls(run, user, session, obj), note)
     if sub in SEGMENTATION_DIRS and fname.endswith(".zarr") and is_dir is not False:
         return _parse_segmentation(fname[: -len(".zarr")], run, SEGMENTATION_DIRS[sub], objects)

@@ -32,7 +32,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..catalog.db import chunks, write_tx
-from ..catalog.schema import FILE_MODELS, Feature, IndexErrorRow, IndexRun, Project, Run, Tomogram, VoxelSpacing
+from ..catalog.schema import (
+    FILE_MODELS,
+    Feature,
+    IndexErrorRow,
+    IndexRun,
+    Project,
+    Run,
+    Tomogram,
+    VoxelSpacing,
+    table_of,
+)
 from ..catalog.summary import refresh_run_objects, runs_with_picks
 from ..errors import IndexCancelled, PayloadError, RootError
 from . import grammar
@@ -397,7 +407,7 @@ class Indexer:
         ]
         with write_tx(self.engine) as conn:
             if run_rows:
-                upsert(conn, Run.__table__, run_rows, ["project_id", "name"], ["in_static", "in_overlay", "indexed_at"])
+                upsert(conn, table_of(Run), run_rows, ["project_id", "name"], ["in_static", "in_overlay", "indexed_at"])
             run_ids = {
                 name: rid
                 for name, rid in conn.execute(
@@ -410,7 +420,7 @@ class Indexer:
                 rows = [{"project_id": self.project_id, "run_id": run_ids[r.pop("run")], **r} for r in vs_rows]
                 upsert(
                     conn,
-                    VoxelSpacing.__table__,
+                    table_of(VoxelSpacing),
                     rows,
                     ["run_id", "voxel_size"],
                     ["in_static", "in_overlay", "indexed_at"],
@@ -566,10 +576,10 @@ class Indexer:
                 except _REFUSED as one:
                     old = olds[(item[0].seen.layer, item[0].seen.entry.path)]
                     reason = " ".join(str(getattr(one, "orig", None) or one).split())[:200]
-                    where = item[0].seen.entry.path
+                    path = item[0].seen.entry.path
                     self._failed(
                         item[0],
-                        f"{self.roots[item[0].seen.layer].url_of(where)}: the catalog database "
+                        f"{self.roots[item[0].seen.layer].url_of(path)}: the catalog database "
                         f"refused its values ({reason}); fix the file, or report this",
                         t0,
                         report,
@@ -608,7 +618,7 @@ class Indexer:
                 points_by_path[(r.seen.layer, r.seen.entry.path)] = r.header.points
         with write_tx(self.engine) as conn:
             for kind, rows in rows_by_kind.items():
-                table: Any = FILE_MODELS[kind].__table__
+                table = table_of(FILE_MODELS[kind])
                 update_cols = [c for c in rows[0] if c not in ("project_id", "layer", "path")]
                 written = upsert(
                     conn,
@@ -657,8 +667,8 @@ class Indexer:
             report.count(kind.value, "removed", len(ids))
 
     def _feature_match(self) -> tuple[Any, Any, Any]:
-        t: Any = Tomogram.__table__
-        f: Any = Feature.__table__
+        t = table_of(Tomogram)
+        f = table_of(Feature)
         return t, f, sa.and_(t.c.voxel_spacing_id == f.c.voxel_spacing_id, t.c.tomo_type == f.c.tomo_type)
 
     def _dangling_features(self, scopes: list[Scope]) -> bool:
@@ -729,7 +739,7 @@ class Indexer:
             if rows:
                 upsert(
                     conn,
-                    IndexErrorRow.__table__,
+                    table_of(IndexErrorRow),
                     rows,
                     ["project_id", "layer", "path"],
                     ["kind", "severity", "message", "fingerprint", "last_seen"],

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..catalog.db import chunks, is_sqlite, upsert_insert
-from ..catalog.schema import IndexRun, PackedPoints, Point
+from ..catalog.schema import IndexRun, PackedPoints, Point, table_of
 from ..formats.picks import pack_points
 from ..formats.pickstream import PointStream
 
@@ -25,7 +25,7 @@ def prune_index_runs(conn: Connection, project_id: int) -> None:
     A watch daemon records a row per burst (thousands a day); without pruning the history grows
     forever, and `status` needs only the recent past plus the last run of each kind (the nightly cron).
     """
-    runs = IndexRun.__table__
+    runs = table_of(IndexRun)
     mine = runs.c.project_id == project_id
     oldest_kept = (
         sa.select(runs.c.id)
