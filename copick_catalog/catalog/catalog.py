@@ -24,11 +24,11 @@ from ..errors import CatalogError
 from ..index.indexer import Indexer, IndexReport
 from ..index.kinds import Limits
 from ..index.roots import Root, open_root
-from .db import check_schema, create_engine, ensure_schema, normalize_url, write_tx
+from .db import check_schema, create_engine, current_revision, ensure_schema, normalize_url, write_tx
 from .locks import project_lock
 from .queries import QueryMixin
 from .schema import FileBacked, IndexErrorRow, IndexRun, PickableObject, Project, table_of
-from .sql import SqlResult, run_readonly_sql
+from .sql import SqlResult, create_readonly_role, run_readonly_sql
 from .summary import refresh_run_objects
 
 log = logging.getLogger(__name__)
@@ -148,12 +148,36 @@ class Catalog(QueryMixin):
     read_only: bool = False
 
     def sql(self, statement: str, *, timeout: float | None = 60.0, max_rows: int | None = None) -> SqlResult:
-        """Run one read-only SQL query on the catalog database (see :mod:`copick_catalog.readonly_sql`).
+        """Run one read-only SQL query on the catalog database (see :mod:`copick_catalog.catalog.sql`).
 
         Read-only by construction: the database itself refuses writes, several statements, ``ATTACH``
         and ``COPY``, whatever the text says.
         """
         return run_readonly_sql(self.engine, statement, timeout=timeout, max_rows=max_rows)
+
+    @staticmethod
+    def upgrade(db: str) -> tuple[str | None, str]:
+        """Create or upgrade the schema of the catalog database ``db``; returns (revision before, revision now).
+
+        The one way a shared PostgreSQL catalog moves to a newer schema (opening refuses an older one, so
+        that one user's upgrade is a decision); SQLite files are upgraded on open anyway, with a backup.
+        """
+        engine = create_engine(normalize_url(db))
+        try:
+            before = current_revision(engine)
+            return before, ensure_schema(engine)
+        finally:
+            engine.dispose()
+
+    @staticmethod
+    def create_readonly_role(db: str, name: str, password: str | None = None) -> list[str]:
+        """Create a PostgreSQL role that may only SELECT from the catalog at ``db`` (for :meth:`sql` on
+        shared catalogs); returns the statements run. ``db`` must be a role allowed to create roles."""
+        engine = create_engine(normalize_url(db))
+        try:
+            return list(create_readonly_role(engine, name, password))
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
         if self._read_session is not None:
@@ -239,6 +263,8 @@ class Catalog(QueryMixin):
     # ------------------------------------------------------------------ status
 
     def errors(self, severity: str | None = None) -> list[IndexErrorRow]:
+        """Files and directories the indexer could not read, each with what to do about it
+        (``severity``: ``"error"`` or ``"warning"``; every one by default)."""
         with self.session() as s:
             q = sa.select(IndexErrorRow).where(IndexErrorRow.project_id == self.project_id)
             if severity:
@@ -253,6 +279,7 @@ class Catalog(QueryMixin):
         return catalog_status(self)
 
     def last_runs(self, n: int = 5) -> list[IndexRun]:
+        """The ``n`` most recent index runs of this project, newest first."""
         with self.session() as s:
             return list(
                 s.scalars(

@@ -143,6 +143,7 @@ class QueryMixin:
         return self._rows(_where(stmt, [(Run.name, name)]).order_by(Run.name))
 
     def voxel_spacings(self, run: Filter = None, voxel_size: Filter = None) -> list[VoxelSpacing]:
+        """Voxel spacings of runs, by run name and voxel size (Å)."""
         stmt = (
             sa.select(VoxelSpacing)
             .join(VoxelSpacing.run)
@@ -155,6 +156,7 @@ class QueryMixin:
     def tomograms(
         self, run: Filter = None, voxel_size: Filter = None, tomo_type: Filter = None, layer: Filter = None
     ) -> list[Tomogram]:
+        """Tomograms with shape, dtype and levels from their headers; ``.open()`` on a row gives the zarr group."""
         stmt = (
             sa.select(Tomogram)
             .join(Tomogram.voxel_spacing)
@@ -181,6 +183,7 @@ class QueryMixin:
         feature_type: Filter = None,
         layer: Filter = None,
     ) -> list[Feature]:
+        """Feature maps of tomograms, by run, voxel size, tomogram type and feature type."""
         stmt = (
             sa.select(Feature)
             .join(Feature.voxel_spacing)
@@ -238,6 +241,7 @@ class QueryMixin:
         session_id: Filter = None,
         layer: Filter = None,
     ) -> list[Mesh]:
+        """Mesh files matching every given filter, with vertex and face counts; ``.open()`` gives a trimesh Scene."""
         return self._annotations(Mesh, run, object_name, user_id, session_id, layer)
 
     def filaments(
@@ -248,6 +252,7 @@ class QueryMixin:
         session_id: Filter = None,
         layer: Filter = None,
     ) -> list[Filament]:
+        """Filament files matching every given filter; ``.open()`` reads the curves."""
         return self._annotations(Filament, run, object_name, user_id, session_id, layer)
 
     def segmentations(
@@ -261,6 +266,7 @@ class QueryMixin:
         kind: Filter = None,
         layer: Filter = None,
     ) -> list[Segmentation]:
+        """Segmentations (semantic, instance, panoptic: ``kind``) by run, voxel size, name, user, session."""
         stmt = sa.select(Segmentation).where(Segmentation.project_id == self.project_id)
         stmt = _where(
             stmt,
@@ -280,6 +286,7 @@ class QueryMixin:
         )
 
     def density_maps(self, object_name: Filter = None, layer: Filter = None) -> list[DensityMap]:
+        """The density maps of pickable objects (``Objects/<name>.zarr``)."""
         stmt = sa.select(DensityMap).where(DensityMap.project_id == self.project_id)
         return self._rows(_where(stmt, [(DensityMap.object_name, object_name), (DensityMap.layer, layer)]))
 

@@ -18,11 +18,9 @@ def db() -> None:
 @friendly
 def db_upgrade(url: str) -> None:
     """Create or upgrade the catalog schema to the current version."""
-    from ..catalog.db import create_engine, current_revision, ensure_schema
+    from ..catalog import Catalog
 
-    engine = create_engine(url)
-    before = current_revision(engine)
-    head = ensure_schema(engine)
+    before, head = Catalog.upgrade(url)
     console.print(f"schema at {head}" + ("" if before == head else f" (was {before or 'empty'})"))
 
 
@@ -35,16 +33,15 @@ def db_upgrade(url: str) -> None:
 @friendly
 def db_readonly_role(name: str, url: str, password: str | None) -> None:
     """Create a PostgreSQL role NAME that can only SELECT from the catalog (for `sql` on shared catalogs)."""
-    from ..catalog.db import create_engine
-    from ..catalog.sql import create_readonly_role
+    import sqlalchemy as sa
 
-    engine = create_engine(url)
-    try:
-        for stmt in create_readonly_role(engine, name, password):
-            console.print(escape(stmt))
-    finally:
-        engine.dispose()
+    from ..catalog import Catalog
+    from ..catalog.db import normalize_url
+
+    for stmt in Catalog.create_readonly_role(url, name, password):
+        console.print(escape(stmt))
+    reader = sa.make_url(normalize_url(url)).set(username=name, password=None)
     console.print(
         f"role {escape(name)} can only read; use it with: copick-catalog sql '...' CONFIG --db "
-        f"{escape(engine.url.set(username=name, password=None).render_as_string(hide_password=True))}"
+        f"{escape(reader.render_as_string(hide_password=True))}"
     )
