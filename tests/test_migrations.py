@@ -15,7 +15,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from copick_catalog import Catalog
-from copick_catalog.catalog.db import alembic_config, create_engine, current_revision, ensure_schema, head_revision
+from copick_catalog.catalog.db import (
+    SCHEMA_HEAD,
+    alembic_config,
+    create_engine,
+    current_revision,
+    ensure_schema,
+    head_revision,
+)
 from copick_catalog.catalog.schema import Base
 from copick_catalog.errors import SchemaVersionError
 from copick_catalog.sample import SampleSummary
@@ -26,6 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_one_head() -> None:
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def test_the_cheap_head_constant_is_the_migrations_head() -> None:
+    """Opening a current catalog compares with SCHEMA_HEAD instead of loading alembic; a new migration
+    that forgets to move it would make every open run the (no-op) upgrade path."""
+    assert head_revision() == SCHEMA_HEAD
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
