@@ -461,7 +461,8 @@ def test_file_operations_reach_catalog(sample: SampleSummary, db_url: str, daemo
         assert state["updates"] >= 10 and state["failures"] == 0
     rc, took = d.stop()
     assert rc == 0, d.log()
-    assert took < 1.0, f"SIGTERM took {took:.2f} s"
+    # the latency is measured by scripts/bench_watch.py (stop_s); this bound only catches a daemon that hangs
+    assert took < 5.0, f"SIGTERM took {took:.2f} s"
     assert not d.state()["running"]
 
 
@@ -666,7 +667,7 @@ def test_big_tree_new_files_are_seen(
         assert d.state()["events_lost"] == 0
     assert "overflow" not in d.log().lower()
     rc, took = d.stop()
-    assert rc == 0 and took < 1.0
+    assert rc == 0 and took < 5.0, (rc, took)  # a hang, not the latency (bench_watch.py's stop_s)
 
 
 @pytest.mark.slow
