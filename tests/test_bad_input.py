@@ -1076,3 +1076,79 @@ def test_lock_file_made_by_another_user(
     finally:
         engine.dispose()
     assert statuses == ["ok", "ok"]
+
+
+# ------------------------------------------------------------------------------------------
+# A very large pick file costs a batch of memory, not the file's size
+
+_BIG_INDEX = r"""
+import json, os, resource, sys
+from copick_catalog import Catalog
+from copick_catalog.formats import pickstream
+if sys.argv[5] == "whole":
+    pickstream.STREAM_BYTES = 2**62  # what reading the file in one piece costs, for comparison
+cat = Catalog.open(sys.argv[1], db=sys.argv[2])
+cat.index()  # everything but the big file: imports, schema, caches
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+os.replace(sys.argv[3], sys.argv[4])
+report = cat.index()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"base_mb": base, "peak_mb": peak, "errors": report.errors}))
+"""
+
+
+def _big_pick_file(path: Path, n: int) -> tuple[float, float, float]:
+    """``n`` points in copick's own layout (indented, a 4x4 matrix each), written in slices; the last point."""
+    head = {"pickable_object_name": "ribosome", "user_id": "bulk", "session_id": "1", "unit": "angstrom"}
+    identity = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    rng = np.random.default_rng(7)
+    last = (0.0, 0.0, 0.0)
+    with path.open("w") as fh:
+        fh.write(json.dumps(head, indent=4)[:-2] + ',\n    "points": [\n')
+        for start in range(0, n, 10_000):
+            xyz = rng.uniform(0, 5000, size=(min(10_000, n - start), 3)).round(3).tolist()
+            points = (
+                {"location": {"x": x, "y": y, "z": z}, "transformation_": identity, "instance_id": 0, "score": 1.0}
+                for x, y, z in xyz
+            )
+            fh.write(",\n".join(json.dumps(p, indent=4) for p in points) + (",\n" if start + 10_000 < n else "\n"))
+            last = tuple(xyz[-1])
+        fh.write('    ],\n    "trust_orientation": true\n}\n')
+    return last
+
+
+@pytest.mark.slow
+def test_huge_pick_file_is_streamed_in_bounded_memory(sample: SampleSummary, tmp_path: Path) -> None:
+    """A 400,000-point file (about 200 MB as copick writes it) is indexed exactly, and costs the indexer less
+    memory than the file's size; reading the same file whole costs more than twice as much (so the bound
+    is what streaming buys, not a property of the machine). Memory is the child's ``ru_maxrss``; this process
+    stays small, since a forked child starts from its parent's resident size."""
+    n = 400_000
+    staged = tmp_path / "staged.json"
+    last = _big_pick_file(staged, n)
+    size_mb = staged.stat().st_size / 1024**2
+    assert size_mb > 3 * 16  # well past the size from which files are streamed
+    target = _run_dir(sample, "overlay", "TS_0001") / "Picks" / "bulk_1_ribosome.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    grew = {}
+    for mode in ("stream", "whole"):
+        db = f"sqlite:///{tmp_path / f'{mode}.sqlite'}"
+        shutil.copy(staged, tmp_path / "again.json")
+        argv = [sys.executable, "-c", _BIG_INDEX, str(sample.config), db, str(tmp_path / "again.json"), str(target)]
+        out = subprocess.run([*argv, mode], capture_output=True, text=True, timeout=600, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["errors"] == 0
+        grew[mode] = result["peak_mb"] - result["base_mb"]
+        with Catalog.open(sample.config, db=db) as cat:
+            (pick,) = cat.picks(user_id="bulk")
+            assert pick.n_points == n
+            with cat.session() as s:
+                assert s.scalar(sa.select(sa.func.count()).select_from(Point).where(Point.pick_id == pick.id)) == n
+                end = s.scalars(sa.select(Point).where(Point.pick_id == pick.id, Point.idx == n - 1)).one()
+            assert (end.x, end.y, end.z) == last
+        target.unlink()
+    # a batch of rows plus the packed copy (40 bytes a point), not the file: well under its size, and
+    # well under what the same file costs read whole
+    assert grew["stream"] < 0.75 * size_mb, (grew, size_mb)
+    assert grew["stream"] * 2 < grew["whole"], grew

@@ -171,6 +171,8 @@ def _transform(raw: msgspec.Raw, i: int) -> str | None:
 
 def require_utf8(data: bytes | bytearray | memoryview) -> None:
     """Refuse text that is not UTF-8, as copick (pydantic) does; msgspec never looks inside the fields it skips."""
+    if (data if isinstance(data, bytes | bytearray) else bytes(data)).isascii():  # nearly every file: no decode
+        return
     try:
         str(data, "utf-8")
     except UnicodeDecodeError as exc:
@@ -181,28 +183,19 @@ def _zero(_text: str) -> int:
     return 0
 
 
-def top_level_keys(data: bytes) -> list[str] | None:
-    """The keys of a JSON object's top level in file order, repeats included; None if it is not one."""
-    keys: list[str] = []
+def top_level_values(data: bytes) -> list[tuple[str, object]]:
+    """The top level of a JSON object as (key, value) pairs in file order, repeated keys kept (numbers are
+    read as 0: only the structure matters). Only for small texts: a streamed file's fields besides points."""
+    pairs: list[tuple[str, object]] = []
 
-    def hook(pairs: list[tuple[str, object]]) -> None:
-        keys[:] = [k for k, _ in pairs]  # the outermost object is the last one finished
+    def hook(found: list[tuple[str, object]]) -> None:
+        pairs[:] = found  # the outermost object is the last one finished
 
     try:
         json.loads(data, object_pairs_hook=hook, parse_int=_zero, parse_float=_zero, parse_constant=_zero)
     except (ValueError, RecursionError):
-        return None
-    return keys
-
-
-def refuse_repeated_points(data: bytes | bytearray | memoryview) -> None:
-    """Two ``points`` keys: JSON decoders keep the last, a streamed read has used the first; neither is right."""
-    raw = bytes(data)
-    if raw.count(b'"points"') < 2 and b"\\u" not in raw:  # the key cannot repeat, not even escaped
-        return
-    keys = top_level_keys(raw)
-    if keys is not None and keys.count("points") > 1:
-        raise InvalidPicks("points", "the key 'points' appears more than once; keep one")
+        return []
+    return list(pairs)
 
 
 def decode_file(data: bytes | memoryview) -> tuple[PickHeader, list[PointRow]]:
@@ -212,7 +205,6 @@ def decode_file(data: bytes | memoryview) -> tuple[PickHeader, list[PointRow]]:
     non-finite floats, are not JSON) is read again with the pydantic models, so the error names the field.
     """
     require_utf8(data)
-    refuse_repeated_points(data)
     try:
         with gc_paused():
             value = _FILE_DECODER.decode(data)
@@ -266,11 +258,10 @@ def _model_rows(points: list[PickPoint], offset: int) -> list[PointRow]:
 def decode_header(data: bytes) -> PickHeader:
     """The top-level fields of a streamed file: the file's own bytes, with its ``points`` array emptied.
 
-    The same checks as :func:`decode_file` (UTF-8, a repeated ``points``, pydantic's reading of what
-    msgspec will not parse), so a file is valid streamed exactly when it is valid whole.
+    The same checks as :func:`decode_file` (UTF-8, pydantic's reading of what msgspec will not parse), so
+    a file is valid streamed exactly when it is valid whole.
     """
     require_utf8(data)
-    refuse_repeated_points(data)
     try:
         return _header(_HEADER_DECODER.decode(data))
     except msgspec.ValidationError as exc:
@@ -310,7 +301,6 @@ __all__ = [
     "decode_points",
     "describe",
     "point_rows",
-    "refuse_repeated_points",
     "require_utf8",
-    "top_level_keys",
+    "top_level_values",
 ]

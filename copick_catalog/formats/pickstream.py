@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 
 from ..errors import PayloadError
-from .pickrows import InvalidPicks, PickHeader, PointRow, decode_header, decode_points, describe
+from .pickrows import PickHeader, PointRow, decode_header, decode_points, describe, top_level_values
 
 #: Files at least this big are streamed instead of parsed whole.
 STREAM_BYTES = 16 * 1024**2
@@ -78,6 +78,8 @@ class _Invalid(Exception):
 class _Layout:
     header: PickHeader
     n_points: int
+    #: which ``points`` array holds the file's points (JSON readers keep the last of a repeated key), or None
+    occurrence: int | None = 0
 
 
 _WHITESPACE = np.array([32, 9, 10, 13], dtype=np.uint8)
@@ -93,16 +95,16 @@ class _Reader:
     decodes the top-level fields.
     """
 
-    def __init__(self, on_batch: Callable[[bytes, int], int]) -> None:
-        self.on_batch = on_batch
+    def __init__(self, on_batch: Callable[[bytes, int, int], int]) -> None:
+        self.on_batch = on_batch  # (batch text, index of its first point, which points array) -> points in it
         self.structure = _Structure()
         self.header = bytearray()
-        self.in_points = False  # inside the elements of the top-level "points" array
-        self.seen_points = False
+        self.in_points = False  # inside the elements of a top-level "points" array
+        self.arrays = 0  # top-level "points" arrays begun (a key may repeat: the last one counts)
+        self.counts: list[int] = []  # points in each
         self.body = bytearray()  # the points' text since the last cut
         self.commas = 0  # top-level commas in it
         self.after_cut = False
-        self.n_points = 0
         self.started = False
 
     def windows(self, fh: IO[bytes]) -> Iterator[None]:
@@ -127,7 +129,10 @@ class _Reader:
     def finish(self) -> _Layout:
         if self.structure.in_string or self.structure.depth != 0 or not self.started:
             raise _Invalid("not valid JSON (the file ends inside a value: half-written or truncated?)")
-        return _Layout(decode_header(bytes(self.header)), self.n_points)
+        header = bytes(self.header)
+        fields = decode_header(header)
+        occurrence = _last_points_array(header, self.arrays)
+        return _Layout(fields, 0 if occurrence is None else self.counts[occurrence], occurrence)
 
     def _top(self, chunk: bytes, w: np.ndarray, outside: np.ndarray, depth: np.ndarray, a: int, b: int) -> None:
         """Bytes of the root object itself: kept; an array opening under the key ``points`` starts the points."""
@@ -138,9 +143,9 @@ class _Reader:
             self._keep(chunk[pos:o])
             pos = o + 1
             if _last_key(self.header) == "points":
-                if self.seen_points:
-                    raise InvalidPicks("points", "the key 'points' appears more than once; keep one")
-                self.in_points = self.seen_points = True
+                self.in_points = True
+                self.arrays += 1
+                self.counts.append(0)
                 self._keep(b"[]")  # its body goes to the batches, its closing bracket is left out
             else:
                 self._keep(b"[")
@@ -179,7 +184,8 @@ class _Reader:
 
     def _flush_batch(self) -> None:
         if bytes(self.body).strip():
-            self.n_points += self.on_batch(b"[" + bytes(self.body) + b"]", self.n_points)
+            k = self.arrays - 1
+            self.counts[k] += self.on_batch(b"[" + bytes(self.body) + b"]", self.counts[k], k)
             self.after_cut = False
         elif self.commas or self.after_cut:
             raise _Invalid("not valid JSON (a comma with no point after it in points)")
@@ -190,6 +196,22 @@ class _Reader:
         self.header += data
         if len(self.header) > MAX_HEADER_BYTES:
             raise _Invalid(f"the fields besides points exceed {MAX_HEADER_BYTES:,} bytes: not a pick file")
+
+
+def _last_points_array(header: bytes, arrays: int) -> int | None:
+    """Which of the ``points`` arrays a JSON reader keeps (the last ``points`` key wins), None if that key's
+    value is not an array (e.g. a later ``"points": null``) or there is none."""
+    if arrays <= 1 and (arrays == 0 or not _may_repeat(header)):
+        return arrays - 1 if arrays else None
+    keys = top_level_values(header)
+    kinds = [isinstance(v, list) for k, v in keys if k == "points"]  # each array is the placeholder []
+    if not kinds or not kinds[-1]:
+        return None
+    return sum(kinds) - 1
+
+
+def _may_repeat(header: bytes) -> bool:
+    return header.count(b'"points"') > 1 or b"\\" in header
 
 
 def _last_key(header: bytearray) -> str | None:
@@ -233,7 +255,7 @@ def _failed(path: str, exc: Exception) -> PayloadError:
 
 def scan(fh: IO[bytes], path: str) -> _Layout:
     """Validate the whole file (every point) and count its points, holding one batch at a time."""
-    reader = _Reader(lambda data, offset: len(decode_points(data, offset)))
+    reader = _Reader(lambda data, offset, _k: len(decode_points(data, offset)))
     try:
         for _ in reader.windows(fh):
             pass
@@ -249,15 +271,18 @@ class PointStream:
     which the writer refuses (the file is then indexed on the next run).
     """
 
-    def __init__(self, opener: Callable[[], IO[bytes]], path: str, n_points: int) -> None:
+    def __init__(self, opener: Callable[[], IO[bytes]], path: str, n_points: int, occurrence: int | None = 0) -> None:
         self.opener = opener
         self.path = path
         self.n_points = n_points
+        self.occurrence = occurrence  # the points array :func:`scan` found to hold the points
 
     def batches(self) -> Iterator[list[PointRow]]:
         ready: list[list[PointRow]] = []
 
-        def take(data: bytes, offset: int) -> int:
+        def take(data: bytes, offset: int, k: int) -> int:
+            if k != self.occurrence:  # a repeated key's earlier array: validated by scan, not the points
+                return data.count(b",") + 1  # (only its own counter moves; never read back)
             ready.append(decode_points(data, offset))
             return len(ready[-1])
 

@@ -111,7 +111,8 @@ def _stream_picks(root: Root, entry: Entry, limits: Limits) -> Header:
         "trust_orientation": head.trust_orientation,
         "voxel_spacing": head.voxel_spacing,
     }
-    return Header(values, pickstream.PointStream(lambda: root.open_read(entry.path), url, layout.n_points))
+    stream = pickstream.PointStream(lambda: root.open_read(entry.path), url, layout.n_points, layout.occurrence)
+    return Header(values, stream)
 
 
 def _read_filaments(root: Root, entry: Entry, limits: Limits) -> Header:
