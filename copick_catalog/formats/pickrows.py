@@ -111,7 +111,15 @@ def _header(value: _PickFile | _Header) -> PickHeader:
     vs = value.voxel_spacing
     if vs is not None and not math.isfinite(vs):
         raise InvalidPicks("voxel_spacing", f"Input should be a finite number (got {vs!r})")
-    return PickHeader(value.unit, value.trust_orientation, vs)
+    return PickHeader(_storable("unit", value.unit), value.trust_orientation, vs)
+
+
+def _storable(field: str, text: str) -> str:
+    """Refuse a stored string holding NUL: PostgreSQL text cannot hold it and SQLite would, so the two
+    catalogs of one project would differ; copick itself reads such a file, but nothing writes one on purpose."""
+    if "\x00" in text:
+        raise InvalidPicks(field, "contains a NUL character (\\u0000), which no catalog database stores; remove it")
+    return text
 
 
 def point_rows(points: list[_Point], offset: int = 0) -> list[PointRow]:
@@ -221,7 +229,7 @@ def _lenient_file(data: bytes) -> tuple[PickHeader, list[PointRow]]:
         model = PickFile.model_validate_json(data)
     except ValidationError as exc:
         raise _pydantic_field(exc, 0) from None
-    head = PickHeader(model.unit, model.trust_orientation, model.voxel_spacing)
+    head = PickHeader(_storable("unit", model.unit), model.trust_orientation, model.voxel_spacing)
     return head, _model_rows(model.points or [], 0)
 
 
