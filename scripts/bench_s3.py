@@ -60,14 +60,18 @@ def _add_chunky_tomograms(static: Path, runs: list[str]) -> int:
     return len(runs)
 
 
-def _index_once(server: S3Server, config: Path, db: str, strategy: str) -> dict[str, Any]:
+def _index_once(server: S3Server, config: Path, db: str, strategy: str, proxy: Any = None) -> dict[str, Any]:
     from copick_catalog import Catalog
 
     out: dict[str, Any] = {}
     with Catalog.open(config, db=db) as cat:
         root = cat.roots["static"]
-        root.settings.strategy = strategy
+        for r in cat.roots.values():
+            if hasattr(r, "settings"):
+                r.settings.strategy = strategy
         for phase in ("full", "noop"):
+            if proxy is not None:
+                proxy.reset_peak()
             mark = server.mark()
             t = time.perf_counter()
             report = cat.index(trigger="cli")
@@ -83,6 +87,7 @@ def _index_once(server: S3Server, config: Path, db: str, strategy: str) -> dict[
                     "total": counts["total"],
                 },
                 "files_read": report.files_read,
+                **({"peak_requests_in_flight": proxy.peak_active} if proxy is not None else {}),
                 "entities": report.added + report.changed + report.unchanged,
                 "errors": report.errors,
                 "walk": None
@@ -112,17 +117,27 @@ def bench_s3(
     strategies: tuple[str, ...] = ("auto", "flat", "pruned"),
     db: str | None = None,
     workdir: Path | None = None,
+    latency_ms: float = 0.0,
+    overlay_on_s3: bool = False,
 ) -> dict[str, Any]:
     """Generate ``n_runs`` runs, upload the static root to a fresh moto_server, index with each strategy.
 
     ``chunky_runs`` adds a tomogram with tiny chunks (584 chunk keys) to that many runs, evenly spread,
     so chunk keys dominate the listing (what ``auto`` is for). ``db`` is a SQLAlchemy URL template:
     ``{strategy}`` in it is replaced, and by default each strategy gets its own SQLite file.
+    ``latency_ms`` puts a proxy that delays every byte that long each way between the indexer and the
+    server (AWS answers in 20-50 ms; moto in well under one); ``overlay_on_s3`` uploads the overlay too.
     """
     from copick_catalog.sample import make_sample_project
 
     work = workdir or Path(tempfile.mkdtemp(prefix="cc-bench-s3-"))
-    result: dict[str, Any] = {"n_runs": n_runs, "tomogram_runs": tomogram_runs, "chunky_runs": chunky_runs}
+    result: dict[str, Any] = {
+        "n_runs": n_runs,
+        "tomogram_runs": tomogram_runs,
+        "chunky_runs": chunky_runs,
+        "latency_ms_each_way": latency_ms,
+        "roots_on_s3": ["static", "overlay"] if overlay_on_s3 else ["static"],
+    }
     t = time.perf_counter()
     summary = make_sample_project(work / "project", runs=n_runs, tomogram_runs=tomogram_runs, size=32)
     project = summary.config.parent
@@ -136,21 +151,35 @@ def bench_s3(
     result["generate_s"] = round(time.perf_counter() - t, 1)
 
     server = start_moto_server(work / "moto")
+    proxy = None
     try:
         bucket = server.new_bucket("bench")
         t = time.perf_counter()
         result["static_keys"] = server.upload_dir(project / "static", bucket, "static", workers=32)
+        if overlay_on_s3:
+            result["overlay_keys"] = server.upload_dir(project / "overlay", bucket, "overlay", workers=32)
         result["upload_s"] = round(time.perf_counter() - t, 1)
         _log(f"uploaded {result['static_keys']} keys in {result['upload_s']}s")
+        fs_args = server.fs_args()
+        if latency_ms:
+            from tests.latency_proxy import LatencyProxy
+
+            proxy = LatencyProxy("127.0.0.1", server.port, latency_ms / 1000).__enter__()
+            fs_args = {**fs_args, "endpoint_url": proxy.url}
         cfg = json.loads(summary.config.read_text())
         cfg["static_root"] = f"s3://{bucket}/static"
-        cfg["static_fs_args"] = server.fs_args()
+        cfg["static_fs_args"] = fs_args
+        if overlay_on_s3:
+            cfg["overlay_root"] = f"s3://{bucket}/overlay"
+            cfg["overlay_fs_args"] = fs_args
         summary.config.write_text(json.dumps(cfg, indent=4))
         result["strategies"] = {}
         for strategy in strategies:
             url = db.replace("{strategy}", strategy) if db else f"sqlite:///{work / f'catalog-{strategy}.sqlite'}"
-            result["strategies"][strategy] = _index_once(server, summary.config, url, strategy)
+            result["strategies"][strategy] = _index_once(server, summary.config, url, strategy, proxy)
     finally:
+        if proxy is not None:
+            proxy.close()
         server.stop()
     noop = result["strategies"].get("auto", {}).get("noop")
     if noop:
@@ -166,6 +195,8 @@ def main() -> None:
     ap.add_argument("--strategies", default="auto,flat,pruned")
     ap.add_argument("--db", default=None, help="SQLAlchemy URL ({strategy} is replaced); default SQLite files")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="delay added each way per request (AWS: 20-50)")
+    ap.add_argument("--overlay-on-s3", action="store_true", help="put the overlay root on S3 too")
     args = ap.parse_args()
     result = bench_s3(
         args.runs,
@@ -174,6 +205,8 @@ def main() -> None:
         strategies=tuple(s for s in args.strategies.split(",") if s),
         db=args.db,
         workdir=args.workdir,
+        latency_ms=args.latency_ms,
+        overlay_on_s3=args.overlay_on_s3,
     )
     print(json.dumps(result, indent=2))
 
