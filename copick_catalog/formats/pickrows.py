@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -86,6 +88,70 @@ class PickHeader:
     voxel_spacing: float | None
 
 
+_PACKED_WIDTH = 5  # x, y, z, instance_id, score: the layout of ``packed_points.data``
+
+
+@dataclass(slots=True)
+class PointBlock:
+    """A file's points, compact: one ``(n, 5)`` little-endian float64 array (x, y, z, instance_id, score:
+    exactly ``packed_points.data``) plus the transforms that are not the identity, by point index.
+
+    Why: the indexer reads pick files in worker processes; 25 points as 25 Python tuples cost more to
+    send back than to parse, while this is one bytes object. Floats survive it exactly, and instance ids
+    too (float64 holds every integer up to :data:`~copick_catalog.formats.picks.MAX_INSTANCE_ID`).
+    """
+
+    packed: bytes
+    transforms: dict[int, str] = field(default_factory=dict)
+    offset: int = 0
+
+    def __len__(self) -> int:
+        return len(self.packed) // (8 * _PACKED_WIDTH)
+
+    @classmethod
+    def from_rows(cls, rows: list[PointRow], offset: int = 0) -> PointBlock:
+        """The block of point rows made elsewhere (the pydantic reading of a lenient file)."""
+        packed = np.array([r[1:6] for r in rows], dtype="<f8").reshape(-1, _PACKED_WIDTH).tobytes()
+        return cls(packed, {r[0] - offset: r[6] for r in rows if r[6] is not None}, offset)
+
+    def rows(self, pick_id: int) -> Iterator[tuple[Any, ...]]:
+        """``(pick_id, idx, x, y, z, instance_id, score, transform)`` tuples for an insert, built in C."""
+        n = len(self)
+        arr = np.frombuffer(self.packed, dtype="<f8").reshape(n, _PACKED_WIDTH)
+        x, y, z, _ids, score = arr.T.tolist()
+        ids = arr[:, 3].astype(np.int64).tolist()
+        tr: list[str | None] = [None] * n
+        for i, text in self.transforms.items():
+            tr[i] = text
+        return zip(repeat(pick_id, n), range(self.offset, self.offset + n), x, y, z, ids, score, tr, strict=True)
+
+    @staticmethod
+    def insert_rows(blocks: list[tuple[int, PointBlock]]) -> Iterator[tuple[Any, ...]]:
+        """The insert tuples of many ``(pick_id, block)`` at once: a handful of numpy calls for a whole
+        batch of files instead of a handful per file (which is what per-file :meth:`rows` costs)."""
+        blocks = [(pid, b) for pid, b in blocks if b.packed]
+        if not blocks:
+            return iter(())
+        counts = np.fromiter((len(b) for _, b in blocks), dtype=np.int64, count=len(blocks))
+        total = int(counts.sum())
+        arr = np.frombuffer(b"".join(b.packed for _, b in blocks), dtype="<f8").reshape(total, _PACKED_WIDTH)
+        x, y, z, _ids, score = arr.T.tolist()
+        ids = arr[:, 3].astype(np.int64).tolist()
+        pids = np.repeat(np.fromiter((pid for pid, _ in blocks), dtype=np.int64, count=len(blocks)), counts)
+        starts = np.cumsum(counts) - counts  # where each block begins in the batch
+        offsets = np.fromiter((b.offset for _, b in blocks), dtype=np.int64, count=len(blocks))
+        idx = np.arange(total, dtype=np.int64) - np.repeat(starts - offsets, counts)
+        tr: list[str | None] = [None] * total
+        for start, (_, b) in zip(starts.tolist(), blocks, strict=True):
+            for i, text in b.transforms.items():
+                tr[start + i] = text
+        return zip(pids.tolist(), idx.tolist(), x, y, z, ids, score, tr, strict=True)
+
+    def as_rows(self) -> list[PointRow]:
+        """The block as :data:`PointRow` tuples (tests, and callers that want plain rows)."""
+        return [r[1:] for r in self.rows(0)]
+
+
 # strict=False: lax conversions as pydantic does them (1.0 for an int, "2.5" for a float), so a file copick
 # reads is not refused here
 _FILE_DECODER = msgspec.json.Decoder(_PickFile, strict=False)
@@ -124,9 +190,14 @@ def _storable(field: str, text: str) -> str:
 
 def point_rows(points: list[_Point], offset: int = 0) -> list[PointRow]:
     """Check decoded points in bulk and turn them into catalog rows (``offset``: index of the first)."""
+    return point_block(points, offset).as_rows() if points else []
+
+
+def point_block(points: list[_Point], offset: int = 0) -> PointBlock:
+    """Check decoded points in bulk (the rules of the pydantic models, on whole arrays) into a :class:`PointBlock`."""
     n = len(points)
     if n == 0:
-        return []
+        return PointBlock(b"", {}, offset)
     with gc_paused():
         locs = [p.location for p in points]
         x = [loc.x for loc in locs]
@@ -134,19 +205,28 @@ def point_rows(points: list[_Point], offset: int = 0) -> list[PointRow]:
         z = [loc.z for loc in locs]
         score = [p.score for p in points]
         ids = [p.instance_id for p in points]
-        bad = ~np.isfinite(np.array((x, y, z, score), dtype=np.float64))
+        values = np.array((x, y, z, score), dtype=np.float64)
+        bad = ~np.isfinite(values)
         if bad.any():
             row, i = (int(v) for v in np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])])
-            field = ("location.x", "location.y", "location.z", "score")[row]
+            name = ("location.x", "location.y", "location.z", "score")[row]
             got = (x, y, z, score)[row][i]
-            raise InvalidPicks(f"points.{offset + i}.{field}", f"Input should be a finite number (got {got})")
+            raise InvalidPicks(f"points.{offset + i}.{name}", f"Input should be a finite number (got {got})")
         if max(ids) > MAX_INSTANCE_ID or min(ids) < -MAX_INSTANCE_ID:
             i = next(k for k, v in enumerate(ids) if abs(v) > MAX_INSTANCE_ID)
             raise InvalidPicks(
                 f"points.{offset + i}.instance_id", f"Input should be within +-{MAX_INSTANCE_ID} (got {ids[i]})"
             )
-        transforms = [_transform(p.transformation_, offset + i) for i, p in enumerate(points)]
-        return list(zip(range(offset, offset + n), x, y, z, ids, score, transforms, strict=True))
+        transforms = {}
+        for i, p in enumerate(points):
+            text = _transform(p.transformation_, offset + i)
+            if text is not None:
+                transforms[i] = text
+        packed = np.empty((n, _PACKED_WIDTH), dtype="<f8")
+        packed[:, :3] = values[:3].T
+        packed[:, 3] = ids
+        packed[:, 4] = values[3]
+        return PointBlock(packed.tobytes(), transforms, offset)
 
 
 _IDENTITY_TEXT = frozenset(
@@ -207,7 +287,13 @@ def top_level_values(data: bytes) -> list[tuple[str, object]]:
 
 
 def decode_file(data: bytes | memoryview) -> tuple[PickHeader, list[PointRow]]:
-    """A whole pick file: its header and its point rows; :class:`InvalidPicks` or ``msgspec.DecodeError``.
+    """A whole pick file: its header and its point rows; :class:`InvalidPicks` or ``msgspec.DecodeError``."""
+    head, block = decode_block(data)
+    return head, block.as_rows()
+
+
+def decode_block(data: bytes | memoryview) -> tuple[PickHeader, PointBlock]:
+    """A whole pick file: its header and its points as a :class:`PointBlock` (what the indexer stores).
 
     Text msgspec will not parse (``NaN`` and ``Infinity``, which Python's ``json.dump`` writes for
     non-finite floats, are not JSON) is read again with the pydantic models, so the error names the field.
@@ -219,8 +305,9 @@ def decode_file(data: bytes | memoryview) -> tuple[PickHeader, list[PointRow]]:
     except msgspec.ValidationError as exc:
         raise _field_of(exc) from None
     except msgspec.DecodeError:
-        return _lenient_file(bytes(data))
-    return _header(value), point_rows(value.points or [])
+        head, rows = _lenient_file(bytes(data))
+        return head, PointBlock.from_rows(rows)
+    return _header(value), point_block(value.points or [])
 
 
 def _lenient_file(data: bytes) -> tuple[PickHeader, list[PointRow]]:
@@ -303,11 +390,14 @@ def describe(exc: Exception) -> str:
 __all__ = [
     "InvalidPicks",
     "PickHeader",
+    "PointBlock",
     "PointRow",
+    "decode_block",
     "decode_file",
     "decode_header",
     "decode_points",
     "describe",
+    "point_block",
     "point_rows",
     "require_utf8",
     "top_level_values",

@@ -18,11 +18,12 @@ unmounted, and the run refuses to empty it unless told to.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,10 +45,11 @@ from ..catalog.schema import (
     table_of,
 )
 from ..catalog.summary import refresh_run_objects, runs_with_picks
-from ..errors import IndexCancelled, PayloadError, RootError
+from ..errors import IndexCancelled, RootError
 from . import grammar
 from .grammar import Kind
 from .kinds import SPECS, Header, Limits
+from .pool import ReadPool, default_workers, read_entity
 from .roots import Entry, ListingStats, Root
 from .scopes import Scope, covers, minimal_scopes
 from .snapshot import DirRow, ErrorRow, FileRow, Snapshot, load_snapshot, runs_clause
@@ -60,6 +62,8 @@ RACY_WINDOW_S = 2.0
 #: How long after a parse failure on a freshly modified file we look again before giving up.
 RETRY_DELAY_S = 0.3
 BATCH_FILES = 400
+#: Batches the read workers may run ahead of the writer (memory: a batch of parsed files each).
+PREFETCH_BATCHES = 3
 #: What a database says when it refuses a value (not when it is unreachable): one file's fault, not the run's.
 _REFUSED = (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError, OverflowError, ValueError)
 
@@ -135,6 +139,10 @@ class _Read:
     error: str | None = None
 
 
+#: A batch of the run's work, with the worker tasks already reading its pick files (by layer).
+_Batch = tuple[list[tuple[_Seen, "FileRow | None"]], dict[str, tuple[list[_Seen], list[Any]]]]
+
+
 @dataclass
 class _Scan:
     """What listing the scopes found."""
@@ -165,8 +173,10 @@ class Indexer:
         cancel: Callable[[], bool] | None = None,
         limits: Limits | None = None,
         allow_empty_root: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.engine = engine
+        self.workers = workers  # processes parsing pick files in a big run; None: $COPICK_CATALOG_WORKERS or the cores
         self.project_id = project_id
         self.roots = roots
         self.objects = list(objects)
@@ -284,14 +294,23 @@ class Indexer:
                 todo.append((s, old))
         todo.sort(key=lambda t: (t[0].layer, t[0].entry.path))  # stable batches
         total = len(todo)
-        for start in range(0, total, BATCH_FILES):
-            self._checkpoint()
-            batch = todo[start : start + BATCH_FILES]
-            reads = self._read_batch([s for s, _ in batch], t0)
-            self._checkpoint()
-            self._write_batch(batch, reads, run_ids, vs_ids, t0, report, scan.problems, scanned_ok)
-            if self.progress:
-                self.progress("index", min(start + BATCH_FILES, total), total)
+        batches = [todo[i : i + BATCH_FILES] for i in range(0, total, BATCH_FILES)]
+        with self._pool_for(todo) as pool:
+            # with workers, the next batches are parsed while this process writes the current one
+            pending = deque(self._submit(pool, b) for b in batches[: PREFETCH_BATCHES + 1 if pool else 1])
+            queued, done = len(pending), 0
+            while pending:
+                self._checkpoint()
+                batch, futures = pending.popleft()
+                if queued < len(batches):
+                    pending.append(self._submit(pool, batches[queued]))
+                    queued += 1
+                reads = self._read_batch([s for s, _ in batch], t0, pool, futures)
+                self._checkpoint()
+                self._write_batch(batch, reads, run_ids, vs_ids, t0, report, scan.problems, scanned_ok)
+                done += len(batch)
+                if self.progress:
+                    self.progress("index", done, total)
 
         self._checkpoint()
         vanished = [
@@ -460,11 +479,46 @@ class Indexer:
 
     # ------------------------------------------------------------------ reading payloads
 
-    def _read_batch(self, batch: list[_Seen], t0: float) -> list[_Read]:
+    def _pool_for(self, todo: list[tuple[_Seen, FileRow | None]]) -> contextlib.AbstractContextManager[ReadPool | None]:
+        """Worker processes for this run's pick files, when there are enough of them to repay the fork."""
+        n = sum(1 for s, _ in todo if ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry))
+        workers = self.workers if self.workers is not None else default_workers()
+        if not ReadPool.usable(self.roots, n, workers):
+            return contextlib.nullcontext()
+        return ReadPool(self.roots, self.limits, workers)
+
+    def _submit(self, pool: ReadPool | None, batch: list[tuple[_Seen, FileRow | None]]) -> _Batch:
+        """Hand a batch's pick files to the workers (if any); the rest is read when the batch is written."""
+        futures: dict[str, tuple[list[_Seen], list[Any]]] = {}
+        if pool is not None:
+            by_layer: dict[str, list[_Seen]] = defaultdict(list)
+            for s, _ in batch:
+                if ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry):
+                    by_layer[s.layer].append(s)
+            for layer, seen in by_layer.items():
+                futures[layer] = (seen, pool.submit(layer, [(s.key.kind, s.entry) for s in seen]))
+        return batch, futures
+
+    def _read_batch(
+        self,
+        batch: list[_Seen],
+        t0: float,
+        pool: ReadPool | None = None,
+        futures: dict[str, tuple[list[_Seen], list[Any]]] | None = None,
+    ) -> list[_Read]:
+        out: list[_Read] = []
+        pooled: set[int] = set()
+        for seen, fs in (futures or {}).values():
+            results = pool.results(fs, len(seen)) if pool is not None and fs else None
+            if results is None:
+                continue  # a worker died: these are read below, in this process
+            self.read_counter += len(seen)
+            out.extend(_Read(s, header, error) for s, (header, error) in zip(seen, results, strict=True))
+            pooled.update(id(s) for s in seen)
         by_root: dict[str, list[_Seen]] = defaultdict(list)
         for s in batch:
-            by_root[s.layer].append(s)
-        out: list[_Read] = []
+            if id(s) not in pooled:
+                by_root[s.layer].append(s)
         for layer, items in by_root.items():
             root = self.roots[layer]
             if root.read_concurrency <= 1:
@@ -473,8 +527,8 @@ class Indexer:
                         self._checkpoint()  # no transaction is open while reading: a stop can land here
                     out.append(self._read_one(root, s))
             else:
-                with ThreadPoolExecutor(max_workers=root.read_concurrency) as pool:
-                    out.extend(pool.map(lambda s, r=root: self._read_one(r, s), items))
+                with ThreadPoolExecutor(max_workers=root.read_concurrency) as threads:
+                    out.extend(threads.map(lambda s, r=root: self._read_one(r, s), items))
         # copick writes JSON in place: give freshly modified files one more chance.
         retry = [r for r in out if r.error and r.seen.entry.mtime and t0 - r.seen.entry.mtime < RACY_WINDOW_S * 2]
         if retry:
@@ -491,26 +545,8 @@ class Indexer:
 
     def _read_one(self, root: Root, s: _Seen) -> _Read:
         self.read_counter += 1
-        where = root.url_of(s.entry.path)
-        try:
-            return _Read(s, SPECS[s.key.kind].read(root, s.entry, self.limits))
-        except PayloadError as exc:
-            return _Read(s, error=str(exc))
-        except PermissionError:
-            return _Read(s, error=f"{where}: cannot read (permission denied); fix its permissions (chmod a+r)")
-        except OSError as exc:
-            return _Read(
-                s,
-                error=f"{where}: cannot read ({root.scrub(exc.strerror or str(exc))}); check the file "
-                "and the storage, then index again",
-            )
-        except Exception as exc:  # a reader must never take the run down: anything odd in a file is an error row
-            log.debug("unexpected error reading %s", where, exc_info=True)
-            return _Read(
-                s,
-                error=f"{where}: cannot be read ({type(exc).__name__}: {root.scrub(str(exc))[:300]}); "
-                "fix or remove the file, then index again",
-            )
+        header, error = read_entity(root, s.key.kind, s.entry, self.limits)
+        return _Read(s, header, error)
 
     # ------------------------------------------------------------------ writing
 
@@ -563,8 +599,9 @@ class Indexer:
                     stale.append((r.seen.key.kind, old))
                 continue
             good.append((r, self._row_values(r.seen, r.header.values, run_ids, vs_ids, t0)))
+        new = frozenset(where for where, old in olds.items() if old is None)
         try:
-            self._store(good, stale, t0)
+            self._store(good, stale, t0, new)
         except _REFUSED as exc:
             if len(good) <= 1 and not stale:
                 raise
@@ -572,7 +609,7 @@ class Indexer:
             self._store([], stale, t0)
             for item in good:  # one file the database refuses must not keep the others out
                 try:
-                    self._store([item], [], t0)
+                    self._store([item], [], t0, new)
                 except _REFUSED as one:
                     old = olds[(item[0].seen.layer, item[0].seen.entry.path)]
                     reason = " ".join(str(getattr(one, "orig", None) or one).split())[:200]
@@ -608,8 +645,18 @@ class Indexer:
         problems[(r.seen.layer, e.path)] = Problem("parse", "error", message, None if fresh else e.fingerprint)
         report.error_messages.append(message)
 
-    def _store(self, good: list[tuple[_Read, dict[str, Any]]], stale: list[tuple[Kind, FileRow]], t0: float) -> None:
-        """Upsert the rows of ``good`` (with their points and run summaries) and mark ``stale``, in one transaction."""
+    def _store(
+        self,
+        good: list[tuple[_Read, dict[str, Any]]],
+        stale: list[tuple[Kind, FileRow]],
+        t0: float,
+        new: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
+        """Upsert the rows of ``good`` (with their points and run summaries) and mark ``stale``, in one transaction.
+
+        ``new``: files the snapshot did not hold. A row another writer adds meanwhile is newer than ``t0``,
+        so the guarded upsert leaves it alone and never returns it: a returned new row has no old points.
+        """
         rows_by_kind: dict[Kind, list[dict[str, Any]]] = defaultdict(list)
         points_by_path: dict[tuple[str, str], PointSource] = {}
         for r, row in good:
@@ -631,7 +678,7 @@ class Indexer:
                 )
                 if kind is Kind.PICK:
                     ids = {(layer, path): pid for pid, layer, path in written}
-                    replace_points(conn, ids, points_by_path)
+                    replace_points(conn, ids, points_by_path, new)
                     refresh_run_objects(conn, self.project_id, {r["run_id"] for r in rows})
             for kind, old in stale:
                 model: Any = FILE_MODELS[kind]

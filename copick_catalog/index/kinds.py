@@ -41,7 +41,7 @@ class Header:
     """What reading one entity's header produced: column values, and for picks the points."""
 
     values: dict[str, Any]
-    points: list[tuple[Any, ...]] | pickstream.PointStream | None = None
+    points: pickrows.PointBlock | pickstream.PointStream | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def _read_picks(root: Root, entry: Entry, limits: Limits) -> Header:
     if len(data) >= pickstream.STREAM_BYTES:  # grew since it was listed
         return _stream_picks(root, entry, limits)
     try:
-        head, rows = pickrows.decode_file(data)
+        head, rows = pickrows.decode_block(data)
     except (ValueError, msgspec.DecodeError) as exc:
         raise PayloadError(
             root.url_of(entry.path),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,10 +10,11 @@ from sqlalchemy.engine import Connection
 
 from ..catalog.db import chunks, is_sqlite, upsert_insert
 from ..catalog.schema import IndexRun, PackedPoints, Point, table_of
+from ..formats.pickrows import PointBlock
 from ..formats.picks import pack_points
 from ..formats.pickstream import PointStream
 
-PointSource = Sequence[tuple[Any, ...]] | PointStream
+PointSource = PointBlock | PointStream
 
 #: index_runs rows kept per project (plus the newest finished run of each trigger); see prune_index_runs.
 KEEP_INDEX_RUNS = 1000
@@ -76,30 +77,36 @@ def upsert(
 
 
 def replace_points(
-    conn: Connection, ids: dict[tuple[str, str], int], points_by_path: dict[tuple[str, str], PointSource]
+    conn: Connection,
+    ids: dict[tuple[str, str], int],
+    points_by_path: dict[tuple[str, str], PointSource],
+    new: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     """Rewrite the points of every pick row this batch wrote: the ``points`` rows and the packed copy.
 
     A streamed file's points (:class:`PointStream`) arrive in batches and are inserted as they come, so a
     million-point file costs one batch of rows in memory (plus its packed copy, 40 bytes a point).
+    ``new`` names the picks the catalog did not hold before this run: they have no points to delete.
     """
     if not ids:
         return
-    pick_ids = list(ids.values())
+    pick_ids = [pid for where, pid in ids.items() if where not in new]
     for chunk in chunks(pick_ids):
         conn.execute(sa.delete(Point).where(Point.pick_id.in_(chunk)))
         conn.execute(sa.delete(PackedPoints).where(PackedPoints.pick_id.in_(chunk)))
     packed: list[dict[str, Any]] = []
-    rows: list[tuple[Any, ...]] = []
+    blocks: list[tuple[int, PointBlock]] = []
     for where, pid in ids.items():
-        source = points_by_path.get(where, ())
+        source = points_by_path.get(where)
         if isinstance(source, PointStream):
             packed.append({"pick_id": pid, "data": _insert_stream(conn, pid, source)})
             continue
-        rows.extend((pid, *pt) for pt in source)
-        packed.append({"pick_id": pid, "data": pack_points([pt[1:6] for pt in source])})
-    if rows:
-        bulk_insert_points(conn, rows)
+        if source is None:
+            source = PointBlock(b"")
+        blocks.append((pid, source))
+        packed.append({"pick_id": pid, "data": source.packed})
+    if blocks:
+        bulk_insert_points(conn, PointBlock.insert_rows(blocks))
     conn.execute(sa.insert(PackedPoints), packed)
 
 
@@ -119,7 +126,7 @@ def _insert_stream(conn: Connection, pick_id: int, stream: PointStream) -> bytes
 POINT_COLUMNS = ("pick_id", "idx", "x", "y", "z", "instance_id", "score", "transform")
 
 
-def bulk_insert_points(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+def bulk_insert_points(conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert point tuples as fast as the driver allows (executemany on SQLite, COPY on PostgreSQL)."""
     cols = ", ".join(POINT_COLUMNS)
     dbapi = conn.connection.driver_connection
