@@ -290,6 +290,60 @@ class Catalog(QueryMixin):
                 )
             )
 
+    # ------------------------------------------------------------------ export
+
+    def export(
+        self,
+        uri: str,
+        out: str | os.PathLike[str],
+        format: str = "parquet",
+        *,
+        run: Any = None,
+        batch_points: int | None = None,
+        per_run: bool = False,
+        voxel_size: float | None = None,
+        run_to_index: dict[str, int] | None = None,
+        tomo_type: str | None = None,
+        include_optics: bool = True,
+    ) -> Any:
+        """Write the picks a copick URI selects (``ribosome:alice/*``) to ``out``; returns an ``ExportReport``.
+
+        ``format="parquet"`` or ``"csv"``: every point as one table (run, object_name, user_id,
+        session_id, layer, x, y, z, instance_id, score; Å), streamed in batches of ``batch_points``
+        so memory stays flat on millions of points; in Parquet the names are dictionary columns.
+        ``"star"``, ``"em"``, ``"dynamo"``, ``"copick-csv"``: copick's own exporters run on a
+        :class:`~copick_catalog.CatalogRoot` of this catalog (needs copick), so RELION's and Dynamo's
+        conventions stay copick's; ``out`` is one combined file, or with ``per_run`` a directory
+        with one file per pick file; ``voxel_size`` (Å) is required for star, em and dynamo, and a
+        combined em or dynamo file needs ``run_to_index`` (run name -> tomogram index), as in
+        ``copick export picks``. ``run`` narrows to runs by name.
+        """
+        from .export import BATCH_POINTS, POINT_FORMATS, ExportError, check_format, export_points
+
+        check_format(format)
+        if format in POINT_FORMATS:
+            copick_only = {"per_run": per_run, "voxel_size": voxel_size, "run_to_index": run_to_index}
+            given = [k for k, v in copick_only.items() if v] + (["tomo_type"] if tomo_type else [])
+            if given:
+                raise ExportError(
+                    f"{', '.join(given)} apply to the star, em, dynamo and copick-csv formats, not to {format}"
+                )
+            return export_points(self, uri, out, format, run=run, batch_points=batch_points or BATCH_POINTS)
+        from ..copick.export import export_copick_format  # imports copick only when run (one-line error without it)
+
+        return export_copick_format(
+            self,
+            uri,
+            out,
+            format,
+            run=run,
+            per_run=per_run,
+            voxel_size=voxel_size,
+            run_to_index=run_to_index,
+            tomo_type=tomo_type,
+            include_optics=include_optics,
+        )
+
 
 def build_roots(config: CopickConfig, base_dir: Path) -> dict[str, Root]:
     """The project's roots by layer; a static root equal to the overlay (or absent) is not a layer."""

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import CatalogError, SchemaVersionError
+from .sqlfuncs import register as register_sql_functions
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def _sqlite_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engin
         # between queries instead of being re-read through the OS on every listing.
         cur.execute("PRAGMA cache_size = -65536")
         cur.close()
+        register_sql_functions(dbapi_conn)  # REGEXP (Python's re.match) and friends, for copick URIs
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

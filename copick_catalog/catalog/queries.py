@@ -10,14 +10,14 @@ hands all points of a filter to pandas or Arrow for ML pipelines without buildin
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager
 
-from ..errors import CatalogError
+from ..errors import CatalogError, NotFoundError
 from ..formats.picks import PACKED_POINT_FIELDS, pack_points, unpack_points
 from ..gcpause import gc_paused
 from .db import chunks, read_snapshot
@@ -37,6 +37,8 @@ from .schema import (
     Tomogram,
     VoxelSpacing,
 )
+from .uri_sql import columns_for, uri_conditions
+from .uris import InvalidURIError, copick_kind, parse_uri
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -131,9 +133,61 @@ class QueryMixin:
                 stmt = stmt.execution_options(populate_existing=True)
             with gc_paused():
                 rows = list(s.scalars(stmt))
+        except sa.exc.DataError as exc:
+            s.rollback()
+            if "regular expression" in str(exc.orig):  # a re: URI part PostgreSQL's regex engine cannot read
+                raise InvalidURIError(
+                    f"PostgreSQL refuses a regular expression of the URI ({str(exc.orig).strip()}); write it in the "
+                    "syntax Python and PostgreSQL share (classes, *, +, {m,n}, groups, |, anchors)"
+                ) from None
+            raise
         finally:
             s.commit()  # end the read transaction: SQLite readers must not pin old WAL snapshots
         return rows
+
+    def _uri(self, stmt: Any, kind: str, uri: str | None) -> Any:
+        """``stmt`` narrowed to what the copick URI ``uri`` selects (see :mod:`~copick_catalog.catalog.uri_sql`)."""
+        if uri is None:
+            return stmt
+        parsed = parse_uri(uri, kind)
+        stmt = stmt.where(*uri_conditions(parsed, columns_for(parsed.kind), self.engine.dialect.name))
+        if parsed.kind == "feature":  # copick finds features through their tomogram: one must exist
+            stmt = stmt.where(
+                sa.exists().where(
+                    Tomogram.voxel_spacing_id == Feature.voxel_spacing_id, Tomogram.tomo_type == Feature.tomo_type
+                )
+            )
+        return stmt
+
+    def resolve(self, kind: str, uri: str, run: Filter = None) -> list[Any]:
+        """The rows a copick URI selects, as ``copick.util.uri.resolve_copick_objects`` would find them, in one query.
+
+        ``kind`` is picks, meshes, filaments, segmentations, tomograms or features (copick's singular
+        names work too); ``uri`` is copick's grammar (``ribosome:alice/*``, ``membrane:*/*@10``,
+        ``wbp@10``, ``wbp@10:sobel``, ``re:`` for regular expressions; see
+        :mod:`~copick_catalog.catalog.uris`). ``run`` narrows to runs by name; a single run name the
+        project does not have is an error, as in copick. Each row comes once (copick lists a feature
+        once per tomogram of its type, so twice when that tomogram is in both layers).
+        """
+        helpers: dict[str, Callable[..., list[Any]]] = {
+            "picks": self.picks,
+            "mesh": self.meshes,
+            "filaments": self.filaments,
+            "segmentation": self.segmentations,
+            "tomogram": self.tomograms,
+            "feature": self.features,
+        }
+        rows = helpers[copick_kind(kind)](run=run, uri=uri)
+        if not rows and isinstance(run, str) and not self.runs(run):
+            raise NotFoundError(
+                f"run {run!r} not found in project {self._project_name()!r}; `copick-catalog query runs CONFIG` lists "
+                "its runs (index again if the run was added since)"
+            )
+        return rows
+
+    def _project_name(self) -> str:
+        config = getattr(self, "config", None)
+        return str(getattr(config, "name", self.project_id))
 
     # ------------------------------------------------------------------ row helpers
 
@@ -154,9 +208,17 @@ class QueryMixin:
         return self._rows(stmt.order_by(Run.name, VoxelSpacing.voxel_size))
 
     def tomograms(
-        self, run: Filter = None, voxel_size: Filter = None, tomo_type: Filter = None, layer: Filter = None
+        self,
+        run: Filter = None,
+        voxel_size: Filter = None,
+        tomo_type: Filter = None,
+        layer: Filter = None,
+        *,
+        uri: str | None = None,
     ) -> list[Tomogram]:
-        """Tomograms with shape, dtype and levels from their headers; ``.open()`` on a row gives the zarr group."""
+        """Tomograms with shape, dtype and levels from their headers; ``.open()`` on a row gives the zarr group.
+
+        ``uri`` is a copick tomogram URI (``wbp@10``), ANDed with the other filters."""
         stmt = (
             sa.select(Tomogram)
             .join(Tomogram.voxel_spacing)
@@ -173,6 +235,7 @@ class QueryMixin:
                 (Tomogram.layer, layer),
             ],
         )
+        stmt = self._uri(stmt, "tomogram", uri)
         return self._rows(stmt.order_by(Run.name, VoxelSpacing.voxel_size, Tomogram.tomo_type, Tomogram.layer))
 
     def features(
@@ -182,8 +245,12 @@ class QueryMixin:
         tomo_type: Filter = None,
         feature_type: Filter = None,
         layer: Filter = None,
+        *,
+        uri: str | None = None,
     ) -> list[Feature]:
-        """Feature maps of tomograms, by run, voxel size, tomogram type and feature type."""
+        """Feature maps of tomograms, by run, voxel size, tomogram type and feature type.
+
+        ``uri`` is a copick feature URI (``wbp@10:sobel``), ANDed with the other filters."""
         stmt = (
             sa.select(Feature)
             .join(Feature.voxel_spacing)
@@ -201,10 +268,18 @@ class QueryMixin:
                 (Feature.layer, layer),
             ],
         )
+        stmt = self._uri(stmt, "feature", uri)
         return self._rows(stmt.order_by(Run.name, Feature.tomo_type, Feature.feature_type, Feature.layer))
 
     def _annotations(
-        self, model: Any, run: Filter, object_name: Filter, user_id: Filter, session_id: Filter, layer: Filter
+        self,
+        model: Any,
+        run: Filter,
+        object_name: Filter,
+        user_id: Filter,
+        session_id: Filter,
+        layer: Filter,
+        uri: str | None = None,
     ) -> list[Any]:
         # No join: rows carry run_name, and .run stays a lazy relationship for whoever asks for it.
         stmt = sa.select(model).where(model.project_id == self.project_id)
@@ -218,6 +293,7 @@ class QueryMixin:
                 (model.layer, layer),
             ],
         )
+        stmt = self._uri(stmt, {Pick: "picks", Mesh: "mesh", Filament: "filaments"}[model], uri)
         return self._rows(
             stmt.order_by(model.run_name, model.object_name, model.user_id, model.session_id, model.layer)
         )
@@ -229,9 +305,13 @@ class QueryMixin:
         user_id: Filter = None,
         session_id: Filter = None,
         layer: Filter = None,
+        *,
+        uri: str | None = None,
     ) -> list[Pick]:
-        """Pick files matching every given filter; ``.open()`` on a row reads its points."""
-        return self._annotations(Pick, run, object_name, user_id, session_id, layer)
+        """Pick files matching every given filter; ``.open()`` on a row reads its points.
+
+        ``uri`` is a copick URI (``ribosome:alice/*``), ANDed with the other filters."""
+        return self._annotations(Pick, run, object_name, user_id, session_id, layer, uri)
 
     def meshes(
         self,
@@ -240,9 +320,13 @@ class QueryMixin:
         user_id: Filter = None,
         session_id: Filter = None,
         layer: Filter = None,
+        *,
+        uri: str | None = None,
     ) -> list[Mesh]:
-        """Mesh files matching every given filter, with vertex and face counts; ``.open()`` gives a trimesh Scene."""
-        return self._annotations(Mesh, run, object_name, user_id, session_id, layer)
+        """Mesh files matching every given filter, with vertex and face counts; ``.open()`` gives a trimesh Scene.
+
+        ``uri`` is a copick URI (``membrane:*/0``), ANDed with the other filters."""
+        return self._annotations(Mesh, run, object_name, user_id, session_id, layer, uri)
 
     def filaments(
         self,
@@ -251,9 +335,13 @@ class QueryMixin:
         user_id: Filter = None,
         session_id: Filter = None,
         layer: Filter = None,
+        *,
+        uri: str | None = None,
     ) -> list[Filament]:
-        """Filament files matching every given filter; ``.open()`` reads the curves."""
-        return self._annotations(Filament, run, object_name, user_id, session_id, layer)
+        """Filament files matching every given filter; ``.open()`` reads the curves.
+
+        ``uri`` is a copick URI (``microtubule:*/*``), ANDed with the other filters."""
+        return self._annotations(Filament, run, object_name, user_id, session_id, layer, uri)
 
     def segmentations(
         self,
@@ -265,8 +353,13 @@ class QueryMixin:
         is_multilabel: bool | None = None,
         kind: Filter = None,
         layer: Filter = None,
+        *,
+        uri: str | None = None,
     ) -> list[Segmentation]:
-        """Segmentations (semantic, instance, panoptic: ``kind``) by run, voxel size, name, user, session."""
+        """Segmentations (semantic, instance, panoptic: ``kind``) by run, voxel size, name, user, session.
+
+        ``uri`` is a copick segmentation URI (``membrane:*/*@10``, ``?multilabel=true``), ANDed with the
+        other filters; like copick, a URI without a type selects binary and multilabel segmentations."""
         stmt = sa.select(Segmentation).where(Segmentation.project_id == self.project_id)
         stmt = _where(
             stmt,
@@ -281,6 +374,7 @@ class QueryMixin:
                 (Segmentation.layer, layer),
             ],
         )
+        stmt = self._uri(stmt, "segmentation", uri)
         return self._rows(
             stmt.order_by(Segmentation.run_name, Segmentation.voxel_size, Segmentation.name, Segmentation.layer)
         )
@@ -425,10 +519,56 @@ class QueryMixin:
         )
         return self._all(stmt)
 
+    def pick_timeline(
+        self,
+        by: Sequence[str] = (),
+        *,
+        bucket_s: float = 86400.0,
+        since: float | None = None,
+        **filters: Filter,
+    ) -> list[dict[str, Any]]:
+        """Pick files and points by when their file was last modified, in buckets of ``bucket_s`` seconds.
+
+        The catalog keeps no creation time, only each file's modification time (``picks.mtime``, from
+        the listing: ``st_mtime`` locally, ``LastModified`` on S3), so this says when work was last
+        saved: a file edited today counts today. Rows carry ``bucket`` (its start, seconds since the
+        epoch; UTC days by default; None for files whose listing gave no time), the ``by`` columns of
+        ``picks``, ``picks`` and ``points``. ``since`` keeps files modified at or after that time (the
+        week's work). One query: the bucket is computed per row in a subquery and grouped outside it.
+        """
+        bad = [c for c in by if c not in Pick.__table__.c]
+        if bad:
+            raise CatalogError(f"cannot group by {bad}; pick columns are: {', '.join(Pick.__table__.c.keys())}")
+        if not bucket_s > 0:
+            raise CatalogError(f"bucket_s must be a positive number of seconds, not {bucket_s!r}")
+        ratio = Pick.mtime / float(bucket_s)
+        whole = sa.cast(ratio, sa.BigInteger)  # truncates on SQLite, rounds on PostgreSQL: step down if above
+        floor = whole - sa.cast(ratio < whole, sa.Integer)
+        inner = sa.select(
+            (floor * float(bucket_s)).label("bucket"), *(Pick.__table__.c[c] for c in by), Pick.n_points
+        ).where(Pick.project_id == self.project_id)
+        if since is not None:
+            inner = inner.where(Pick.mtime >= float(since))
+        sub = self._filters(inner, Pick, filters).subquery()
+        keys = [sub.c.bucket, *(sub.c[c] for c in by)]
+        stmt = (
+            sa.select(*keys, sa.func.count().label("picks"), sa.func.sum(sub.c.n_points).label("points"))
+            .group_by(*keys)
+            .order_by(*keys)
+        )
+        rows = self._all(stmt)
+        for row in rows:
+            row["bucket"] = None if row["bucket"] is None else float(row["bucket"])
+            row["picks"], row["points"] = int(row["picks"]), int(row["points"] or 0)
+        return rows
+
     def _filters(self, stmt: Any, model: Any, filters: dict[str, Filter]) -> Any:
         for name, value in filters.items():
             if name == "run":
                 stmt = stmt.where(model.run_id.in_(_where(sa.select(Run.id), [(Run.name, value)])))
+                continue
+            if name == "uri":  # a copick URI of picks (the only table these aggregates read)
+                stmt = self._uri(stmt, "picks", value)
                 continue
             if name not in model.__table__.c:
                 raise CatalogError(

@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from . import db, index, query, sample, watch
+from . import db, export, index, query, report, sample, watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +34,9 @@ for _command in (
     db.db,
     sample.sample,
     sample.demo,
+    report.report,
+    report.serve,
+    export.export,
 ):
     main.add_command(_command)
 

@@ -19,14 +19,31 @@ def _v(values: tuple[str, ...]) -> list[str] | None:
     return list(values) or None
 
 
+#: An optional copick URI after CONFIG (``ribosome:alice/*``), ANDed with the options.
+URI_ARG = click.argument("uri", required=False, metavar="[URI]")
+
+_URI_HELP = (
+    " URI is a copick URI ({grammar}, e.g. '{example}'); parts are globs, or regular expressions after 're:',"
+    " and missing parts mean *."
+)
+
+
 @click.group()
 def query() -> None:
     """List catalog rows matching filters (repeat an option to match any of several values)."""
 
 
 def _annotation_command(kind: str) -> click.Command:
-    @query.command(kind, help=f"{kind.capitalize()} by run, object, user, session, layer.")
+    @query.command(
+        kind,
+        help=f"{kind.capitalize()} by copick URI, run, object, user, session, layer."
+        + _URI_HELP.format(
+            grammar="object:user/session",
+            example={"picks": "ribosome:alice/*", "meshes": "membrane:*/*", "filaments": "microtubule:*/*"}[kind],
+        ),
+    )
     @CONFIG_ARG
+    @URI_ARG
     @DB_OPTION
     @_multi("run", "run name")
     @_multi("object", "object name")
@@ -37,6 +54,7 @@ def _annotation_command(kind: str) -> click.Command:
     @friendly
     def cmd(
         config: Path,
+        uri: str | None,
         db: str | None,
         run: tuple[str, ...],
         object: tuple[str, ...],
@@ -47,7 +65,7 @@ def _annotation_command(kind: str) -> click.Command:
     ) -> None:
         with open_catalog(config, db) as cat:
             rows = getattr(cat, kind)(
-                run=_v(run), object_name=_v(object), user_id=_v(user), session_id=_v(session), layer=layer
+                run=_v(run), object_name=_v(object), user_id=_v(user), session_id=_v(session), layer=layer, uri=uri
             )
             cols = [
                 "run",
@@ -97,6 +115,7 @@ def query_runs(
 
 @query.command("tomograms")
 @CONFIG_ARG
+@URI_ARG
 @DB_OPTION
 @_multi("run", "run name")
 @click.option("--voxel-size", "voxel_size", type=float, multiple=True)
@@ -105,13 +124,14 @@ def query_runs(
 @friendly
 def query_tomograms(
     config: Path,
+    uri: str | None,
     db: str | None,
     run: tuple[str, ...],
     voxel_size: tuple[float, ...],
     tomo_type: tuple[str, ...],
     fmt: str,
 ) -> None:
-    """Tomograms with shape, dtype and scale levels."""
+    """Tomograms with shape, dtype and scale levels, by copick URI (tomo_type@voxel, e.g. 'wbp@10') and options."""
     with open_catalog(config, db) as cat:
         rows = [
             {
@@ -124,13 +144,14 @@ def query_tomograms(
                 "n_levels": t.n_levels,
                 "path": t.path,
             }
-            for t in cat.tomograms(run=_v(run), voxel_size=list(voxel_size) or None, tomo_type=_v(tomo_type))
+            for t in cat.tomograms(run=_v(run), voxel_size=list(voxel_size) or None, tomo_type=_v(tomo_type), uri=uri)
         ]
         emit(rows, ["run", "voxel_size", "tomo_type", "layer", "shape", "dtype", "n_levels", "path"], fmt, "tomograms")
 
 
 @query.command("features")
 @CONFIG_ARG
+@URI_ARG
 @DB_OPTION
 @_multi("run", "run name")
 @_multi("tomo-type", "tomogram type")
@@ -139,13 +160,14 @@ def query_tomograms(
 @friendly
 def query_features(
     config: Path,
+    uri: str | None,
     db: str | None,
     run: tuple[str, ...],
     tomo_type: tuple[str, ...],
     feature_type: tuple[str, ...],
     fmt: str,
 ) -> None:
-    """Feature maps of tomograms."""
+    """Feature maps of tomograms, by copick URI (tomo_type@voxel:feature_type, e.g. 'wbp@10:sobel') and options."""
     with open_catalog(config, db) as cat:
         rows = [
             {
@@ -157,13 +179,14 @@ def query_features(
                 "shape": f.shape,
                 "path": f.path,
             }
-            for f in cat.features(run=_v(run), tomo_type=_v(tomo_type), feature_type=_v(feature_type))
+            for f in cat.features(run=_v(run), tomo_type=_v(tomo_type), feature_type=_v(feature_type), uri=uri)
         ]
         emit(rows, ["run", "voxel_size", "tomo_type", "feature_type", "layer", "shape", "path"], fmt, "features")
 
 
 @query.command("segmentations")
 @CONFIG_ARG
+@URI_ARG
 @DB_OPTION
 @_multi("run", "run name")
 @click.option("--voxel-size", "voxel_size", type=float, multiple=True)
@@ -175,6 +198,7 @@ def query_features(
 @friendly
 def query_segmentations(
     config: Path,
+    uri: str | None,
     db: str | None,
     run: tuple[str, ...],
     voxel_size: tuple[float, ...],
@@ -184,7 +208,11 @@ def query_segmentations(
     is_multilabel: bool | None,
     fmt: str,
 ) -> None:
-    """Segmentations (semantic, instance, panoptic) with shape and dtype."""
+    """Segmentations (semantic, instance, panoptic) with shape and dtype, by copick URI and options.
+
+    URI is name:user/session@voxel, with ?multilabel=true, ?instance=true or ?panoptic=true for a type
+    (without one: binary and multilabel segmentations, as in copick), e.g. 'membrane:*/*@10'.
+    """
     with open_catalog(config, db) as cat:
         rows = [
             {
@@ -206,6 +234,7 @@ def query_segmentations(
                 user_id=_v(user),
                 session_id=_v(session),
                 is_multilabel=is_multilabel,
+                uri=uri,
             )
         ]
         emit(

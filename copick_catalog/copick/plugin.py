@@ -20,9 +20,21 @@ from typing import Any
 
 import click
 
-from ..cli import db, index, query, watch
+from ..cli import db, export, index, query, report, watch
 
-COMMANDS = (index.index, index.errors, query.query, query.sql, query.stats, watch.watch, watch.status, db.db)
+COMMANDS = (
+    index.index,
+    index.errors,
+    query.query,
+    query.sql,
+    query.stats,
+    watch.watch,
+    watch.status,
+    db.db,
+    report.report,
+    report.serve,
+    export.export,
+)
 
 
 def _config_option() -> click.Option:
