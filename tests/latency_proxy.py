@@ -19,6 +19,7 @@ import contextlib
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 
 class LatencyProxy:
@@ -131,3 +132,59 @@ class LatencyProxy:
             queue.put_nowait((0.0, b""))
             with contextlib.suppress(ConnectionError, OSError):
                 await releaser
+
+
+def _proxy_main(host: str, port: int, delay: float, conn: Any) -> None:
+    with LatencyProxy(host, port, delay) as proxy:
+        conn.send(proxy.port)
+        while True:
+            cmd = conn.recv()
+            if cmd == "peak":
+                conn.send(proxy.peak_active)
+            elif cmd == "reset":
+                proxy.reset_peak()
+                conn.send(None)
+            else:
+                break
+
+
+class ProxyProcess:
+    """A :class:`LatencyProxy` in a process of its own, so its event loop never competes for the GIL of
+    the process being measured (an in-process proxy thread would slow the client it delays)."""
+
+    def __init__(self, host: str, port: int, delay: float = 0.025) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_proxy_main, args=(host, port, delay, child), daemon=True)
+        self._proc.start()
+        if not self._conn.poll(30):
+            raise RuntimeError("the latency proxy process did not start")
+        self.port: int = self._conn.recv()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def peak_active(self) -> int:
+        self._conn.send("peak")
+        return int(self._conn.recv())
+
+    def reset_peak(self) -> None:
+        self._conn.send("reset")
+        self._conn.recv()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._conn.send("stop")
+            self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.kill()
+
+    def __enter__(self) -> ProxyProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

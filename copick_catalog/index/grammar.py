@@ -401,7 +401,7 @@ def parse(path: str, objects: Sequence[str] = (), *, is_dir: bool | None = None)
     """
     parts = path.strip("/").split("/")
     n = len(parts)
-    if any(p in ("", ".", "..") for p in parts):
+    if "" in parts or "." in parts or ".." in parts:
         return None
     top = parts[0]
     if top == OBJECTS_DIR and n == 2 and parts[1].endswith(".zarr") and is_dir is not False:

@@ -133,8 +133,9 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
     files: dict[tuple[Kind, str, str], FileRow] = {}
     with engine.connect() as conn, conn.begin():
         # one statement for all seven tables: a write-through on PostgreSQL pays one round trip, not seven
+        kinds = {k.value: k for k in Kind}
         for kind_name, rid, layer, path, fp, racy, stale, at in conn.execute(sa.union_all(*parts)):
-            files[(Kind(kind_name), layer, path)] = FileRow(rid, fp, bool(racy), bool(stale), at)
+            files[(kinds[kind_name], layer, path)] = FileRow(rid, fp, bool(racy), bool(stale), at)
         runs = {
             name: DirRow(rid, st, ov, at)
             for rid, name, st, ov, at in conn.execute(

@@ -153,34 +153,44 @@ class LocalRoot(Root):
                 )
                 continue
             stats.list_calls += 1
+            here = grammar.descend(parts)  # once per directory, not once per file in it
             with it:
                 for de in it:
-                    entry = self._entry(parts, de, stats, stack)
+                    entry = self._entry(parts, here, de, stats, stack)
                     if entry is not None:
                         stats.entries += 1
                         yield entry
 
     def _entry(
-        self, parts: tuple[str, ...], de: os.DirEntry[str], stats: ListingStats, stack: list[tuple[str, ...]]
+        self,
+        parts: tuple[str, ...],
+        here: bool,
+        de: os.DirEntry[str],
+        stats: ListingStats,
+        stack: list[tuple[str, ...]],
     ) -> Entry | None:
-        child = (*parts, de.name)
-        rel = "/".join(child)
+        """One directory entry; ``here`` is ``grammar.descend(parts)`` (whether files in this directory count)."""
         try:
             if de.is_dir():
+                child = (*parts, de.name)
+                rel = "/".join(child)
                 if grammar.is_zarr_group_dir(child):
                     return self._group(rel, de.path, stats)
                 st = de.stat()
                 if grammar.descend(child):
                     stack.append(child)
                 return Entry(rel, True, "dir", st.st_mtime)
-            if not grammar.descend(parts):
+            if not here:
                 return None
             st = de.stat()
+            rel = "/".join((*parts, de.name))
             return Entry(rel, False, f"{st.st_size}:{st.st_mtime_ns}", st.st_mtime, st.st_size)
         except FileNotFoundError:  # vanished between listing and stat
             return None
         except OSError as exc:
-            if not (grammar.descend(parts) or grammar.descend(child)):
+            child = (*parts, de.name)
+            rel = "/".join(child)
+            if not (here or grammar.descend(child)):
                 return None
             return Entry(rel, False, "error", error=f"{de.path}: cannot examine ({_reason(exc)}); fix or remove it")
 
