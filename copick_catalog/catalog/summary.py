@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import chunks, upsert_insert
+from .db import chunks, is_sqlite, upsert_insert
 from .schema import Pick, PickableObject, Run, RunObject, table_of
 
 #: First key of the advisory lock that serialises refreshes of one project's run_objects on PostgreSQL.
@@ -26,7 +26,14 @@ def refresh_run_objects(conn: Connection, project_id: int, run_ids: Iterable[int
 
     Rows for objects no longer in the config are dropped; a run deleted from ``runs`` takes its
     rows with it (``ON DELETE CASCADE``).
+
+    On PostgreSQL, refreshes of one project take turns (a transaction-level advisory lock): under READ
+    COMMITTED, a config change's refresh running beside an index batch cannot see the rows that batch
+    inserts for a new run, so an object just removed from the config would keep rows there for good.
+    Waiting for the other transaction to commit first makes each refresh see what the other wrote.
     """
+    if not is_sqlite(conn):
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, :pid)"), {"ns": SUMMARY_NAMESPACE, "pid": project_id})
     if run_ids is None:
         _refresh(conn, project_id, None)
         return
