@@ -40,6 +40,7 @@ PYTHON_OF = {
     "db readonly-role": ["Catalog.create_readonly_role"],
     "sample": ["sample.make_sample_project"],
     "demo": ["sample.make_sample_project", "Catalog.open", "Catalog.index"],
+    "projects": ["Catalog.projects", "Catalog.open_db"],
     "export points": ["Catalog.export"],
     "report": ["report.write_report"],
     "serve": ["report.serve"],

@@ -19,13 +19,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..config import CopickConfig, load_config
+from ..config import CopickConfig, load_config, parse_config
 from ..errors import CatalogError
 from ..index.indexer import Indexer, IndexReport
 from ..index.kinds import Limits
 from ..index.roots import Root, open_root
 from .db import check_schema, create_engine, current_revision, ensure_schema, normalize_url, write_tx
 from .locks import project_lock
+from .projects import ProjectInfo, list_projects, pick_project
 from .queries import QueryMixin
 from .schema import FileBacked, IndexErrorRow, IndexRun, PickableObject, Project, table_of
 from .sql import SqlResult, create_readonly_role, run_readonly_sql
@@ -146,6 +147,52 @@ class Catalog(QueryMixin):
         return cat
 
     read_only: bool = False
+
+    # ------------------------------------------------------------------ several projects in one database
+
+    @staticmethod
+    def projects(db: str) -> list[ProjectInfo]:
+        """The projects the catalog database ``db`` holds: roots, last index, runs, pick files, points, errors.
+
+        Reads only; works with a read-only role, and without any project's config file."""
+        engine = create_engine(normalize_url(db), read_only=True)
+        try:
+            check_schema(engine)
+            return list_projects(engine)
+        finally:
+            engine.dispose()
+
+    @classmethod
+    def open_db(cls, db: str, project: str | int | None = None, *, read_only: bool = True) -> Catalog:
+        """Open one project of the catalog database ``db`` from what the database keeps, without its config file.
+
+        ``project`` is a name or an id (None: the only project there is). The config comes from the
+        ``projects`` table, credentials masked, so queries work anywhere; ``.open()`` on rows works
+        where the project's roots are reachable without credentials. Read-only unless told otherwise.
+        """
+        url = normalize_url(db)
+        engine = create_engine(url, read_only=read_only)
+        try:
+            check_schema(engine)
+            where = engine.url.render_as_string(hide_password=True)
+            info = pick_project(list_projects(engine), project, where)
+            with engine.connect() as conn:
+                stored = conn.execute(sa.select(Project.config).where(Project.id == info.id)).scalar_one()
+            config = parse_config(stored, source=f"{where} project {info.name!r}")
+        except BaseException:
+            engine.dispose()
+            raise
+        cat = cls(config, Path(info.config_path), engine, info.id)
+        cat.read_only = read_only
+        return cat
+
+    @classmethod
+    def open_all(cls, db: str, *, read_only: bool = True) -> list[Catalog]:
+        """Every project of the catalog database ``db``, each opened as :meth:`open_db` does (close each one).
+
+        For questions across a lab's projects: ask each catalog and label the answers with ``cat.config.name``.
+        """
+        return [cls.open_db(db, p.id, read_only=read_only) for p in cls.projects(db)]
 
     def sql(self, statement: str, *, timeout: float | None = 60.0, max_rows: int | None = None) -> SqlResult:
         """Run one read-only SQL query on the catalog database (see :mod:`copick_catalog.catalog.sql`).

@@ -32,6 +32,7 @@ for _command in (
     watch.watch,
     watch.status,
     db.db,
+    db.projects,
     sample.sample,
     sample.demo,
     report.report,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,42 @@ def open_catalog(config: Path, db: str | None) -> Any:
     from ..catalog import Catalog
 
     return Catalog.open(config, db=db)
+
+
+ALL_PROJECTS = click.option(
+    "--all-projects",
+    is_flag=True,
+    help="Answer for every project in the catalog database (CONFIG's, or --db), with a project column.",
+)
+
+
+@contextlib.contextmanager
+def each_catalog(config: Path, db: str | None, all_projects: bool) -> Iterator[list[tuple[str | None, Any]]]:
+    """CONFIG's catalog as ``[(None, cat)]``, or with ``all_projects`` every project of its database as
+    ``[(name, cat), ...]`` (opened read-only from the database: other projects' configs need not be here)."""
+    from ..catalog import Catalog
+    from ..catalog.catalog import default_db_for
+
+    if not all_projects:
+        with Catalog.open(config, db=db) as cat:
+            yield [(None, cat)]
+        return
+    url = db or default_db_for(Path(config).expanduser().resolve())
+    cats = Catalog.open_all(url)
+    try:
+        yield [(c.config.name, c) for c in cats]
+    finally:
+        for c in cats:
+            c.close()
+
+
+def labelled(project: str | None, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with the project as their first column when answering across projects."""
+    return list(rows) if project is None else [{"project": project, **r} for r in rows]
+
+
+def with_project(all_projects: bool, columns: Sequence[str]) -> list[str]:
+    return ["project", *columns] if all_projects else list(columns)
 
 
 def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from .common import console, friendly
+from .common import FORMAT, console, emit, friendly
 
 
 @click.group()
@@ -45,3 +45,28 @@ def db_readonly_role(name: str, url: str, password: str | None) -> None:
         f"role {escape(name)} can only read; use it with: copick-catalog sql '...' CONFIG --db "
         f"{escape(reader.render_as_string(hide_password=True))}"
     )
+
+
+@click.command()
+@click.option("--db", "url", required=True, metavar="URL", help="Catalog database URL or SQLite file.")
+@FORMAT
+@friendly
+def projects(url: str, fmt: str) -> None:
+    """List the projects a catalog database holds: roots, last index, runs, pick files, points, open errors.
+
+    Reads only, and needs no config file: on a lab's shared catalog, the way to see what is there.
+    """
+    import datetime
+
+    from ..catalog import Catalog
+
+    rows = []
+    for p in Catalog.projects(url):
+        row = p.as_dict()
+        when = p.last_indexed_at
+        row["last_indexed_at"] = (
+            None if when is None else datetime.datetime.fromtimestamp(when).isoformat(sep=" ", timespec="seconds")
+        )
+        rows.append(row)
+    cols = ["id", "name", "runs", "pick_files", "points", "open_errors", "last_indexed_at", "static_url", "overlay_url"]
+    emit(rows, [*cols, "config_path"] if fmt != "table" else cols, fmt, "projects")

@@ -8,7 +8,17 @@ from typing import Any
 
 import click
 
-from .common import CONFIG_ARG, DB_OPTION, FORMAT, emit, friendly, open_catalog
+from .common import (
+    ALL_PROJECTS,
+    CONFIG_ARG,
+    DB_OPTION,
+    FORMAT,
+    each_catalog,
+    emit,
+    friendly,
+    labelled,
+    with_project,
+)
 
 
 def _multi(name: str, help: str) -> Callable[[Any], Any]:
@@ -50,6 +60,7 @@ def _annotation_command(kind: str) -> click.Command:
     @_multi("user", "user id or tool name")
     @_multi("session", "session id ('0' means a tool)")
     @click.option("--layer", type=click.Choice(["static", "overlay"]), default=None)
+    @ALL_PROJECTS
     @FORMAT
     @friendly
     def cmd(
@@ -61,22 +72,26 @@ def _annotation_command(kind: str) -> click.Command:
         user: tuple[str, ...],
         session: tuple[str, ...],
         layer: str | None,
+        all_projects: bool,
         fmt: str,
     ) -> None:
-        with open_catalog(config, db) as cat:
-            rows = getattr(cat, kind)(
-                run=_v(run), object_name=_v(object), user_id=_v(user), session_id=_v(session), layer=layer, uri=uri
-            )
-            cols = [
-                "run",
-                "object_name",
-                "user_id",
-                "session_id",
-                "layer",
-                *(["n_points"] if kind == "picks" else ["n_vertices", "n_faces"] if kind == "meshes" else []),
-                "path",
-            ]
-            emit([{"run": r.run_name, **{c: getattr(r, c) for c in cols[1:]}} for r in rows], cols, fmt, kind)
+        cols = [
+            "run",
+            "object_name",
+            "user_id",
+            "session_id",
+            "layer",
+            *(["n_points"] if kind == "picks" else ["n_vertices", "n_faces"] if kind == "meshes" else []),
+            "path",
+        ]
+        out: list[dict[str, Any]] = []
+        with each_catalog(config, db, all_projects) as cats:
+            for project, cat in cats:
+                rows = getattr(cat, kind)(
+                    run=_v(run), object_name=_v(object), user_id=_v(user), session_id=_v(session), layer=layer, uri=uri
+                )
+                out += labelled(project, ({"run": r.run_name, **{c: getattr(r, c) for c in cols[1:]}} for r in rows))
+        emit(out, with_project(all_projects, cols), fmt, kind)
 
     return cmd
 
@@ -96,21 +111,33 @@ for _kind in ("picks", "meshes", "filaments"):
     help="Only runs with no pick file of OBJECT (the worklist of an annotation campaign).",
 )
 @_multi("user", "with --lacking: only count picks by this user")
+@ALL_PROJECTS
 @FORMAT
 @friendly
 def query_runs(
-    config: Path, db: str | None, name: tuple[str, ...], lacking: str | None, user: tuple[str, ...], fmt: str
+    config: Path,
+    db: str | None,
+    name: tuple[str, ...],
+    lacking: str | None,
+    user: tuple[str, ...],
+    all_projects: bool,
+    fmt: str,
 ) -> None:
     """Runs and which layers hold them."""
     if user and lacking is None:
         raise click.UsageError("--user only applies together with --lacking OBJECT")
-    with open_catalog(config, db) as cat:
-        runs = cat.runs(_v(name))
-        if lacking is not None:
-            without = set(cat.runs_lacking(lacking, user_id=_v(user)))
-            runs = [r for r in runs if r.name in without]
-        rows = [{"name": r.name, "in_static": r.in_static, "in_overlay": r.in_overlay} for r in runs]
-        emit(rows, ["name", "in_static", "in_overlay"], fmt, f"runs lacking {lacking}" if lacking else "runs")
+    out: list[dict[str, Any]] = []
+    with each_catalog(config, db, all_projects) as cats:
+        for project, cat in cats:
+            runs = cat.runs(_v(name))
+            if lacking is not None:
+                without = set(cat.runs_lacking(lacking, user_id=_v(user)))
+                runs = [r for r in runs if r.name in without]
+            out += labelled(
+                project, ({"name": r.name, "in_static": r.in_static, "in_overlay": r.in_overlay} for r in runs)
+            )
+    cols = with_project(all_projects, ["name", "in_static", "in_overlay"])
+    emit(out, cols, fmt, f"runs lacking {lacking}" if lacking else "runs")
 
 
 @query.command("tomograms")
@@ -120,6 +147,7 @@ def query_runs(
 @_multi("run", "run name")
 @click.option("--voxel-size", "voxel_size", type=float, multiple=True)
 @_multi("tomo-type", "tomogram type")
+@ALL_PROJECTS
 @FORMAT
 @friendly
 def query_tomograms(
@@ -129,24 +157,37 @@ def query_tomograms(
     run: tuple[str, ...],
     voxel_size: tuple[float, ...],
     tomo_type: tuple[str, ...],
+    all_projects: bool,
     fmt: str,
 ) -> None:
     """Tomograms with shape, dtype and scale levels, by copick URI (tomo_type@voxel, e.g. 'wbp@10') and options."""
-    with open_catalog(config, db) as cat:
-        rows = [
-            {
-                "run": t.voxel_spacing.run.name,
-                "voxel_size": t.voxel_spacing.voxel_size,
-                "tomo_type": t.tomo_type,
-                "layer": t.layer,
-                "shape": t.shape,
-                "dtype": t.dtype,
-                "n_levels": t.n_levels,
-                "path": t.path,
-            }
-            for t in cat.tomograms(run=_v(run), voxel_size=list(voxel_size) or None, tomo_type=_v(tomo_type), uri=uri)
-        ]
-        emit(rows, ["run", "voxel_size", "tomo_type", "layer", "shape", "dtype", "n_levels", "path"], fmt, "tomograms")
+    out: list[dict[str, Any]] = []
+    with each_catalog(config, db, all_projects) as cats:
+        for project, cat in cats:
+            out += labelled(
+                project,
+                (
+                    {
+                        "run": t.voxel_spacing.run.name,
+                        "voxel_size": t.voxel_spacing.voxel_size,
+                        "tomo_type": t.tomo_type,
+                        "layer": t.layer,
+                        "shape": t.shape,
+                        "dtype": t.dtype,
+                        "n_levels": t.n_levels,
+                        "path": t.path,
+                    }
+                    for t in cat.tomograms(
+                        run=_v(run), voxel_size=list(voxel_size) or None, tomo_type=_v(tomo_type), uri=uri
+                    )
+                ),
+            )
+    emit(
+        out,
+        with_project(all_projects, ["run", "voxel_size", "tomo_type", "layer", "shape", "dtype", "n_levels", "path"]),
+        fmt,
+        "tomograms",
+    )
 
 
 @query.command("features")
@@ -156,6 +197,7 @@ def query_tomograms(
 @_multi("run", "run name")
 @_multi("tomo-type", "tomogram type")
 @_multi("feature-type", "feature type")
+@ALL_PROJECTS
 @FORMAT
 @friendly
 def query_features(
@@ -165,23 +207,34 @@ def query_features(
     run: tuple[str, ...],
     tomo_type: tuple[str, ...],
     feature_type: tuple[str, ...],
+    all_projects: bool,
     fmt: str,
 ) -> None:
     """Feature maps of tomograms, by copick URI (tomo_type@voxel:feature_type, e.g. 'wbp@10:sobel') and options."""
-    with open_catalog(config, db) as cat:
-        rows = [
-            {
-                "run": f.voxel_spacing.run.name,
-                "voxel_size": f.voxel_spacing.voxel_size,
-                "tomo_type": f.tomo_type,
-                "feature_type": f.feature_type,
-                "layer": f.layer,
-                "shape": f.shape,
-                "path": f.path,
-            }
-            for f in cat.features(run=_v(run), tomo_type=_v(tomo_type), feature_type=_v(feature_type), uri=uri)
-        ]
-        emit(rows, ["run", "voxel_size", "tomo_type", "feature_type", "layer", "shape", "path"], fmt, "features")
+    out: list[dict[str, Any]] = []
+    with each_catalog(config, db, all_projects) as cats:
+        for project, cat in cats:
+            out += labelled(
+                project,
+                (
+                    {
+                        "run": f.voxel_spacing.run.name,
+                        "voxel_size": f.voxel_spacing.voxel_size,
+                        "tomo_type": f.tomo_type,
+                        "feature_type": f.feature_type,
+                        "layer": f.layer,
+                        "shape": f.shape,
+                        "path": f.path,
+                    }
+                    for f in cat.features(run=_v(run), tomo_type=_v(tomo_type), feature_type=_v(feature_type), uri=uri)
+                ),
+            )
+    emit(
+        out,
+        with_project(all_projects, ["run", "voxel_size", "tomo_type", "feature_type", "layer", "shape", "path"]),
+        fmt,
+        "features",
+    )
 
 
 @query.command("segmentations")
@@ -194,6 +247,7 @@ def query_features(
 @_multi("user", "user id")
 @_multi("session", "session id")
 @click.option("--multilabel/--single-label", "is_multilabel", default=None)
+@ALL_PROJECTS
 @FORMAT
 @friendly
 def query_segmentations(
@@ -206,6 +260,7 @@ def query_segmentations(
     user: tuple[str, ...],
     session: tuple[str, ...],
     is_multilabel: bool | None,
+    all_projects: bool,
     fmt: str,
 ) -> None:
     """Segmentations (semantic, instance, panoptic) with shape and dtype, by copick URI and options.
@@ -213,36 +268,44 @@ def query_segmentations(
     URI is name:user/session@voxel, with ?multilabel=true, ?instance=true or ?panoptic=true for a type
     (without one: binary and multilabel segmentations, as in copick), e.g. 'membrane:*/*@10'.
     """
-    with open_catalog(config, db) as cat:
-        rows = [
-            {
-                "run": s.run_name,
-                "voxel_size": s.voxel_size,
-                "name": s.name,
-                "user_id": s.user_id,
-                "session_id": s.session_id,
-                "is_multilabel": s.is_multilabel,
-                "kind": s.kind,
-                "layer": s.layer,
-                "shape": s.shape,
-                "dtype": s.dtype,
-            }
-            for s in cat.segmentations(
-                run=_v(run),
-                voxel_size=list(voxel_size) or None,
-                name=_v(name),
-                user_id=_v(user),
-                session_id=_v(session),
-                is_multilabel=is_multilabel,
-                uri=uri,
+    out: list[dict[str, Any]] = []
+    with each_catalog(config, db, all_projects) as cats:
+        for project, cat in cats:
+            out += labelled(
+                project,
+                (
+                    {
+                        "run": s.run_name,
+                        "voxel_size": s.voxel_size,
+                        "name": s.name,
+                        "user_id": s.user_id,
+                        "session_id": s.session_id,
+                        "is_multilabel": s.is_multilabel,
+                        "kind": s.kind,
+                        "layer": s.layer,
+                        "shape": s.shape,
+                        "dtype": s.dtype,
+                    }
+                    for s in cat.segmentations(
+                        run=_v(run),
+                        voxel_size=list(voxel_size) or None,
+                        name=_v(name),
+                        user_id=_v(user),
+                        session_id=_v(session),
+                        is_multilabel=is_multilabel,
+                        uri=uri,
+                    )
+                ),
             )
-        ]
-        emit(
-            rows,
+    emit(
+        out,
+        with_project(
+            all_projects,
             ["run", "voxel_size", "name", "user_id", "session_id", "is_multilabel", "kind", "layer", "shape", "dtype"],
-            fmt,
-            "segmentations",
-        )
+        ),
+        fmt,
+        "segmentations",
+    )
 
 
 @click.command()
@@ -273,17 +336,24 @@ def sql(statement: str, config: Path, db: str | None, fmt: str, timeout: float) 
 @click.option(
     "--by", default="object_name,user_id", show_default=True, help="Comma-separated pick columns to group by."
 )
+@ALL_PROJECTS
 @FORMAT
 @friendly
-def stats(config: Path, db: str | None, by: str, fmt: str) -> None:
+def stats(config: Path, db: str | None, by: str, all_projects: bool, fmt: str) -> None:
     """Pick files and points per object per user (or any grouping), plus each object's run coverage."""
     cols = [c.strip() for c in by.split(",") if c.strip()]
-    with open_catalog(config, db) as cat:
-        emit(cat.pick_summary(by=cols), [*cols, "picks", "points"], fmt, "picks")
-        if fmt == "table":
-            emit(
-                cat.object_coverage(),
-                ["object_name", "runs_with_picks", "runs_lacking", "picks", "points"],
-                fmt,
-                "coverage per object",
-            )
+    summary: list[dict[str, Any]] = []
+    coverage: list[dict[str, Any]] = []
+    with each_catalog(config, db, all_projects) as cats:
+        for project, cat in cats:
+            summary += labelled(project, cat.pick_summary(by=cols))
+            if fmt == "table":
+                coverage += labelled(project, cat.object_coverage())
+    emit(summary, with_project(all_projects, [*cols, "picks", "points"]), fmt, "picks")
+    if fmt == "table":
+        emit(
+            coverage,
+            with_project(all_projects, ["object_name", "runs_with_picks", "runs_lacking", "picks", "points"]),
+            fmt,
+            "coverage per object",
+        )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONFIG_ARG, DB_OPTION, friendly
+from .common import ALL_PROJECTS, CONFIG_ARG, DB_OPTION, friendly
 
 
 @click.command()
@@ -20,15 +20,22 @@ from .common import CONFIG_ARG, DB_OPTION, friendly
     show_default=True,
     help="The HTML file to write (self-contained: open it anywhere, offline).",
 )
+@ALL_PROJECTS
 @friendly
-def report(config: Path, db: str | None, out: Path) -> None:
+def report(config: Path, db: str | None, out: Path, all_projects: bool) -> None:
     """Write the campaign report of CONFIG: coverage of runs x objects per user, progress, what is missing.
 
     One self-contained HTML file, read from the catalog (opened read-only): index first for current numbers.
+    With --all-projects, --out lists every project of the catalog database, each linking to its own report.
     """
     from ..catalog import Catalog
-    from ..report import write_report
+    from ..catalog.catalog import default_db_for
+    from ..report import write_report, write_reports
 
+    if all_projects:
+        pages = write_reports(db or default_db_for(Path(config).expanduser().resolve()), out)
+        click.echo(f"wrote {pages[0]} and {len(pages) - 1} project report(s) beside it")
+        return
     with Catalog.open(config, db=db, read_only=True) as cat:
         path = write_report(cat, out)
     click.echo(f"wrote {path}")

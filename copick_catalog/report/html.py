@@ -74,6 +74,33 @@ def render(data: dict[str, Any], *, nonce: str | None = None) -> str:
     )
 
 
+def render_index(projects: Sequence[dict[str, Any]], db: str, generated_at: float, *, nonce: str | None = None) -> str:
+    """The page of a catalog's projects: one row each (runs, pick files, points, open errors, last index),
+    linking to that project's own report. ``projects`` rows carry those fields plus ``href``."""
+    nonce = nonce or secrets.token_urlsafe(18)
+    e = escape
+    head = ("project", "runs", "pick files", "points", "open errors", "last index")
+    rows = "".join(
+        f'<tr data-project="{e(p["name"])}"><td><a href="{e(p["href"])}">{e(p["name"])}</a></td>'
+        f'<td class="num">{p["runs"]:,}</td><td class="num">{p["pick_files"]:,}</td>'
+        f'<td class="num">{p["points"]:,}</td><td class="num">{p["open_errors"]:,}</td>'
+        f"<td>{e(_when(p['last_indexed_at']) if p['last_indexed_at'] else 'never')}</td></tr>"
+        for p in projects
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{e(csp(nonce))}">'
+        '<link rel="icon" href="data:,">'
+        f"<title>{len(projects)} projects \u2014 copick campaign reports</title>"
+        f'<style nonce="{nonce}">{CSS}</style></head><body>'
+        f"<header><h1>{len(projects)} projects</h1>"
+        f'<div class="meta">generated {e(_when(generated_at))} \u00b7 catalog {e(db)}</div></header>'
+        f'<main><section id="projects"><table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></section></main></body></html>\n"
+    )
+
+
 # ---------------------------------------------------------------------- sections
 
 
