@@ -7,6 +7,9 @@ Reported (each the median of fresh roots, after one warm-up of each, so the disk
 
 * ``walk_picks``: ``[len(r.picks) for r in root.runs]`` on a new root;
 * ``resolve_uri``: ``copick.util.uri.resolve_copick_objects("ribosome:alice/*", root, "picks")`` on a new root;
+* on S3, each of copick's roots starts with s3fs's caches cleared, as in a new process (s3fs keeps one
+  filesystem per arguments and its directory listings for the life of the process, so a second root in
+  one process would otherwise list nothing);
 * ``open_trust_ms``: building a CatalogRoot on a current catalog that it trusts (``index=False``, or a
   watch daemon serving it) and listing its runs (the constructor itself is lazy: the first question
   connects), and ``open_index_ms``: the same with an index first (``index=True``, what ``"auto"`` does
@@ -59,6 +62,10 @@ def bench_copick(
     cfg = json.loads(config.read_text())
 
     def theirs() -> Any:
+        if counter is not None:  # S3: a fresh root in a new process has no s3fs instance or listing cache
+            import s3fs
+
+            s3fs.S3FileSystem.clear_instance_cache()
         return CopickRootFSSpec(CopickConfigFSSpec(**cfg))
 
     def ours() -> Any:
@@ -92,8 +99,9 @@ def bench_copick(
     return out
 
 
-def bench_copick_s3(n_runs: int, reps: int = 5, db: str | None = None) -> dict[str, Any]:
-    """The same comparison with the static root (tomograms and the tool's picks) on a local S3 server."""
+def bench_copick_s3(n_runs: int, reps: int = 5, db: str | None = None, latency_ms: float = 0.0) -> dict[str, Any]:
+    """The same comparison with the static root (tomograms and the tool's picks) on a local S3 server;
+    ``latency_ms`` puts the latency proxy (that long each way, as AWS's 20-50 ms) in front of it."""
     sys.path.insert(0, str(ROOT))
     from copick_catalog.sample import make_sample_project
     from tests.s3server import start_moto_server
@@ -109,14 +117,24 @@ def bench_copick_s3(n_runs: int, reps: int = 5, db: str | None = None) -> dict[s
             cfg = json.loads(s.config.read_text())
             cfg["static_root"] = f"s3://{bucket}/static"
             cfg["static_fs_args"] = server.fs_args()
+            proxy = None
+            if latency_ms:
+                from tests.latency_proxy import ProxyProcess
+
+                proxy = ProxyProcess("127.0.0.1", server.port, latency_ms / 1000)
+                cfg["static_fs_args"] = {**cfg["static_fs_args"], "endpoint_url": proxy.url}
             s.config.write_text(json.dumps(cfg, indent=4))
             mark = server.mark()
 
             def counter() -> dict[str, int]:
                 return dict(server.count_since(mark))
 
-            result = {"runs": n_runs, "root": "s3", "pick_files": s.pick_files}
-            result.update(bench_copick(s.config, db or f"sqlite:///{work / 'catalog.sqlite'}", reps, counter))
+            result = {"runs": n_runs, "root": "s3", "pick_files": s.pick_files, "latency_ms_each_way": latency_ms}
+            try:
+                result.update(bench_copick(s.config, db or f"sqlite:///{work / 'catalog.sqlite'}", reps, counter))
+            finally:
+                if proxy is not None:
+                    proxy.close()
             return result
         finally:
             server.proc.terminate()
@@ -137,9 +155,10 @@ def main() -> None:
     ap.add_argument("--root", choices=["local", "s3"], default="local")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--db", default=None, help="catalog URL (default: a SQLite file in the work directory)")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="S3: delay added each way per request (AWS: 20-50)")
     args = ap.parse_args()
     if args.root == "s3":
-        print(json.dumps(bench_copick_s3(args.runs, args.reps, args.db), indent=2))
+        print(json.dumps(bench_copick_s3(args.runs, args.reps, args.db, args.latency_ms), indent=2))
         return
     from copick_catalog.sample import make_sample_project
 
