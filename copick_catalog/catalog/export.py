@@ -26,9 +26,10 @@ import sqlalchemy as sa
 
 from ..errors import CatalogError, NotFoundError
 from ..formats.exports import BATCH_POINTS, COPICK_FORMATS, FORMATS, POINT_FORMATS
-from ..formats.picks import PACKED_POINT_FIELDS, pack_points
-from .db import chunks, read_snapshot
-from .schema import PackedPoints, Pick, Point
+from ..formats.picks import PACKED_POINT_FIELDS
+from .db import read_snapshot
+from .queries import pack_from_points
+from .schema import PackedPoints, Pick
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -109,16 +110,7 @@ def _blobs(conn: Any, ids: Sequence[int]) -> dict[int, bytes]:
     }
     missing = [i for i in ids if i not in found]
     if missing:
-        rows: dict[int, list[tuple[float, ...]]] = {i: [] for i in missing}
-        for chunk in chunks(missing):
-            stmt = (
-                sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
-                .where(Point.pick_id.in_(chunk))
-                .order_by(Point.pick_id, Point.idx)
-            )
-            for pid, *values in conn.execute(stmt):
-                rows[pid].append(tuple(values))
-        found.update({pid: pack_points(values) for pid, values in rows.items()})
+        found.update(pack_from_points(conn, missing))
     return found
 
 

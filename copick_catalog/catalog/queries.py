@@ -615,10 +615,10 @@ class QueryMixin:
 _PICK_LABELS = ("run_name", "object_name", "user_id", "session_id", "layer")
 
 
-def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], ids: list[int]) -> list[bytes]:
-    """Pack the points of picks that have no ``packed_points`` row from the ``points`` table."""
+def pack_from_points(conn: Any, ids: Sequence[int]) -> dict[int, bytes]:
+    """The packed points of picks that have no ``packed_points`` row, built from their ``points`` rows."""
     rows: dict[int, list[tuple[float, ...]]] = {i: [] for i in ids}
-    for chunk in chunks(ids):
+    for chunk in chunks(list(ids)):
         stmt = (
             sa.select(Point.pick_id, Point.x, Point.y, Point.z, Point.instance_id, Point.score)
             .where(Point.pick_id.in_(chunk))
@@ -626,7 +626,13 @@ def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], id
         )
         for pid, *values in conn.execute(stmt):
             rows[pid].append(tuple(values))
-    return [blob if blob is not None else pack_points(rows[m[0]]) for m, blob in zip(meta, blobs, strict=True)]
+    return {pid: pack_points(values) for pid, values in rows.items()}
+
+
+def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], ids: list[int]) -> list[bytes]:
+    """Pack the points of picks that have no ``packed_points`` row from the ``points`` table."""
+    packed = pack_from_points(conn, ids)
+    return [blob if blob is not None else packed[m[0]] for m, blob in zip(meta, blobs, strict=True)]
 
 
 def _point_frame(meta: Sequence[Any], blobs: Sequence[bytes], format: str, columns: Sequence[str]) -> Any:

@@ -112,24 +112,27 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
     }
 
 
+#: The ``index_runs`` columns status and the report show of a run.
+INDEX_RUN_FIELDS = (
+    "id",
+    "trigger",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "added",
+    "changed",
+    "removed",
+    "unchanged",
+    "errors",
+    "host",
+    "pid",
+    "message",
+)
+
+
 def _run_dict(row: Any) -> dict[str, Any]:
-    keys = (
-        "id",
-        "trigger",
-        "status",
-        "started_at",
-        "finished_at",
-        "duration_s",
-        "added",
-        "changed",
-        "removed",
-        "unchanged",
-        "errors",
-        "host",
-        "pid",
-        "message",
-    )
-    return {k: row[k] for k in keys}
+    return {k: row[k] for k in INDEX_RUN_FIELDS}
 
 
 def daemon_serving(cat: Catalog) -> bool:

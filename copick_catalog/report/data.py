@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from ..catalog.status import INDEX_RUN_FIELDS
+
 if TYPE_CHECKING:
     from ..catalog import Catalog
 
@@ -114,27 +116,7 @@ def gather(cat: Catalog, *, now: float | None = None, max_errors: int = 1000, in
                 for e in errors[:max_errors]
             ],
         },
-        "index_runs": [
-            {
-                k: getattr(r, k)
-                for k in (
-                    "id",
-                    "trigger",
-                    "status",
-                    "started_at",
-                    "finished_at",
-                    "duration_s",
-                    "added",
-                    "changed",
-                    "removed",
-                    "unchanged",
-                    "errors",
-                    "host",
-                    "message",
-                )
-            }
-            for r in cat.last_runs(index_runs)
-        ],
+        "index_runs": [{k: getattr(r, k) for k in INDEX_RUN_FIELDS} for r in cat.last_runs(index_runs)],
     }
 
 
