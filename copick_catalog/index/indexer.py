@@ -173,10 +173,8 @@ class Indexer:
         cancel: Callable[[], bool] | None = None,
         limits: Limits | None = None,
         allow_empty_root: bool = False,
-        workers: int | None = None,
     ) -> None:
         self.engine = engine
-        self.workers = workers  # processes parsing pick files in a big run; None: $COPICK_CATALOG_WORKERS or the cores
         self.project_id = project_id
         self.roots = roots
         self.objects = list(objects)
@@ -481,9 +479,11 @@ class Indexer:
 
     def _pool_for(self, todo: list[tuple[_Seen, FileRow | None]]) -> contextlib.AbstractContextManager[ReadPool | None]:
         """Worker processes for this run's pick files, when there are enough of them to repay the fork."""
+        workers = default_workers()
+        if not ReadPool.usable(len(todo), workers):  # an upper bound: the daemon's small runs count nothing
+            return contextlib.nullcontext()
         n = sum(1 for s, _ in todo if ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry))
-        workers = self.workers if self.workers is not None else default_workers()
-        if not ReadPool.usable(self.roots, n, workers):
+        if not ReadPool.usable(n, workers):
             return contextlib.nullcontext()
         return ReadPool(self.roots, self.limits, workers)
 

@@ -108,7 +108,7 @@ class ReadPool:
         )
 
     @staticmethod
-    def usable(roots: dict[str, Root], n_files: int, workers: int) -> bool:
+    def usable(n_files: int, workers: int) -> bool:
         """Whether a pool repays itself: several workers, enough files, and fork available."""
         return workers > 1 and n_files >= POOL_MIN_FILES and "fork" in multiprocessing.get_all_start_methods()
 
