@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -148,6 +148,8 @@ class _Scan:
     """What listing the scopes found."""
 
     seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+    #: layer -> path -> kind (its value) of files whose fingerprint confirmed the catalog's row (never parsed)
+    unchanged: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     runs: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     vss: dict[str, set[tuple[str, float]]] = field(default_factory=lambda: defaultdict(set))
     #: (layer, path) -> (error kind, severity, message)
@@ -276,21 +278,21 @@ class Indexer:
         for layer, prefix in scopes:
             self._list(layer, prefix, snapshot, scan, report)
 
-        run_ids, vs_ids = self._sync_runs(scopes, snapshot, scan)
-
+        for by_path in scan.unchanged.values():
+            for kind_name, n in Counter(by_path.values()).items():
+                report.count(kind_name, "unchanged", n)
         todo: list[tuple[_Seen, FileRow | None]] = []
-        scanned_ok: set[tuple[str, str]] = set()
         for (layer, path), s in scan.seen.items():
-            old = snapshot.files.get((s.key.kind, layer, path))
+            old = snapshot.file(s.key.kind, layer, path)
             parked = snapshot.parked(layer, path, s.entry.fingerprint)
             if old is not None and old.unchanged(s.entry.fingerprint):
                 report.count(s.key.kind.value, "unchanged")
-                scanned_ok.add((layer, path))
             elif parked is not None:  # failed before with exactly this content: not worth reading again
                 scan.problems[(layer, path)] = Problem("parse", "error", parked.message, parked.fingerprint)
             else:
                 todo.append((s, old))
         todo.sort(key=lambda t: (t[0].layer, t[0].entry.path))  # stable batches
+        run_ids, vs_ids = self._sync_runs(scopes, snapshot, scan, need_ids=bool(todo))
         total = len(todo)
         batches = [todo[i : i + BATCH_FILES] for i in range(0, total, BATCH_FILES)]
         with self._pool_for(todo) as pool:
@@ -305,7 +307,7 @@ class Indexer:
                     queued += 1
                 reads = self._read_batch([s for s, _ in batch], t0, pool, futures)
                 self._checkpoint()
-                self._write_batch(batch, reads, run_ids, vs_ids, t0, report, scan.problems, scanned_ok)
+                self._write_batch(batch, reads, run_ids, vs_ids, t0, report, scan.problems)
                 done += len(batch)
                 if self.progress:
                     self.progress("index", done, total)
@@ -313,7 +315,7 @@ class Indexer:
         self._checkpoint()
         vanished = [
             (kind, layer, path, old)
-            for (kind, layer, path), old in snapshot.files.items()
+            for kind, layer, path, old in snapshot.files_outside(scan.unchanged)
             if (layer, path) not in scan.seen
         ]
         kept = [(kind, old) for kind, layer, path, old in vanished if scan.is_unknown(layer, path)]
@@ -327,7 +329,7 @@ class Indexer:
             or self._dangling_features(scopes)
         ):
             self._link_features(scopes)
-        self._sync_errors(scopes, snapshot.errors, scan, scanned_ok, report)
+        self._sync_errors(snapshot.errors, scan, report)
         report.runs = len(set().union(*scan.runs.values())) if scan.runs else 0
 
     def _list(self, layer: str, prefix: str, snapshot: Snapshot, scan: _Scan, report: IndexReport) -> None:
@@ -345,11 +347,25 @@ class Indexer:
         found_runs_dir = False
         listed = 0
         undecodable: list[str] = []
+        confirm = snapshot.clean(layer)
+        unchanged = scan.unchanged[layer]
+        runs, vss = scan.runs[layer], scan.vss[layer]
         for n, entry in enumerate(root.walk(stats, under=prefix)):
             if n % 1000 == 999:
                 self._checkpoint()
             listed += 1
             found_runs_dir = found_runs_dir or entry.path.split("/", 1)[0] == grammar.RUNS_DIR
+            # The common case of a reindex: a file the catalog holds, with the same fingerprint, is not
+            # parsed again (see Snapshot.clean); only the run and voxel spacing it proves are noted.
+            row = confirm(entry.path, entry.fingerprint)
+            if row is not None:
+                unchanged[entry.path] = row[Snapshot.KIND]
+                run, vs = snapshot.ancestors(row)
+                if run is not None:
+                    runs.add(run)
+                if vs is not None:
+                    vss.add(vs)
+                continue
             shown = _printable(entry.path)
             if shown is not None:  # a name that is not UTF-8 cannot be stored, compared or shown as it is
                 if not any(covers(p, shown) for p in undecodable):
@@ -409,9 +425,13 @@ class Indexer:
     # ------------------------------------------------------------------ runs and voxel spacings
 
     def _sync_runs(
-        self, scopes: list[Scope], snap: Snapshot, scan: _Scan
+        self, scopes: list[Scope], snap: Snapshot, scan: _Scan, need_ids: bool = True
     ) -> tuple[dict[str, int], dict[tuple[str, float], int]]:
-        """Upsert runs and voxel spacings whose presence flags changed; return id maps."""
+        """Upsert runs and voxel spacings whose presence flags changed; return id maps (if ``need_ids``).
+
+        When no flag changed, every run and voxel spacing this pass can refer to is in the snapshot, so
+        the maps come from it and a no-op reindex opens no write transaction here.
+        """
         now = time.time()
         in_scope = runs_clause(scopes)  # entities seen in the scopes belong to these runs only
         run_rows = [
@@ -422,6 +442,10 @@ class Indexer:
             {"run": key[0], "voxel_size": key[1], **flags, "indexed_at": now}
             for key, flags in _changed_presence(scopes, snap.vss, scan.vss, _vs_rel, scan)
         ]
+        if not run_rows and not vs_rows:
+            if not need_ids:
+                return {}, {}
+            return {name: r.id for name, r in snap.runs.items()}, {key: r.id for key, r in snap.vss.items()}
         with write_tx(self.engine) as conn:
             if run_rows:
                 upsert(conn, table_of(Run), run_rows, ["project_id", "name"], ["in_static", "in_overlay", "indexed_at"])
@@ -456,15 +480,21 @@ class Indexer:
         self, scopes: list[Scope], snap: Snapshot, scan: _Scan, t0: float, report: IndexReport
     ) -> None:
         """Delete runs and voxel spacings that no longer exist in either root."""
+        seen_runs = set().union(*scan.runs.values())
+        seen_vss = set().union(*scan.vss.values())
         gone_runs = [
             old.id
             for name, old in snap.runs.items()
-            if old.indexed_at < t0 and not any(_layer_presence(scopes, name, old, scan.runs, _run_rel, scan).values())
+            if name not in seen_runs  # seen in some layer: it exists
+            and old.indexed_at < t0
+            and not any(_layer_presence(scopes, name, old, scan.runs, _run_rel, scan).values())
         ]
         gone_vs = [
             old.id
             for key, old in snap.vss.items()
-            if old.indexed_at < t0 and not any(_layer_presence(scopes, key, old, scan.vss, _vs_rel, scan).values())
+            if key not in seen_vss
+            and old.indexed_at < t0
+            and not any(_layer_presence(scopes, key, old, scan.vss, _vs_rel, scan).values())
         ]
         if not gone_runs and not gone_vs:
             return
@@ -584,7 +614,6 @@ class Indexer:
         t0: float,
         report: IndexReport,
         problems: dict[tuple[str, str], Problem],
-        scanned_ok: set[tuple[str, str]],
     ) -> None:
         olds = {(s.layer, s.entry.path): old for s, old in batch}
         good: list[tuple[_Read, dict[str, Any]]] = []
@@ -626,9 +655,7 @@ class Indexer:
                         self._store([], [(item[0].seen.key.kind, old)], t0)
                     good.remove(item)
         for r, _row in good:
-            where = (r.seen.layer, r.seen.entry.path)
-            scanned_ok.add(where)
-            old = olds[where]
+            old = olds[(r.seen.layer, r.seen.entry.path)]
             if old is None:
                 report.count(r.seen.key.kind.value, "added")
             elif old.fingerprint == r.seen.entry.fingerprint:
@@ -748,14 +775,7 @@ class Indexer:
                 sa.update(f).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs)).values(tomogram_id=best)
             )
 
-    def _sync_errors(
-        self,
-        scopes: list[Scope],
-        old_errors: dict[tuple[str, str], ErrorRow],
-        scan: _Scan,
-        scanned_ok: set[tuple[str, str]],
-        report: IndexReport,
-    ) -> None:
+    def _sync_errors(self, old_errors: dict[tuple[str, str], ErrorRow], scan: _Scan, report: IndexReport) -> None:
         """Record this run's problems; clear the ones whose file is now fine or gone."""
         now = time.time()
         problems = scan.problems
@@ -845,8 +865,11 @@ def _changed_presence(
     scopes: list[Scope], snap: dict[Any, DirRow], seen: dict[str, set[Any]], rel_of: Callable[[Any], str], scan: _Scan
 ) -> Iterator[tuple[Any, dict[str, bool]]]:
     """Runs or voxel spacings that exist after the scan and whose presence flags changed."""
+    static, overlay = seen.get("static", set()), seen.get("overlay", set())
     for key in set(snap) | set().union(*seen.values()):
         old = snap.get(key)
+        if old is not None and (key in static, key in overlay) == (old.in_static, old.in_overlay):
+            continue  # seen where it was and nowhere else: _presence keeps both flags as they are
         flags = _layer_presence(scopes, key, old, seen, rel_of, scan)
         if any(flags.values()) and (
             old is None or (old.in_static, old.in_overlay) != (flags["in_static"], flags["in_overlay"])

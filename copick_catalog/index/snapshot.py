@@ -7,7 +7,7 @@ scan start (written by the object API meanwhile) are never overwritten or delete
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,8 @@ from sqlalchemy.engine import Engine
 
 from ..catalog.db import is_sqlite
 from ..catalog.schema import FILE_MODELS, IndexErrorRow, Run, VoxelSpacing
-from .grammar import Kind
+from ..gcpause import gc_paused
+from .grammar import IN_VOXEL_SPACING, Kind
 from .scopes import Scope, scope_runs
 
 
@@ -57,12 +58,84 @@ class ErrorRow:
     fingerprint: str | None
 
 
-@dataclass
 class Snapshot:
-    files: dict[tuple[Kind, str, str], FileRow]
-    runs: dict[str, DirRow]
-    vss: dict[tuple[str, float], DirRow]
-    errors: dict[tuple[str, str], ErrorRow]
+    """The catalog's side of the diff.
+
+    File rows are kept as the database returned them, by layer and path (``files``), and turned into
+    :class:`FileRow` only for the few a pass looks at closely: a no-op reindex of 57,000 files then
+    builds no object per file, and confirms each one with a dictionary lookup and a comparison
+    (:meth:`clean`) instead of parsing its path again.
+    """
+
+    # positions in a file row, as load_snapshot selects them (2 and 3 are its layer and path)
+    KIND, ID, FP, RACY, STALE, AT, RUN_ID, VS_ID = 0, 1, 4, 5, 6, 7, 8, 9
+
+    def __init__(
+        self,
+        files: dict[str, dict[str, Any]],
+        runs: dict[str, DirRow],
+        vss: dict[tuple[str, float], DirRow],
+        errors: dict[tuple[str, str], ErrorRow],
+    ) -> None:
+        self.files = files
+        self.runs = runs
+        self.vss = vss
+        self.errors = errors
+        self._error_paths: dict[str, set[str]] = {}
+        for layer, path in errors:
+            self._error_paths.setdefault(layer, set()).add(path)
+        self.run_names = {r.id: name for name, r in runs.items()}
+        self.vs_keys = {r.id: key for key, r in vss.items()}
+
+    def clean(self, layer: str) -> Callable[[str, str], Any]:
+        """A test for one layer: the row of ``path`` if the listed ``fingerprint`` confirms it, else None.
+
+        Confirmed means equal, not racily clean, not left stale, and with no ``index_errors`` row (a warning
+        about an ambiguous name is raised by parsing the path, so such a path is parsed every time). A
+        confirmed path parses to the row's kind, run and voxel spacing, since its row was written from that
+        parse; a stored path is valid UTF-8.
+        """
+        rows = self.files.get(layer, {})
+        flagged = self._error_paths.get(layer, set())
+        fp_, racy_, stale_ = self.FP, self.RACY, self.STALE
+
+        def check(path: str, fingerprint: str) -> Any:
+            row = rows.get(path)
+            if row is None or row[fp_] != fingerprint or row[racy_] or row[stale_] or path in flagged:
+                return None
+            return row
+
+        return check
+
+    def file(self, kind: Kind, layer: str, path: str) -> FileRow | None:
+        """The catalog's row for this file, if it holds one of this kind."""
+        row = self.files.get(layer, {}).get(path)
+        if row is None or row[self.KIND] != kind.value:
+            return None
+        return self._file_row(row)
+
+    def _file_row(self, row: Any) -> FileRow:
+        return FileRow(row[self.ID], row[self.FP], bool(row[self.RACY]), bool(row[self.STALE]), row[self.AT])
+
+    def files_outside(self, confirmed: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[Kind, str, str, FileRow]]:
+        """The file rows whose path is not among ``confirmed`` (layer -> paths a listing confirmed).
+
+        A set difference of dictionary keys per layer: after a no-op listing it is empty, however many
+        files the project holds.
+        """
+        kinds = {k.value: k for k in Kind}
+        for layer, rows in self.files.items():
+            for path in rows.keys() - confirmed.get(layer, {}).keys():
+                row = rows[path]
+                yield kinds[row[self.KIND]], layer, path, self._file_row(row)
+
+    def ancestors(self, row: Any) -> tuple[str | None, tuple[str, float] | None]:
+        """The run and voxel spacing a confirmed file implies (None where it implies none)."""
+        run_id, vs_id = row[self.RUN_ID], row[self.VS_ID]
+        return (
+            self.run_names.get(run_id) if run_id is not None else None,
+            self.vs_keys.get(vs_id) if vs_id is not None else None,
+        )
 
     def parked(self, layer: str, path: str, fingerprint: str) -> ErrorRow | None:
         """The parse error of a file whose content has not changed since it failed (so it is not read again)."""
@@ -71,7 +144,7 @@ class Snapshot:
 
     def has_rows(self, layer: str) -> bool:
         """Whether anything in ``layer`` is catalogued (a root listing as empty would then be suspicious)."""
-        return any(lay == layer for _k, lay, _p in self.files) or any(r.present(layer) for r in self.runs.values())
+        return bool(self.files.get(layer)) or any(r.present(layer) for r in self.runs.values())
 
 
 def runs_clause(scopes: Sequence[Scope]) -> Any:
@@ -124,18 +197,27 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
     parts = []
     for kind, model in FILE_MODELS.items():
         m: Any = model
+        cols = m.__table__.c
+        run_id = m.run_id if "run_id" in cols else sa.cast(sa.null(), sa.Integer)
+        # the voxel spacing a file implies as an ancestor (tomograms and features live inside one)
+        vs_id = m.voxel_spacing_id if kind in IN_VOXEL_SPACING else sa.cast(sa.null(), sa.Integer)
         q = sa.select(
-            sa.literal(kind.value).label("kind"), m.id, m.layer, m.path, m.fingerprint, m.racy, m.stale, m.indexed_at
+            sa.literal(kind.value).label("kind"),
+            m.id,
+            m.layer,
+            m.path,
+            m.fingerprint,
+            m.racy,
+            m.stale,
+            m.indexed_at,
+            run_id.label("run_id"),
+            vs_id.label("vs_id"),
         ).where(m.project_id == project_id, scope_clause(m, scopes, bytewise))
-        if "run_id" in m.__table__.c and not every_run:
+        if "run_id" in cols and not every_run:
             q = q.where(m.run_id.in_(scoped_runs))
         parts.append(q)
-    files: dict[tuple[Kind, str, str], FileRow] = {}
-    with engine.connect() as conn, conn.begin():
-        # one statement for all seven tables: a write-through on PostgreSQL pays one round trip, not seven
-        kinds = {k.value: k for k in Kind}
-        for kind_name, rid, layer, path, fp, racy, stale, at in conn.execute(sa.union_all(*parts)):
-            files[(kinds[kind_name], layer, path)] = FileRow(rid, fp, bool(racy), bool(stale), at)
+    files: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn, conn.begin(), gc_paused():
         runs = {
             name: DirRow(rid, st, ov, at)
             for rid, name, st, ov, at in conn.execute(
@@ -171,6 +253,13 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
                 ).where(IndexErrorRow.project_id == project_id, scope_clause(IndexErrorRow, scopes, bytewise))
             )
         }
+        # one statement for all seven tables: a write-through on PostgreSQL pays one round trip, not seven.
+        # The rows are kept as they come: this is a no-op reindex's largest read (one row per catalogued file).
+        for row in conn.execute(sa.union_all(*parts)):
+            by_path = files.get(row[2])
+            if by_path is None:
+                by_path = files[row[2]] = {}
+            by_path[row[3]] = row
     return Snapshot(files, runs, vss, errors)
 
 

@@ -135,7 +135,7 @@ class LocalRoot(Root):
         stack: list[tuple[str, ...]] = [start]
         while stack:
             parts = stack.pop()
-            dirpath = os.path.join(self.base, *parts)
+            dirpath = f"{self.base}/{'/'.join(parts)}" if parts else self.base
             try:
                 it = os.scandir(dirpath)
             except (FileNotFoundError, NotADirectoryError):
@@ -154,45 +154,53 @@ class LocalRoot(Root):
                 continue
             stats.list_calls += 1
             here = grammar.descend(parts)  # once per directory, not once per file in it
+            prefix = "/".join(parts) + "/" if parts else ""
+            listed = 0
+            # The loop a reindex spends its time in: one stat per file, one Entry, nothing else.
             with it:
                 for de in it:
-                    entry = self._entry(parts, here, de, stats, stack)
-                    if entry is not None:
-                        stats.entries += 1
-                        yield entry
+                    try:
+                        if de.is_dir():
+                            entry = self._dir_entry(parts, de, stats, stack)
+                            if entry is None:
+                                continue
+                        elif here:
+                            st = de.stat()
+                            entry = Entry(
+                                prefix + de.name, False, f"{st.st_size}:{st.st_mtime_ns}", st.st_mtime, st.st_size
+                            )
+                        else:
+                            continue
+                    except FileNotFoundError:  # vanished between listing and stat
+                        continue
+                    except OSError as exc:
+                        child = (*parts, de.name)
+                        if not (here or grammar.descend(child)):
+                            continue
+                        entry = Entry(
+                            "/".join(child),
+                            False,
+                            "error",
+                            error=f"{de.path}: cannot examine ({_reason(exc)}); fix or remove it",
+                        )
+                    listed += 1
+                    yield entry
+            stats.entries += listed
 
-    def _entry(
-        self,
-        parts: tuple[str, ...],
-        here: bool,
-        de: os.DirEntry[str],
-        stats: ListingStats,
-        stack: list[tuple[str, ...]],
+    def _dir_entry(
+        self, parts: tuple[str, ...], de: os.DirEntry[str], stats: ListingStats, stack: list[tuple[str, ...]]
     ) -> Entry | None:
-        """One directory entry; ``here`` is ``grammar.descend(parts)`` (whether files in this directory count)."""
-        try:
-            if de.is_dir():
-                child = (*parts, de.name)
-                rel = "/".join(child)
-                if grammar.is_zarr_group_dir(child):
-                    return self._group(rel, de.path, stats)
-                st = de.stat()
-                if grammar.descend(child):
-                    stack.append(child)
-                return Entry(rel, True, "dir", st.st_mtime)
-            if not here:
-                return None
-            st = de.stat()
-            rel = "/".join((*parts, de.name))
-            return Entry(rel, False, f"{st.st_size}:{st.st_mtime_ns}", st.st_mtime, st.st_size)
-        except FileNotFoundError:  # vanished between listing and stat
+        """A subdirectory: a zarr group (fingerprinted), else pushed for listing if the grammar wants it, and
+        reported unless it is a mere container (its mtime is not needed: no directory's content is read)."""
+        child = (*parts, de.name)
+        rel = "/".join(child)
+        if grammar.is_zarr_group_dir(child):
+            return self._group(rel, de.path, stats)
+        if grammar.descend(child):
+            stack.append(child)
+        if grammar.is_container_dir(child):
             return None
-        except OSError as exc:
-            child = (*parts, de.name)
-            rel = "/".join(child)
-            if not (here or grammar.descend(child)):
-                return None
-            return Entry(rel, False, "error", error=f"{de.path}: cannot examine ({_reason(exc)}); fix or remove it")
+        return Entry(rel, True, "dir")
 
     def _group(self, rel: str, full: str, stats: ListingStats) -> Entry:
         """Fingerprint a zarr group from its metadata files: one listing plus a stat per level."""
