@@ -411,3 +411,64 @@ def test_missing_static_root_is_a_clear_error(sample: SampleSummary, tmp_path: P
 
         with pytest.raises(RootError, match="nope"):
             cat.index()
+
+
+def test_bulk_transactions_skip_key_checks_and_nothing_else_does(sample: SampleSummary, tmp_path: Path) -> None:
+    """The indexer's batches run with SQLite's foreign-key lookups off; the very next transaction on the
+    same pooled connection checks keys and cascades again."""
+    from sqlalchemy.pool import StaticPool
+
+    from copick_catalog.catalog.db import create_engine, ensure_schema, write_tx
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'one.sqlite'}", poolclass=StaticPool)  # one connection
+    ensure_schema(engine)
+    with Catalog.open(sample.config, db=f"sqlite:///{tmp_path / 'one.sqlite'}") as cat:
+        cat.index()
+    pragma = "PRAGMA foreign_keys"
+    with write_tx(engine, bulk=True) as conn:
+        assert conn.exec_driver_sql(pragma).scalar() == 0
+    with write_tx(engine) as conn:
+        assert conn.exec_driver_sql(pragma).scalar() == 1
+        pick_id = conn.execute(sa.select(Pick.id).where(Pick.n_points > 0).limit(1)).scalar_one()
+        conn.execute(sa.delete(Pick).where(Pick.id == pick_id))
+        assert conn.execute(sa.select(sa.func.count()).select_from(Point).where(Point.pick_id == pick_id)).scalar() == 0
+        with pytest.raises(sa.exc.IntegrityError):  # a point of no pick is refused again
+            conn.execute(sa.insert(Point).values(pick_id=pick_id, idx=0, x=0, y=0, z=0, instance_id=0, score=1))
+    with engine.connect() as conn:  # a plain read transaction checks keys too
+        assert conn.exec_driver_sql(pragma).scalar() == 1
+    engine.dispose()
+
+
+def test_fresh_rows_leave_a_path_another_writer_took(sample: SampleSummary, db_url: str) -> None:
+    """insert_fresh (the full index's insert) returns what it inserted; a path catalogued by another writer
+    after the snapshot stays that writer's; a row clashing with another file's key refuses the batch."""
+    from copick_catalog.catalog.db import write_tx
+    from copick_catalog.catalog.schema import table_of
+    from copick_catalog.index.writes import insert_fresh
+
+    picks = table_of(Pick)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        t0 = time.time()
+        with cat.engine.connect() as conn:
+            template = dict(conn.execute(sa.select(picks).where(picks.c.n_points > 0).limit(1)).mappings().one())
+        del template["id"]
+        theirs = {**template, "path": template["path"] + ".theirs.json", "session_id": "901", "indexed_at": t0 + 5}
+        with write_tx(cat.engine) as conn:  # the other writer, after our snapshot
+            conn.execute(sa.insert(picks).values(**theirs))
+        ours = [
+            {**template, "path": theirs["path"], "session_id": "901", "n_points": 1, "indexed_at": t0},
+            {**template, "path": template["path"] + ".new.json", "session_id": "902", "indexed_at": t0},
+        ]
+        with write_tx(cat.engine, bulk=True) as conn:
+            written = insert_fresh(conn, picks, ours, picks.c.indexed_at < t0)
+        assert [(layer, path) for _id, layer, path in written] == [(template["layer"], ours[1]["path"])]
+        with cat.engine.connect() as conn:
+            got = conn.execute(sa.select(picks).where(picks.c.path.in_([r["path"] for r in ours]))).mappings().all()
+            by_path = {r["path"]: r for r in got}
+            assert by_path[theirs["path"]]["n_points"] == theirs["n_points"]  # left as the other writer wrote it
+            assert by_path[theirs["path"]]["indexed_at"] == theirs["indexed_at"]
+            assert by_path[ours[1]["path"]]["id"] == written[0][0]
+        clash = {**template, "path": template["path"] + ".clash.json", "indexed_at": t0}  # same run/user/session/object
+        with pytest.raises(sa.exc.IntegrityError), write_tx(cat.engine, bulk=True) as conn:
+            insert_fresh(conn, picks, [clash], picks.c.indexed_at < t0)

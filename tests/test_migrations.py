@@ -130,4 +130,8 @@ def test_older_catalog_with_rows_is_backed_up_and_upgraded(tmp_path: Path, sampl
         assert picks and all(p.run_name == "TS_0002" for p in picks)  # backfilled by the migration
         assert len(run_object_counts(cat.engine)) == sample.runs * 4  # filled by 0004, zeros included
         assert packed_points_match(cat.engine) == sample.pick_files  # packed by 0005
+        with cat.engine.connect() as conn:  # rebuilt clustered by 0008, every point kept
+            ddl = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'points'")).scalar_one()
+            assert ddl.rstrip().endswith("WITHOUT ROWID")
+            assert conn.execute(sa.text("SELECT count(*) FROM points")).scalar_one() == sample.points
         assert cat.index().nothing_changed

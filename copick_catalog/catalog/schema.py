@@ -366,6 +366,9 @@ class Point(Base):
     """One point of a pick file, so point-level questions are answered in SQL."""
 
     __tablename__ = "points"
+    #: On SQLite the rows are stored in key order, one B-tree (migration 0008): a pick's points are
+    #: appended together and read back as one range.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     pick_id: Mapped[int] = mapped_column(sa.ForeignKey("picks.id", ondelete="CASCADE"), primary_key=True)
     idx: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)

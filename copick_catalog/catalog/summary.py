@@ -86,6 +86,32 @@ def _refresh(conn: Connection, project_id: int, ids: list[int] | None) -> None:
     )
 
 
+def count_new_picks(conn: Connection, project_id: int, picks: Iterable[tuple[int, str, int]]) -> None:
+    """Add pick rows this transaction has just inserted, ``(run_id, object_name, n_points)``, to ``run_objects``.
+
+    The same result as :func:`refresh_run_objects` for those runs when the rows are new (they had no
+    previous counts to take away), at the cost of one small update per (run, object) instead of
+    re-aggregating every pick of the runs: a full index adds 57,000 picks in 60 batches. Objects that
+    are not configured have no row and are left out, as a refresh leaves them out.
+    """
+    totals: dict[tuple[int, str], list[int]] = {}
+    for run_id, name, n in picks:
+        t = totals.setdefault((run_id, name), [0, 0])
+        t[0] += 1
+        t[1] += n
+    if not totals:
+        return
+    if not is_sqlite(conn):  # take turns with refreshes, as refresh_run_objects does (see there)
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, :pid)"), {"ns": SUMMARY_NAMESPACE, "pid": project_id})
+    ro = table_of(RunObject)
+    conn.execute(
+        sa.update(ro)
+        .where(ro.c.run_id == sa.bindparam("r"), ro.c.object_name == sa.bindparam("o"))
+        .values(n_picks=ro.c.n_picks + sa.bindparam("dp"), n_points=ro.c.n_points + sa.bindparam("dn")),
+        [{"r": r, "o": o, "dp": dp, "dn": dn} for (r, o), (dp, dn) in sorted(totals.items())],
+    )
+
+
 def runs_with_picks(conn: Connection, pick_ids: Iterable[int]) -> set[int]:
     """The runs that own these pick rows (read before the rows are deleted)."""
     out: set[int] = set()
@@ -94,4 +120,4 @@ def runs_with_picks(conn: Connection, pick_ids: Iterable[int]) -> set[int]:
     return out
 
 
-__all__ = ["refresh_run_objects", "runs_with_picks"]
+__all__ = ["count_new_picks", "refresh_run_objects", "runs_with_picks"]

@@ -44,7 +44,7 @@ from ..catalog.schema import (
     VoxelSpacing,
     table_of,
 )
-from ..catalog.summary import refresh_run_objects, runs_with_picks
+from ..catalog.summary import count_new_picks, refresh_run_objects, runs_with_picks
 from ..errors import IndexCancelled, RootError
 from . import grammar
 from .grammar import Kind
@@ -53,7 +53,7 @@ from .pool import ReadPool, default_workers, read_entity
 from .roots import Entry, ListingStats, Root
 from .scopes import Scope, covers, minimal_scopes
 from .snapshot import DirRow, ErrorRow, FileRow, Snapshot, load_snapshot, runs_clause
-from .writes import PointSource, prune_index_runs, replace_points, upsert
+from .writes import PointSource, insert_fresh, prune_index_runs, replace_points, upsert
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 RACY_WINDOW_S = 2.0
 #: How long after a parse failure on a freshly modified file we look again before giving up.
 RETRY_DELAY_S = 0.3
-BATCH_FILES = 400
+BATCH_FILES = 1000
 #: Batches the read workers may run ahead of the writer (memory: a batch of parsed files each).
 PREFETCH_BATCHES = 3
 #: What a database says when it refuses a value (not when it is unreachable): one file's fault, not the run's.
@@ -690,23 +690,39 @@ class Indexer:
             rows_by_kind[r.seen.key.kind].append(row)
             if r.header is not None and r.header.points is not None:
                 points_by_path[(r.seen.layer, r.seen.entry.path)] = r.header.points
-        with write_tx(self.engine) as conn:
+        with write_tx(self.engine, bulk=True) as conn:  # nothing here deletes through a cascade
             for kind, rows in rows_by_kind.items():
                 table = table_of(FILE_MODELS[kind])
-                update_cols = [c for c in rows[0] if c not in ("project_id", "layer", "path")]
-                written = upsert(
-                    conn,
-                    table,
-                    rows,
-                    ["project_id", "layer", "path"],
-                    update_cols,
-                    guard=table.c.indexed_at < t0,
-                    returning=(table.c.id, table.c.layer, table.c.path),
-                )
+                fresh = [r for r in rows if (r["layer"], r["path"]) in new]
+                known = [r for r in rows if (r["layer"], r["path"]) not in new] if fresh else rows
+                guard = table.c.indexed_at < t0
+                written = insert_fresh(conn, table, fresh, guard)
+                if known:
+                    written += upsert(
+                        conn,
+                        table,
+                        known,
+                        ["project_id", "layer", "path"],
+                        [c for c in known[0] if c not in ("project_id", "layer", "path")],
+                        guard=guard,
+                        returning=(table.c.id, table.c.layer, table.c.path),
+                    )
                 if kind is Kind.PICK:
                     ids = {(layer, path): pid for pid, layer, path in written}
                     replace_points(conn, ids, points_by_path, new)
-                    refresh_run_objects(conn, self.project_id, {r["run_id"] for r in rows})
+                    # new rows are added to the run summaries; runs whose existing rows changed are recounted
+                    inserted = {(layer, path) for _pid, layer, path in written} & new
+                    count_new_picks(
+                        conn,
+                        self.project_id,
+                        (
+                            (r["run_id"], r["object_name"], r["n_points"])
+                            for r in fresh
+                            if (r["layer"], r["path"]) in inserted
+                        ),
+                    )
+                    if known:
+                        refresh_run_objects(conn, self.project_id, {r["run_id"] for r in known})
             for kind, old in stale:
                 model: Any = FILE_MODELS[kind]
                 conn.execute(sa.update(model).where(model.id == old.id).values(stale=True))
