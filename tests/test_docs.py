@@ -17,7 +17,7 @@ import click
 import pytest
 
 from copick_catalog.cli import main as cli_main
-from copick_catalog.sample import make_sample_project
+from copick_catalog.sample import SampleSummary, make_sample_project
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -142,3 +142,27 @@ def test_help_imports_nothing_heavy() -> None:
     loaded = out.stdout.strip().splitlines()[-1]
     for name in heavy:
         assert f"'{name}'" not in loaded, f"`copick-catalog --help` imports {name}"
+
+
+def test_a_query_imports_only_what_it_uses(sample: SampleSummary, tmp_path: Path) -> None:
+    """``query picks`` answers from SQL: it loads no numpy, zarr, msgspec, fsspec or alembic (the indexer's
+    and the payload readers' imports), which would cost every query command a few hundred milliseconds."""
+    import subprocess
+    import sys
+
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    from copick_catalog import Catalog
+
+    with Catalog.open(sample.config, db=db) as cat:
+        cat.index()
+    probe = (
+        "import sys\nfrom copick_catalog.cli import main\n"
+        f"argv = ['query', 'picks', {str(sample.config)!r}, '--db', {db!r}, '--user', 'alice']\n"
+        "try:\n    main(argv)\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert "alice" in out.stdout  # it did answer
+    loaded = out.stdout.strip().splitlines()[-1]
+    for name in ("numpy", "zarr", "msgspec", "fsspec", "alembic", "pyarrow", "trimesh", "s3fs"):
+        assert f"'{name}'" not in loaded, f"`copick-catalog query picks` imports {name}"

@@ -178,3 +178,11 @@ def test_odd_names_resolved_against_objects_or_reported() -> None:
 def test_parse_never_raises(path: str, is_dir: bool) -> None:
     result = layout.parse(path, OBJECTS, is_dir=is_dir)
     assert result is None or isinstance(result, Parsed | Malformed)
+
+
+def test_every_kind_spec_has_a_table_and_every_table_a_spec() -> None:
+    from copick_catalog.catalog.schema import FILE_MODELS
+    from copick_catalog.index.kinds import SPECS
+
+    assert set(FILE_MODELS) == set(SPECS)
+    assert all(model.__kind__ is kind for kind, model in FILE_MODELS.items())

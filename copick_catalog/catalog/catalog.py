@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,8 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import CopickConfig, load_config, parse_config
 from ..errors import CatalogError
-from ..index.indexer import Indexer, IndexReport
-from ..index.kinds import Limits
+from ..index.limits import Limits
 from ..index.roots import Root, open_root
 from .db import check_schema, create_engine, current_revision, ensure_schema, normalize_url, write_tx
 from .locks import project_lock
@@ -31,6 +30,9 @@ from .queries import QueryMixin
 from .schema import FileBacked, IndexErrorRow, IndexRun, PickableObject, Project, table_of
 from .sql import SqlResult, create_readonly_role, run_readonly_sql
 from .summary import refresh_run_objects
+
+if TYPE_CHECKING:
+    from ..index.indexer import IndexReport
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +275,8 @@ class Catalog(QueryMixin):
                 f"catalog {self.db_url} was opened read-only; open it without read_only=True "
                 "(and with write access) to index"
             )
+        from ..index.indexer import Indexer  # on first use: a query never needs the indexer's readers
+
         with project_lock(self.engine, self.project_id, wait=wait, timeout=timeout):
             indexer = Indexer(
                 self.engine,

@@ -13,12 +13,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager
 
 from ..errors import CatalogError, NotFoundError
-from ..formats.picks import PACKED_POINT_FIELDS, pack_points, unpack_points
 from ..gcpause import gc_paused
 from .db import chunks, read_snapshot
 from .schema import (
@@ -617,6 +615,8 @@ _PICK_LABELS = ("run_name", "object_name", "user_id", "session_id", "layer")
 
 def pack_from_points(conn: Any, ids: Sequence[int]) -> dict[int, bytes]:
     """The packed points of picks that have no ``packed_points`` row, built from their ``points`` rows."""
+    from ..formats.picks import pack_points
+
     rows: dict[int, list[tuple[float, ...]]] = {i: [] for i in ids}
     for chunk in chunks(list(ids)):
         stmt = (
@@ -637,6 +637,10 @@ def _fill_unpacked(conn: Any, meta: Sequence[Any], blobs: list[bytes | None], id
 
 def _point_frame(meta: Sequence[Any], blobs: Sequence[bytes], format: str, columns: Sequence[str]) -> Any:
     """Assemble the points table: numbers as numpy columns, names as codes into per-column categories."""
+    import numpy as np  # here, not at import: a query command prints rows without numpy
+
+    from ..formats.picks import PACKED_POINT_FIELDS, unpack_points
+
     nums, counts = unpack_points(blobs)
     which = np.repeat(np.arange(len(meta)), counts)  # row of meta for each point
     numbers = {f: nums[:, i] for i, f in enumerate(PACKED_POINT_FIELDS)}

@@ -128,6 +128,7 @@ class _Seen:
     entry: Entry
     layer: str
     note: str | None = None
+    poolable: bool | None = None
 
 
 @dataclass(slots=True)
@@ -512,10 +513,16 @@ class Indexer:
         workers = default_workers()
         if not ReadPool.usable(len(todo), workers):  # an upper bound: the daemon's small runs count nothing
             return contextlib.nullcontext()
-        n = sum(1 for s, _ in todo if ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry))
+        n = sum(1 for s, _ in todo if self._poolable(s))
         if not ReadPool.usable(n, workers):
             return contextlib.nullcontext()
         return ReadPool(self.roots, self.limits, workers)
+
+    def _poolable(self, s: _Seen) -> bool:
+        """Whether a worker reads this file (decided once per file: the pool sizing and the batches both ask)."""
+        if s.poolable is None:
+            s.poolable = ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry)
+        return s.poolable
 
     def _submit(self, pool: ReadPool | None, batch: list[tuple[_Seen, FileRow | None]]) -> _Batch:
         """Hand a batch's pick files to the workers (if any); the rest is read when the batch is written."""
@@ -523,7 +530,7 @@ class Indexer:
         if pool is not None:
             by_layer: dict[str, list[_Seen]] = defaultdict(list)
             for s, _ in batch:
-                if ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry):
+                if self._poolable(s):
                     by_layer[s.layer].append(s)
             for layer, seen in by_layer.items():
                 futures[layer] = (seen, pool.submit(layer, [(s.key.kind, s.entry) for s in seen]))

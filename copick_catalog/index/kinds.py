@@ -20,20 +20,10 @@ from ..formats import glb, mrc, pickrows, picks, pickstream, zarrio
 from ..formats import zarr as zarr_meta
 from . import grammar
 from .grammar import Kind
+from .limits import Limits
 from .roots import Entry, Root
 
 IDENTITY = [list(r) for r in picks.IDENTITY]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Size caps (bytes) per kind of file read while indexing: one huge or hostile file cannot exhaust memory."""
-
-    pick: int = 512 * 1024**2
-    filament: int = 256 * 1024**2
-    mesh: int = 256 * 1024**2
-    zarr_meta: int = 4 * 1024**2
-    mrc_header: int = 1024
 
 
 @dataclass(slots=True)

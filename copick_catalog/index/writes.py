@@ -144,20 +144,25 @@ def replace_points(
     for chunk in chunks(pick_ids):
         conn.execute(sa.delete(Point).where(Point.pick_id.in_(chunk)))
         conn.execute(sa.delete(PackedPoints).where(PackedPoints.pick_id.in_(chunk)))
-    packed: list[dict[str, Any]] = []
+    packed: list[tuple[int, bytes]] = []
     blocks: list[tuple[int, PointBlock]] = []
     for where, pid in ids.items():
         source = points_by_path.get(where)
         if isinstance(source, PointStream):
-            packed.append({"pick_id": pid, "data": _insert_stream(conn, pid, source)})
+            packed.append((pid, _insert_stream(conn, pid, source)))
             continue
         if source is None:
             source = PointBlock(b"")
         blocks.append((pid, source))
-        packed.append({"pick_id": pid, "data": source.packed})
+        packed.append((pid, source.packed))
     if blocks:
         bulk_insert_points(conn, PointBlock.insert_rows(blocks))
-    conn.execute(sa.insert(PackedPoints), packed)
+    if is_sqlite(conn):  # plain tuples: SQLAlchemy's per-row processing of a blob costs more than storing it
+        conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
+            "INSERT INTO packed_points (pick_id, data) VALUES (?, ?)", packed
+        )
+    else:
+        conn.execute(sa.insert(PackedPoints), [{"pick_id": pid, "data": data} for pid, data in packed])
 
 
 def _insert_stream(conn: Connection, pick_id: int, stream: PointStream) -> bytes:
