@@ -92,6 +92,20 @@ _PACKED_WIDTH = 5  # x, y, z, instance_id, score: the layout of ``packed_points.
 
 
 @dataclass(slots=True)
+class PointColumns:
+    """A batch of points as columns: pick ids, indices in their files, the packed values (one row of
+    ``x, y, z, instance_id, score`` per point) and the non-identity transforms by row."""
+
+    pick_ids: np.ndarray
+    idx: np.ndarray
+    values: np.ndarray
+    transforms: dict[int, str]
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+@dataclass(slots=True)
 class PointBlock:
     """A file's points, compact: one ``(n, 5)`` little-endian float64 array (x, y, z, instance_id, score:
     exactly ``packed_points.data``) plus the transforms that are not the identity, by point index.
@@ -126,26 +140,38 @@ class PointBlock:
         return zip(repeat(pick_id, n), range(self.offset, self.offset + n), x, y, z, ids, score, tr, strict=True)
 
     @staticmethod
-    def insert_rows(blocks: list[tuple[int, PointBlock]]) -> Iterator[tuple[Any, ...]]:
-        """The insert tuples of many ``(pick_id, block)`` at once: a handful of numpy calls for a whole
-        batch of files instead of a handful per file (which is what per-file :meth:`rows` costs)."""
+    def columns(blocks: list[tuple[int, PointBlock]]) -> PointColumns | None:
+        """The points of many ``(pick_id, block)`` as numpy columns: a handful of numpy calls for a whole
+        batch of files instead of a handful per file. None when there are no points."""
         blocks = [(pid, b) for pid, b in blocks if b.packed]
         if not blocks:
-            return iter(())
+            return None
         counts = np.fromiter((len(b) for _, b in blocks), dtype=np.int64, count=len(blocks))
         total = int(counts.sum())
         arr = np.frombuffer(b"".join(b.packed for _, b in blocks), dtype="<f8").reshape(total, _PACKED_WIDTH)
-        x, y, z, _ids, score = arr.T.tolist()
-        ids = arr[:, 3].astype(np.int64).tolist()
         pids = np.repeat(np.fromiter((pid for pid, _ in blocks), dtype=np.int64, count=len(blocks)), counts)
         starts = np.cumsum(counts) - counts  # where each block begins in the batch
         offsets = np.fromiter((b.offset for _, b in blocks), dtype=np.int64, count=len(blocks))
         idx = np.arange(total, dtype=np.int64) - np.repeat(starts - offsets, counts)
-        tr: list[str | None] = [None] * total
-        for start, (_, b) in zip(starts.tolist(), blocks, strict=True):
-            for i, text in b.transforms.items():
-                tr[start + i] = text
-        return zip(pids.tolist(), idx.tolist(), x, y, z, ids, score, tr, strict=True)
+        transforms = {
+            start + i: text
+            for start, (_, b) in zip(starts.tolist(), blocks, strict=True)
+            for i, text in b.transforms.items()
+        }
+        return PointColumns(pids, idx, arr, transforms)
+
+    @staticmethod
+    def insert_rows(blocks: list[tuple[int, PointBlock]]) -> Iterator[tuple[Any, ...]]:
+        """``(pick_id, idx, x, y, z, instance_id, score, transform)`` tuples of many blocks, for an insert."""
+        cols = PointBlock.columns(blocks)
+        if cols is None:
+            return iter(())
+        x, y, z, _ids, score = cols.values.T.tolist()
+        ids = cols.values[:, 3].astype(np.int64).tolist()
+        tr: list[str | None] = [None] * len(cols)
+        for i, text in cols.transforms.items():
+            tr[i] = text
+        return zip(cols.pick_ids.tolist(), cols.idx.tolist(), x, y, z, ids, score, tr, strict=True)
 
     def as_rows(self) -> list[PointRow]:
         """The block as :data:`PointRow` tuples (tests, and callers that want plain rows)."""

@@ -14,6 +14,7 @@ from ..catalog.schema import IndexRun, PackedPoints, Point, table_of
 from ..formats.pickrows import PointBlock
 from ..formats.picks import pack_points
 from ..formats.pickstream import PointStream
+from . import pgcopy
 
 PointSource = PointBlock | PointStream
 
@@ -87,16 +88,18 @@ def insert_fresh(
     rows: SQLAlchemy's RETURNING insert spends more time preparing parameters than SQLite spends storing
     them. A path another writer catalogued meanwhile is left to it and not returned, as the guarded upsert
     does; a row that clashes with another file's key still refuses the batch (IntegrityError). PostgreSQL
-    takes the upsert (with ``guard``, see :func:`upsert`), which is one round trip there anyway, and so
-    do tables with JSON columns (their values need SQLAlchemy's conversion).
+    copies the rows into a temporary table and moves them with one statement (:mod:`.pgcopy`). Tables
+    with JSON columns take the guarded upsert (their values need SQLAlchemy's conversion).
     """
     if not rows:
         return []
     key = ["project_id", "layer", "path"]
-    if not is_sqlite(conn) or any(isinstance(table.c[c].type, sa.JSON) for c in rows[0]):
+    if any(isinstance(table.c[c].type, sa.JSON) for c in rows[0]):
         update = [c for c in rows[0] if c not in key]
         returning = (table.c.id, table.c.layer, table.c.path)
         return [tuple(r) for r in upsert(conn, table, rows, key, update, guard=guard, returning=returning)]
+    if not is_sqlite(conn):
+        return pgcopy.insert_fresh_rows(conn, table, rows, key)
     cols = list(rows[0])
     dbapi: Any = conn.connection.driver_connection
     first = dbapi.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table.name}").fetchone()[0]
@@ -155,14 +158,18 @@ def replace_points(
             source = PointBlock(b"")
         blocks.append((pid, source))
         packed.append((pid, source.packed))
+    if not is_sqlite(conn):
+        columns = PointBlock.columns(blocks)
+        if columns is not None:
+            pgcopy.copy_points(conn, columns)
+        pgcopy.copy_rows(conn, "packed_points", ["pick_id", "data"], packed)
+        return
     if blocks:
         bulk_insert_points(conn, PointBlock.insert_rows(blocks))
-    if is_sqlite(conn):  # plain tuples: SQLAlchemy's per-row processing of a blob costs more than storing it
-        conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
-            "INSERT INTO packed_points (pick_id, data) VALUES (?, ?)", packed
-        )
-    else:
-        conn.execute(sa.insert(PackedPoints), [{"pick_id": pid, "data": data} for pid, data in packed])
+    # plain tuples: SQLAlchemy's per-row processing of a blob costs more than storing it
+    conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
+        "INSERT INTO packed_points (pick_id, data) VALUES (?, ?)", packed
+    )
 
 
 def _insert_stream(conn: Connection, pick_id: int, stream: PointStream) -> bytes:
