@@ -322,6 +322,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--picks-per-run", type=int, default=12)
+    ap.add_argument(
+        "--points",
+        type=int,
+        nargs=2,
+        default=(10, 40),
+        metavar=("LO", "HI"),
+        help="points per pick file, drawn from [LO, HI) (default 10 40: ~25 KB files; fewer keep a "
+        "100,000-run project compact enough to stay in the page cache)",
+    )
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument(
         "--pg-url",
@@ -391,12 +400,20 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
     t = time.perf_counter()
     s = make_sample_project(
-        work / "project", runs=args.runs, picks_per_run=args.picks_per_run, tomogram_runs=3, size=32, users=BENCH_USERS
+        work / "project",
+        runs=args.runs,
+        picks_per_run=args.picks_per_run,
+        points=tuple(args.points),
+        tomogram_runs=3,
+        size=32,
+        users=BENCH_USERS,
     )
     age(work / "project")
     result["project"] = {
         "pick_files": s.pick_files,
         "points": s.points,
+        "points_per_file": list(args.points),
+        "json_mb": round(sum(f.stat().st_size for f in (work / "project").rglob("*.json")) / 1e6),
         "generate_s": round(time.perf_counter() - t, 1),
     }
     db = f"sqlite:///{work / 'catalog.sqlite'}" if args.backend == "sqlite" else database()
