@@ -523,11 +523,14 @@ class QueryMixin:
                 if names or conn.execute(configured).first() is not None:
                     return names
         self._require_object(object_name)
-        # matched on the run's name, which picks repeat: the probe is then an index-only range of ix_picks_listing
-        # (project, object, user, run_name), not a visit to every pick row of the object
-        has = sa.select(Pick.id).where(
-            Pick.project_id == self.project_id, Pick.run_name == Run.name, Pick.object_name == object_name
-        )
+        if self.engine.dialect.name == "postgresql":
+            # matched on the run's name, which picks repeat: PostgreSQL hashes an index-only range of
+            # ix_picks_listing (project, object, user, run_name) instead of visiting every pick row of the object
+            # (3,000 pages instead of 31,000 at 100,000 runs); SQLite probes once per run, by run id
+            probe = sa.and_(Pick.project_id == self.project_id, Pick.run_name == Run.name)
+        else:
+            probe = Pick.run_id == Run.id
+        has = sa.select(Pick.id).where(probe, Pick.object_name == object_name)
         has = _where(has, [(Pick.user_id, user_id)])
         stmt = sa.select(Run.name).where(Run.project_id == self.project_id, ~sa.exists(has)).order_by(Run.name)
         with self.engine.connect() as conn:
