@@ -24,7 +24,14 @@ from copick_catalog.sample import SampleSummary, pick_json
 from tests.conftest import run_object_counts
 
 PICK_KEY = ("project_id", "object_name", "user_id", "session_id", "layer")
-TRIGGERS = {f"{t}_after_{event}" for t in ("pick_totals", "object_totals") for event in ("insert", "update", "delete")}
+TRIGGERS = {
+    *(
+        f"{t}_after_{ev}"
+        for t in ("pick_totals", "object_totals", "tomogram_totals")
+        for ev in ("insert", "update", "delete")
+    ),
+    "tomogram_totals_before_voxel_spacing_delete",
+}
 
 
 def assert_totals_exact(engine: sa.Engine) -> dict[str, set[tuple[Any, ...]]]:
@@ -50,11 +57,24 @@ def assert_totals_exact(engine: sa.Engine) -> dict[str, set[tuple[Any, ...]]]:
                 )
             ).all()
         )
+        tomograms = set(conn.execute(sa.text("SELECT project_id, voxel_size, tomo_type, n_runs FROM tomogram_totals")))
+        expect_tomograms = set(
+            conn.execute(
+                sa.text(
+                    "SELECT v.project_id, v.voxel_size, t.tomo_type, count(DISTINCT t.run_id) FROM tomograms t "
+                    "JOIN voxel_spacings v ON v.id = t.voxel_spacing_id "
+                    "GROUP BY v.project_id, v.voxel_size, t.tomo_type"
+                )
+            )
+        )
     assert picks == expect_picks, f"pick_totals drifted: extra {picks - expect_picks}, missing {expect_picks - picks}"
+    assert tomograms == expect_tomograms, (
+        f"tomogram_totals drifted: extra {tomograms - expect_tomograms}, missing {expect_tomograms - tomograms}"
+    )
     assert objects == expect_objects, (
         f"object_totals drifted: extra {objects - expect_objects}, missing {expect_objects - objects}"
     )
-    return {"picks": picks, "objects": objects}
+    return {"picks": picks, "objects": objects, "tomograms": tomograms}
 
 
 def _write_pick(path: Path, obj: str, user: str, session: str, run: str, n: int) -> None:
@@ -101,11 +121,21 @@ def test_totals_follow_the_indexer_runs_and_config(sample: SampleSummary, db_url
         totals = assert_totals_exact(cat.engine)
         assert not [t for t in totals["picks"] if t[1:3] == ("proteasome", "dave")]
 
+        # a tomogram vanishes; then a run with tomograms goes (its voxel spacing and tomograms by cascade)
+        static = sample.config.parent / "static" / "ExperimentRuns"
+        shutil.rmtree(static / "TS_0001" / "VoxelSpacing10.000" / "denoised.zarr")
+        cat.index()
+        totals = assert_totals_exact(cat.engine)
+        assert {t[2:] for t in totals["tomograms"]} == {("wbp", 2), ("denoised", 1)}
+        assert [(r["tomo_type"], r["runs"]) for r in cat.tomogram_types()] == [("denoised", 1), ("wbp", 2)]
+
         # a run removed from both roots: its picks and run_objects rows go by cascade
         for layer in ("static", "overlay"):
-            shutil.rmtree(sample.config.parent / layer / "ExperimentRuns" / "TS_0004", ignore_errors=True)
+            for run in ("TS_0002", "TS_0004"):
+                shutil.rmtree(sample.config.parent / layer / "ExperimentRuns" / run, ignore_errors=True)
         cat.index()
-        assert "TS_0004" not in {r.name for r in cat.runs()}
+        assert not {"TS_0002", "TS_0004"} & {r.name for r in cat.runs()}
+        assert [(r["tomo_type"], r["runs"]) for r in cat.tomogram_types()] == [("wbp", 1)]
         totals = assert_totals_exact(cat.engine)
         ribosome = next(t for t in totals["objects"] if t[1] == "ribosome")
         assert ribosome[2] == len(cat.runs())
@@ -139,6 +169,17 @@ def test_totals_follow_plain_sql_and_a_deleted_project(sample: SampleSummary, db
             "DELETE FROM picks WHERE run_name = 'TS_0006'",
             "UPDATE run_objects SET n_picks = 0 WHERE run_name = 'TS_0007'",
             "DELETE FROM runs WHERE name = 'TS_0008'",
+            # a run's wbp in the overlay too: still one run; then gone from the static layer: still one
+            "INSERT INTO tomograms (project_id, run_id, voxel_spacing_id, tomo_type, n_levels, layer, path, "
+            "fingerprint, indexed_at, stale) SELECT project_id, run_id, voxel_spacing_id, tomo_type, n_levels, "
+            "'overlay', path, fingerprint, indexed_at, stale FROM tomograms WHERE tomo_type = 'wbp'",
+            "DELETE FROM tomograms WHERE tomo_type = 'wbp' AND layer = 'static' AND run_id IN "
+            "(SELECT id FROM runs WHERE name = 'TS_0001')",
+            "UPDATE tomograms SET tomo_type = 'denoised' WHERE tomo_type = 'wbp' AND layer = 'overlay' AND run_id IN "
+            "(SELECT id FROM runs WHERE name = 'TS_0002')",  # a run whose denoised exists already: wbp loses a run
+            "UPDATE tomograms SET tomo_type = 'isonet' WHERE tomo_type = 'denoised' AND layer = 'static'",
+            "DELETE FROM voxel_spacings WHERE run_id IN (SELECT id FROM runs WHERE name = 'TS_0001')",
+            "DELETE FROM runs WHERE name = 'TS_0002'",
         ]
         for stmt in statements:
             with engine.begin() as conn:
@@ -152,7 +193,7 @@ def test_totals_follow_plain_sql_and_a_deleted_project(sample: SampleSummary, db
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM projects WHERE id = :p"), {"p": pid})
         totals = assert_totals_exact(engine)
-        assert totals == {"picks": set(), "objects": set()}
+        assert totals == {"picks": set(), "objects": set(), "tomograms": set()}
 
 
 def test_totals_follow_the_object_api(sample: SampleSummary, db_url: str) -> None:
@@ -174,6 +215,14 @@ def test_totals_follow_the_object_api(sample: SampleSummary, db_url: str) -> Non
         new.delete()
         totals = assert_totals_exact(engine)
         assert not [t for t in totals["picks"] if t[2] == "dave"]
+        vs = run.new_voxel_spacing(5)
+        tomo = vs.new_tomogram("wbp")
+        tomo.from_numpy(np.zeros((16, 16, 16), np.float32))
+        totals = assert_totals_exact(engine)
+        assert (root.catalog.project_id, 5.0, "wbp", 1) in totals["tomograms"]
+        tomo.delete()
+        totals = assert_totals_exact(engine)
+        assert not [t for t in totals["tomograms"] if t[1] == 5.0]
         root.new_run("TS_NEW").new_picks("proteasome", "3", user_id="erin").from_numpy(np.ones((2, 3)))
         totals = assert_totals_exact(engine)
         proteasome = next(t for t in totals["objects"] if t[1] == "proteasome")
@@ -219,7 +268,7 @@ def test_summaries_answer_as_the_picks_do(sample: SampleSummary, db_url: str) ->
         assert sum(r["picks"] for r in per_run) == len(cat.picks(run=["TS_0001", "TS_0002"]))
 
 
-def test_object_coverage_and_runs_lacking_as_before(sample: SampleSummary, db_url: str) -> None:
+def test_coverage_lacking_and_tomogram_types_as_before(sample: SampleSummary, db_url: str) -> None:
     with Catalog.open(sample.config, db=db_url) as cat:
         cat.index()
         with cat.engine.connect() as conn:  # the former query, over run_objects
@@ -247,6 +296,18 @@ def test_object_coverage_and_runs_lacking_as_before(sample: SampleSummary, db_ur
                 )
                 for user in ("alice", "bob", "nobody")
             }
+            types_before = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT v.voxel_size, t.tomo_type, count(DISTINCT t.run_id) AS runs FROM tomograms t "
+                        "JOIN voxel_spacings v ON t.voxel_spacing_id = v.id WHERE t.project_id = :p "
+                        "GROUP BY v.voxel_size, t.tomo_type ORDER BY v.voxel_size, t.tomo_type"
+                    ),
+                    {"p": cat.project_id},
+                )
+            ]
+        assert cat.tomogram_types() == types_before and types_before
         assert cat.object_coverage() == [{k: int(v) if k != "object_name" else v for k, v in r.items()} for r in before]
         for user, expected in by_user.items():
             assert cat.runs_lacking("proteasome", user_id=user) == expected

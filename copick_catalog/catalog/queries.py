@@ -37,6 +37,7 @@ from .schema import (
     RunObject,
     Segmentation,
     Tomogram,
+    TomogramTotal,
     VoxelSpacing,
     table_of,
 )
@@ -550,15 +551,16 @@ class QueryMixin:
         )
 
     def tomogram_types(self) -> list[dict[str, Any]]:
-        """For each voxel size: which tomogram types exist and in how many runs."""
+        """For each voxel size: which tomogram types exist and in how many runs (from ``tomogram_totals``, a row
+        per voxel size and type kept by triggers, instead of every tomogram joined to its voxel spacing)."""
         stmt = (
             sa.select(
-                VoxelSpacing.voxel_size, Tomogram.tomo_type, sa.func.count(sa.distinct(Tomogram.run_id)).label("runs")
+                TomogramTotal.voxel_size,
+                TomogramTotal.tomo_type,
+                TomogramTotal.n_runs.label("runs"),
             )
-            .join(VoxelSpacing, Tomogram.voxel_spacing_id == VoxelSpacing.id)
-            .where(Tomogram.project_id == self.project_id)
-            .group_by(VoxelSpacing.voxel_size, Tomogram.tomo_type)
-            .order_by(VoxelSpacing.voxel_size, Tomogram.tomo_type)
+            .where(TomogramTotal.project_id == self.project_id)
+            .order_by(TomogramTotal.voxel_size, TomogramTotal.tomo_type)
         )
         return self._all(stmt)
 

@@ -535,6 +535,25 @@ class ObjectTotal(Base):
         return f"<ObjectTotal {self.object_name!r} runs={self.n_runs} with picks={self.n_runs_with_picks}>"
 
 
+class TomogramTotal(Base):
+    """Per project, voxel size and tomogram type: in how many runs a tomogram of that type exists.
+
+    ``tomograms`` joined to ``voxel_spacings`` and counted by distinct run, kept by triggers on both
+    tables (a run's tomogram in both layers counts once), so "tomogram types per voxel size" reads a
+    row per type instead of every tomogram.
+    """
+
+    __tablename__ = "tomogram_totals"
+
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    voxel_size: Mapped[float] = mapped_column(sa.Float, primary_key=True)
+    tomo_type: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    n_runs: Mapped[int] = mapped_column(sa.BigInteger)
+
+    def __repr__(self) -> str:
+        return f"<TomogramTotal {self.voxel_size:.3f} {self.tomo_type!r} runs={self.n_runs}>"
+
+
 class IndexRun(Base):
     """One indexing pass: when, by what, how long, and what it found."""
 

@@ -89,7 +89,25 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint(*OBJECT_KEY, name=op.f("pk_object_totals")),
     )
+    op.create_table(
+        "tomogram_totals",
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("voxel_size", sa.Float(), nullable=False),
+        sa.Column("tomo_type", sa.String(length=255), nullable=False),
+        sa.Column("n_runs", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_tomogram_totals_project_id_projects"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("project_id", "voxel_size", "tomo_type", name=op.f("pk_tomogram_totals")),
+    )
     postgres = op.get_bind().dialect.name == "postgresql"
+    op.execute(
+        "INSERT INTO tomogram_totals (project_id, voxel_size, tomo_type, n_runs) "
+        "SELECT v.project_id, v.voxel_size, t.tomo_type, count(DISTINCT t.voxel_spacing_id) "
+        "FROM tomograms t JOIN voxel_spacings v ON v.id = t.voxel_spacing_id GROUP BY v.project_id, v.voxel_size, t.tomo_type"
+    )
+    for stmt in _pg_tomogram_triggers() if postgres else _sqlite_tomogram_triggers():
+        op.execute(stmt)
     for summary, source, key, values in SUMMARIES:
         keys = ", ".join(key)
         sums = ", ".join(f"sum({expr.format(r='')})" for expr in values.values())
@@ -113,10 +131,15 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {name} ON {source}" if postgres else f"DROP TRIGGER IF EXISTS {name}")
             if postgres:
                 op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+    for name, table in TOMOGRAM_TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}" if postgres else f"DROP TRIGGER IF EXISTS {name}")
+        if postgres:
+            op.execute(f"DROP FUNCTION IF EXISTS {name}()")
     if postgres:
         op.execute(
             "ALTER TABLE run_objects RESET (autovacuum_vacuum_scale_factor, autovacuum_vacuum_insert_scale_factor)"
         )
+    op.drop_table("tomogram_totals")
     op.drop_table("object_totals")
     op.drop_table("pick_totals")
 
@@ -184,4 +207,106 @@ def _pg_triggers(summary: str, source: str, key: Sequence[str], values: dict[str
             f"CREATE TRIGGER {name} AFTER {event.upper()} ON {source} {referencing} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
         )
+    return out
+
+
+# ------------------------------------------------------------------ tomogram_totals
+#
+# "In how many runs does each tomogram type exist, per voxel size" counts distinct runs: a run's tomogram
+# of one type may be in both layers (two rows, one run), and the voxel size lives in voxel_spacings. So a
+# tomogram row counts when it is the first of its (voxel spacing, type) pair, and stops counting when it
+# was the last; the voxel size comes from its voxel spacing. When a voxel spacing itself goes (its run
+# went, or it vanished), its tomograms can no longer find their voxel size once the cascade reaches them:
+# a trigger on voxel_spacings takes its types away just before the row goes, and the tomograms' own
+# trigger then finds no voxel spacing and leaves the totals alone. Whichever cascade runs first (runs ->
+# tomograms or runs -> voxel_spacings -> tomograms), each pair is taken away once.
+
+#: (trigger, table) of the tomogram_totals triggers
+TOMOGRAM_TRIGGERS = (
+    ("tomogram_totals_after_insert", "tomograms"),
+    ("tomogram_totals_after_update", "tomograms"),
+    ("tomogram_totals_after_delete", "tomograms"),
+    ("tomogram_totals_before_voxel_spacing_delete", "voxel_spacings"),
+)
+
+_PAIR = "SELECT 1 FROM tomograms t WHERE t.voxel_spacing_id = {r}.voxel_spacing_id AND t.tomo_type = {r}.tomo_type"
+_VS_GOES = (
+    "UPDATE tomogram_totals SET n_runs = n_runs - 1 WHERE project_id = OLD.project_id AND voxel_size = OLD.voxel_size "
+    "AND tomo_type IN (SELECT tomo_type FROM tomograms WHERE voxel_spacing_id = OLD.id); "
+    "DELETE FROM tomogram_totals WHERE project_id = OLD.project_id AND voxel_size = OLD.voxel_size AND n_runs = 0;"
+)
+
+
+def _sqlite_tomogram_triggers() -> list[str]:
+    """Row triggers: +1 for the first row of a pair, -1 when the last one goes (if its voxel spacing is still there)."""
+    first = (
+        "INSERT INTO tomogram_totals (project_id, voxel_size, tomo_type, n_runs) "
+        "SELECT v.project_id, v.voxel_size, NEW.tomo_type, 1 FROM voxel_spacings v WHERE v.id = NEW.voxel_spacing_id "
+        f"AND (SELECT count(*) FROM ({_PAIR.format(r='NEW')})) = 1 "
+        "ON CONFLICT (project_id, voxel_size, tomo_type) DO UPDATE SET n_runs = n_runs + 1;"
+    )
+    last = (
+        "UPDATE tomogram_totals SET n_runs = n_runs - 1 WHERE (project_id, voxel_size, tomo_type) = "
+        "(SELECT v.project_id, v.voxel_size, OLD.tomo_type FROM voxel_spacings v WHERE v.id = OLD.voxel_spacing_id) "
+        f"AND NOT EXISTS ({_PAIR.format(r='OLD')}); "
+        "DELETE FROM tomogram_totals WHERE project_id = OLD.project_id AND tomo_type = OLD.tomo_type AND n_runs = 0;"
+    )
+    moved = "OLD.voxel_spacing_id IS NOT NEW.voxel_spacing_id OR OLD.tomo_type IS NOT NEW.tomo_type"
+    return [
+        f"CREATE TRIGGER tomogram_totals_after_insert AFTER INSERT ON tomograms BEGIN {first} END",
+        f"CREATE TRIGGER tomogram_totals_after_delete AFTER DELETE ON tomograms BEGIN {last} END",
+        "CREATE TRIGGER tomogram_totals_after_update AFTER UPDATE OF voxel_spacing_id, tomo_type ON tomograms "
+        f"WHEN {moved} BEGIN {last} {first} END",
+        f"CREATE TRIGGER tomogram_totals_before_voxel_spacing_delete BEFORE DELETE ON voxel_spacings BEGIN {_VS_GOES} END",
+    ]
+
+
+def _pg_tomogram_triggers() -> list[str]:
+    """Statement triggers on tomograms (per pair: present now, present before the statement), a row trigger
+    on voxel_spacings (deleting voxel spacings is rare: a run or a voxel size went)."""
+
+    def apply(sides: list[str], old: bool) -> str:
+        pairs = (
+            f"SELECT voxel_spacing_id, tomo_type, sum(dn) AS moved FROM ({' UNION ALL '.join(sides)}) AS d "
+            "GROUP BY voxel_spacing_id, tomo_type"
+        )
+        # present before = (rows now - rows this statement added + rows it removed) > 0
+        delta = (
+            "SELECT v.project_id, v.voxel_size, p.tomo_type, "
+            "sum(CASE WHEN c.n > 0 THEN 1 ELSE 0 END - CASE WHEN c.n - p.moved > 0 THEN 1 ELSE 0 END) AS n_runs "
+            f"FROM ({pairs}) AS p JOIN voxel_spacings v ON v.id = p.voxel_spacing_id "
+            "CROSS JOIN LATERAL (SELECT count(*) AS n FROM tomograms t "
+            "WHERE t.voxel_spacing_id = p.voxel_spacing_id AND t.tomo_type = p.tomo_type) AS c "
+            "GROUP BY v.project_id, v.voxel_size, p.tomo_type"
+        )
+        sql = (
+            f"INSERT INTO tomogram_totals AS t (project_id, voxel_size, tomo_type, n_runs) SELECT * FROM ({delta}) AS g "
+            "WHERE g.n_runs <> 0 ORDER BY project_id, voxel_size, tomo_type "
+            "ON CONFLICT (project_id, voxel_size, tomo_type) DO UPDATE SET n_runs = t.n_runs + excluded.n_runs;"
+        )
+        if old:
+            sql += (
+                " DELETE FROM tomogram_totals WHERE n_runs = 0 "
+                "AND project_id IN (SELECT DISTINCT project_id FROM old_rows);"
+            )
+        return sql
+
+    new_side = "SELECT voxel_spacing_id, tomo_type, 1 AS dn FROM new_rows"
+    old_side = "SELECT voxel_spacing_id, tomo_type, -1 AS dn FROM old_rows"
+    bodies = {
+        "insert": ("REFERENCING NEW TABLE AS new_rows", apply([new_side], old=False)),
+        "update": ("REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows", apply([new_side, old_side], old=True)),
+        "delete": ("REFERENCING OLD TABLE AS old_rows", apply([old_side], old=True)),
+    }
+    out = []
+    for event, (referencing, body) in bodies.items():
+        name = f"tomogram_totals_after_{event}"
+        out.append(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$")
+        out.append(
+            f"CREATE TRIGGER {name} AFTER {event.upper()} ON tomograms {referencing} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
+        )
+    name = "tomogram_totals_before_voxel_spacing_delete"
+    out.append(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {_VS_GOES} RETURN OLD; END $$")
+    out.append(f"CREATE TRIGGER {name} BEFORE DELETE ON voxel_spacings FOR EACH ROW EXECUTE FUNCTION {name}()")
     return out
