@@ -1,23 +1,24 @@
-"""pick_totals and object_totals: the aggregates over picks and run_objects, kept by database triggers
+"""pick_totals, object_totals, tomogram_totals: the catalog's aggregates, kept by database triggers
 
 At 100,000 runs (1.1 M pick files) "points by session" and "picks per object per user" read every
-``picks`` row (0.2-0.5 s warm on PostgreSQL, 20 s cold), and "coverage per object" every ``run_objects``
-row. ``pick_totals`` holds pick files and points per (project, object, user, session, layer), a few
-dozen rows, and ``object_totals`` runs (with and without picks), pick files and points per (project,
-object), so those questions read a handful of rows.
+``picks`` row (0.2-0.5 s warm on PostgreSQL, 20 s cold), "coverage per object" every ``run_objects`` row
+and "tomogram types per voxel size" every tomogram. ``pick_totals`` holds pick files and points per
+(project, object, user, session, layer), a few dozen rows; ``object_totals`` runs (with and without
+picks), pick files and points per (project, object); ``tomogram_totals`` runs per (project, voxel size,
+tomogram type). Those questions then read a handful of rows.
 
-Triggers keep both equal to their source tables after every statement, whoever writes: the indexer's
+Triggers keep them equal to their source tables after every statement, whoever writes: the indexer's
 batched upserts, deletes of vanished files, cascades when a run or a project goes, the object API, or a
 person with ``psql``. On SQLite they are row triggers (a few microseconds a row). On PostgreSQL they are
 statement-level AFTER triggers with transition tables: one grouped upsert per statement instead of one
 plpgsql call per row. Each upsert visits its keys in key order, so two writers cannot deadlock on them,
 and it skips keys whose project is being deleted (that cascade takes the totals with it).
 
-A later migration that rebuilds ``picks`` or ``run_objects`` on SQLite (``batch_alter_table`` copies the
-table and drops the old one, triggers included) must create the triggers again:
-``tests/test_totals.py`` checks that they exist at head on both backends.
+A later migration that rebuilds ``picks``, ``run_objects``, ``tomograms`` or ``voxel_spacings`` on SQLite
+(``batch_alter_table`` copies the table and drops the old one, triggers included) must create the
+triggers again: ``tests/test_totals.py`` checks that they exist at head on both backends.
 
-The upgrade fills both tables from the catalog as it stands, so no reindex is needed. On PostgreSQL it
+The upgrade fills the tables from the catalog as it stands, so no reindex is needed. On PostgreSQL it
 also asks autovacuum to visit ``run_objects`` after 1 % of its rows changed instead of 20 %: "runs lacking
 X" is an index-only scan of it, which reads the table itself for every row of a page that changed since
 the last vacuum (11 s cold at 100,000 runs right after a full index).
