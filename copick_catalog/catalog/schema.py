@@ -496,6 +496,68 @@ class RunObject(Base):
         return f"<RunObject {self.run_name}/{self.object_name} picks={self.n_picks} points={self.n_points}>"
 
 
+class PickTotal(Base):
+    """Pick files and points per project, object, user, session and layer: ``picks`` grouped, kept by triggers.
+
+    Database triggers on ``picks`` (created by migration 0009, row triggers on SQLite, statement triggers
+    on PostgreSQL) keep it equal to ``SELECT … count(*), sum(n_points) FROM picks GROUP BY`` these keys
+    after every statement, whoever writes, so "points by session" reads a few dozen rows instead of every
+    pick file's row. Keys with no pick file left have no row.
+    """
+
+    __tablename__ = "pick_totals"
+
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    object_name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    session_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    layer: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    n_picks: Mapped[int] = mapped_column(sa.BigInteger)
+    n_points: Mapped[int] = mapped_column(sa.BigInteger)
+
+    def __repr__(self) -> str:
+        return f"<PickTotal {self.user_id}/{self.session_id}/{self.object_name} {self.layer} picks={self.n_picks}>"
+
+
+class ObjectTotal(Base):
+    """Per project and object: runs counted in ``run_objects``, how many have picks, pick files and points.
+
+    ``run_objects`` grouped by object, kept by triggers like :class:`PickTotal`, so coverage per object
+    reads one row per object instead of one per run and object.
+    """
+
+    __tablename__ = "object_totals"
+
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    object_name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    n_runs: Mapped[int] = mapped_column(sa.BigInteger)
+    n_runs_with_picks: Mapped[int] = mapped_column(sa.BigInteger)
+    n_picks: Mapped[int] = mapped_column(sa.BigInteger)
+    n_points: Mapped[int] = mapped_column(sa.BigInteger)
+
+    def __repr__(self) -> str:
+        return f"<ObjectTotal {self.object_name!r} runs={self.n_runs} with picks={self.n_runs_with_picks}>"
+
+
+class TomogramTotal(Base):
+    """Per project, voxel size and tomogram type: in how many runs a tomogram of that type exists.
+
+    ``tomograms`` joined to ``voxel_spacings`` and counted by distinct run, kept by triggers on both
+    tables (a run's tomogram in both layers counts once), so "tomogram types per voxel size" reads a
+    row per type instead of every tomogram.
+    """
+
+    __tablename__ = "tomogram_totals"
+
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    voxel_size: Mapped[float] = mapped_column(sa.Float, primary_key=True)
+    tomo_type: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    n_runs: Mapped[int] = mapped_column(sa.BigInteger)
+
+    def __repr__(self) -> str:
+        return f"<TomogramTotal {self.voxel_size:.3f} {self.tomo_type!r} runs={self.n_runs}>"
+
+
 class IndexRun(Base):
     """One indexing pass: when, by what, how long, and what it found."""
 

@@ -1,0 +1,335 @@
+"""``pick_totals`` and ``object_totals`` stay equal to ``picks`` and ``run_objects`` whoever writes.
+
+The two tables are kept by database triggers (migration 0009), so every test here writes through a
+different path (the indexer's upserts and deletes, a run's cascade, a config change, the copick object
+API, plain SQL, a project deleted, a downgrade and upgrade) and then compares the totals with a GROUP BY
+over their source computed here. The helpers that read the totals must answer exactly as the SQL over
+``picks`` they replace: both paths are asked the same questions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from copick_catalog import Catalog
+from copick_catalog.catalog.db import alembic_config, create_engine
+from copick_catalog.sample import SampleSummary, pick_json
+from tests.conftest import run_object_counts
+
+PICK_KEY = ("project_id", "object_name", "user_id", "session_id", "layer")
+TRIGGERS = {
+    *(
+        f"{t}_after_{ev}"
+        for t in ("pick_totals", "object_totals", "tomogram_totals")
+        for ev in ("insert", "update", "delete")
+    ),
+    "tomogram_totals_before_voxel_spacing_delete",
+}
+
+
+def assert_totals_exact(engine: sa.Engine) -> dict[str, set[tuple[Any, ...]]]:
+    """Both totals tables, after checking each against a GROUP BY over its source table."""
+    keys = ", ".join(PICK_KEY)
+    with engine.connect() as conn:
+        picks = set(conn.execute(sa.text(f"SELECT {keys}, n_picks, n_points FROM pick_totals")).all())
+        expect_picks = set(
+            conn.execute(sa.text(f"SELECT {keys}, count(*), sum(n_points) FROM picks GROUP BY {keys}")).all()
+        )
+        objects = set(
+            conn.execute(
+                sa.text(
+                    "SELECT project_id, object_name, n_runs, n_runs_with_picks, n_picks, n_points FROM object_totals"
+                )
+            ).all()
+        )
+        expect_objects = set(
+            conn.execute(
+                sa.text(
+                    "SELECT project_id, object_name, count(*), sum(CASE WHEN n_picks > 0 THEN 1 ELSE 0 END), "
+                    "sum(n_picks), sum(n_points) FROM run_objects GROUP BY project_id, object_name"
+                )
+            ).all()
+        )
+        tomograms = set(conn.execute(sa.text("SELECT project_id, voxel_size, tomo_type, n_runs FROM tomogram_totals")))
+        expect_tomograms = set(
+            conn.execute(
+                sa.text(
+                    "SELECT v.project_id, v.voxel_size, t.tomo_type, count(DISTINCT t.run_id) FROM tomograms t "
+                    "JOIN voxel_spacings v ON v.id = t.voxel_spacing_id "
+                    "GROUP BY v.project_id, v.voxel_size, t.tomo_type"
+                )
+            )
+        )
+    assert picks == expect_picks, f"pick_totals drifted: extra {picks - expect_picks}, missing {expect_picks - picks}"
+    assert tomograms == expect_tomograms, (
+        f"tomogram_totals drifted: extra {tomograms - expect_tomograms}, missing {expect_tomograms - tomograms}"
+    )
+    assert objects == expect_objects, (
+        f"object_totals drifted: extra {objects - expect_objects}, missing {expect_objects - objects}"
+    )
+    return {"picks": picks, "objects": objects, "tomograms": tomograms}
+
+
+def _write_pick(path: Path, obj: str, user: str, session: str, run: str, n: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pts = np.arange(3 * n, dtype=float).reshape(n, 3)
+    path.write_text(pick_json(obj, user, session, run, pts, np.arange(n), np.ones(n)))
+
+
+def test_triggers_exist_at_head(sample: SampleSummary, db_url: str) -> None:
+    """A later migration that rebuilds picks or run_objects on SQLite drops their triggers: it must make them again."""
+    Catalog.open(sample.config, db=db_url).close()
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            names = set(conn.scalars(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")))
+        else:
+            names = set(conn.scalars(sa.text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")))
+    engine.dispose()
+    assert names >= TRIGGERS
+
+
+def test_totals_follow_the_indexer_runs_and_config(sample: SampleSummary, db_url: str) -> None:
+    overlay = sample.config.parent / "overlay" / "ExperimentRuns"
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        first = assert_totals_exact(cat.engine)
+        assert len(first["picks"]) >= 12 and len(first["objects"]) == len(cat.config.object_names)
+
+        # a changed file, a vanished one, a new key, a new run: one reindex
+        changed = overlay / "TS_0001" / "Picks" / "alice_1_ribosome.json"
+        _write_pick(changed, "ribosome", "alice", "1", "TS_0001", 2)
+        (overlay / "TS_0002" / "Picks" / "bob_2_ribosome.json").unlink()
+        _write_pick(overlay / "TS_0003" / "Picks" / "dave_7_proteasome.json", "proteasome", "dave", "7", "TS_0003", 5)
+        _write_pick(overlay / "TS_0999" / "Picks" / "dave_7_ribosome.json", "ribosome", "dave", "7", "TS_0999", 4)
+        report = cat.index()
+        assert report.removed >= 1 and report.added >= 2
+        totals = assert_totals_exact(cat.engine)
+        assert (cat.project_id, "proteasome", "dave", "7", "overlay", 1, 5) in totals["picks"]
+        run_object_counts(cat.engine)
+
+        # every file of a key gone: its row goes (no zero rows)
+        (overlay / "TS_0003" / "Picks" / "dave_7_proteasome.json").unlink()
+        cat.index()
+        totals = assert_totals_exact(cat.engine)
+        assert not [t for t in totals["picks"] if t[1:3] == ("proteasome", "dave")]
+
+        # a tomogram vanishes; then a run with tomograms goes (its voxel spacing and tomograms by cascade)
+        static = sample.config.parent / "static" / "ExperimentRuns"
+        shutil.rmtree(static / "TS_0001" / "VoxelSpacing10.000" / "denoised.zarr")
+        cat.index()
+        totals = assert_totals_exact(cat.engine)
+        assert {t[2:] for t in totals["tomograms"]} == {("wbp", 2), ("denoised", 1)}
+        assert [(r["tomo_type"], r["runs"]) for r in cat.tomogram_types()] == [("denoised", 1), ("wbp", 2)]
+
+        # a run removed from both roots: its picks and run_objects rows go by cascade
+        for layer in ("static", "overlay"):
+            for run in ("TS_0002", "TS_0004"):
+                shutil.rmtree(sample.config.parent / layer / "ExperimentRuns" / run, ignore_errors=True)
+        cat.index()
+        assert not {"TS_0002", "TS_0004"} & {r.name for r in cat.runs()}
+        assert [(r["tomo_type"], r["runs"]) for r in cat.tomogram_types()] == [("wbp", 1)]
+        totals = assert_totals_exact(cat.engine)
+        ribosome = next(t for t in totals["objects"] if t[1] == "ribosome")
+        assert ribosome[2] == len(cat.runs())
+
+    # the config drops proteasome and adds actin: run_objects rows go and come, the totals with them
+    config = json.loads(sample.config.read_text())
+    config["pickable_objects"] = [o for o in config["pickable_objects"] if o["name"] != "proteasome"] + [
+        {"name": "actin", "is_particle": True, "label": 9}
+    ]
+    sample.config.write_text(json.dumps(config))
+    with Catalog.open(sample.config, db=db_url) as cat:
+        totals = assert_totals_exact(cat.engine)
+        objects = {t[1]: t for t in totals["objects"]}
+        assert "proteasome" not in objects and objects["actin"][2:] == (len(cat.runs()), 0, 0, 0)
+        coverage = {r["object_name"]: r for r in cat.object_coverage()}
+        assert coverage["actin"]["runs_lacking"] == len(cat.runs()) and "proteasome" not in coverage
+        # proteasome picks stay in picks (and in pick_totals) though the config no longer lists it
+        assert {r["object_name"] for r in cat.pick_summary(by=("object_name",))} >= {"proteasome"}
+
+
+def test_totals_follow_plain_sql_and_a_deleted_project(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        pid = cat.project_id
+        engine = cat.engine
+        statements = [
+            "UPDATE picks SET stale = NOT stale",  # no counted column: nothing moves
+            "UPDATE picks SET user_id = 'zed' WHERE run_name IN ('TS_0001', 'TS_0002') AND user_id = 'alice'",
+            "UPDATE picks SET n_points = n_points + 1 WHERE object_name = 'ribosome'",
+            "UPDATE picks SET layer = 'static' WHERE run_name = 'TS_0005' AND layer = 'overlay'",
+            "DELETE FROM picks WHERE run_name = 'TS_0006'",
+            "UPDATE run_objects SET n_picks = 0 WHERE run_name = 'TS_0007'",
+            "DELETE FROM runs WHERE name = 'TS_0008'",
+            # a run's wbp in the overlay too: still one run; then gone from the static layer: still one
+            "INSERT INTO tomograms (project_id, run_id, voxel_spacing_id, tomo_type, n_levels, layer, path, "
+            "fingerprint, indexed_at, stale) SELECT project_id, run_id, voxel_spacing_id, tomo_type, n_levels, "
+            "'overlay', path, fingerprint, indexed_at, stale FROM tomograms WHERE tomo_type = 'wbp'",
+            "DELETE FROM tomograms WHERE tomo_type = 'wbp' AND layer = 'static' AND run_id IN "
+            "(SELECT id FROM runs WHERE name = 'TS_0001')",
+            "UPDATE tomograms SET tomo_type = 'denoised' WHERE tomo_type = 'wbp' AND layer = 'overlay' AND run_id IN "
+            "(SELECT id FROM runs WHERE name = 'TS_0002')",  # a run whose denoised exists already: wbp loses a run
+            "UPDATE tomograms SET tomo_type = 'isonet' WHERE tomo_type = 'denoised' AND layer = 'static'",
+            "DELETE FROM voxel_spacings WHERE run_id IN (SELECT id FROM runs WHERE name = 'TS_0001')",
+            "DELETE FROM runs WHERE name = 'TS_0002'",
+        ]
+        for stmt in statements:
+            with engine.begin() as conn:
+                conn.execute(sa.text(stmt))
+            assert_totals_exact(engine)
+        with engine.begin() as conn:  # several statements in one transaction, then rolled back
+            conn.execute(sa.text("DELETE FROM picks WHERE user_id = 'bob'"))
+            conn.execute(sa.text("UPDATE picks SET session_id = '99' WHERE user_id = 'zed'"))
+            conn.rollback()
+        assert_totals_exact(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM projects WHERE id = :p"), {"p": pid})
+        totals = assert_totals_exact(engine)
+        assert totals == {"picks": set(), "objects": set(), "tomograms": set()}
+
+
+def test_totals_follow_the_object_api(sample: SampleSummary, db_url: str) -> None:
+    pytest.importorskip("copick", reason="the copick backend needs copick (pip install 'copick-catalog[copick]')")
+    from copick_catalog import from_file
+
+    with from_file(sample.config, db=db_url) as root:
+        engine = root.catalog.engine
+        assert_totals_exact(engine)
+        run = root.get_run("TS_0002")
+        new = run.new_picks("ribosome", "9", user_id="dave")
+        new.from_numpy(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]))
+        totals = assert_totals_exact(engine)
+        assert (root.catalog.project_id, "ribosome", "dave", "9", "overlay", 1, 3) in totals["picks"]
+        alice = run.get_picks(user_id="alice", object_name="ribosome")[0]
+        alice.from_numpy(np.zeros((7, 3)))  # rewritten: same key, other count
+        assert_totals_exact(engine)
+        alice.delete()
+        new.delete()
+        totals = assert_totals_exact(engine)
+        assert not [t for t in totals["picks"] if t[2] == "dave"]
+        vs = run.new_voxel_spacing(5)
+        tomo = vs.new_tomogram("wbp")
+        tomo.from_numpy(np.zeros((16, 16, 16), np.float32))
+        totals = assert_totals_exact(engine)
+        assert (root.catalog.project_id, 5.0, "wbp", 1) in totals["tomograms"]
+        tomo.delete()
+        totals = assert_totals_exact(engine)
+        assert not [t for t in totals["tomograms"] if t[1] == 5.0]
+        root.new_run("TS_NEW").new_picks("proteasome", "3", user_id="erin").from_numpy(np.ones((2, 3)))
+        totals = assert_totals_exact(engine)
+        proteasome = next(t for t in totals["objects"] if t[1] == "proteasome")
+        assert proteasome[2] == sample.runs + 1
+
+
+#: (by, filters) asked of both paths: every one of these is answered from pick_totals
+QUESTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("object_name", "user_id"), {}),
+    (("session_id",), {}),
+    (("user_id",), {}),
+    (("layer", "session_id", "object_name"), {}),
+    ((), {}),
+    ((), {"user_id": "nobody"}),
+    (("object_name",), {"user_id": "alice"}),
+    (("object_name", "user_id"), {"user_id": ["alice", "bob"], "layer": "overlay"}),
+    (("session_id",), {"object_name": "ribosome", "session_id": ["1", "0"]}),
+    (("object_name", "user_id"), {"uri": "ribo*:alice/*"}),
+    (("user_id", "session_id"), {"uri": "re:pro.*:*/[01]"}),
+    (("object_name",), {"uri": "*:bob/2", "layer": "overlay"}),
+    (("user_id",), {"uri": None}),
+]
+
+
+def test_summaries_answer_as_the_picks_do(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        with cat.engine.begin() as conn:  # a key in several layers and an uneven spread, so the sums matter
+            conn.execute(sa.text("UPDATE picks SET layer = 'static' WHERE run_name = 'TS_0001'"))
+        for by, filters in QUESTIONS:
+            fast = cat.pick_summary(by=by, **filters)
+            # run=None filters nothing but is a column the totals lack: the SQL over picks answers it
+            slow = cat.pick_summary(by=by, run=None, **filters)
+            assert fast == slow, (by, filters)
+            assert all(isinstance(r["picks"], int) and isinstance(r["points"], int | None) for r in fast)
+            assert [list(r) for r in fast] == [[*by, "picks", "points"]] * len(fast)
+        assert cat.points_by_session() == cat.pick_summary(by=("session_id",), run=None)
+        assert cat.pick_summary(by=(), user_id="nobody") == [{"picks": 0, "points": None}]
+        assert cat.pick_summary(by=()) == [{"picks": sample.pick_files, "points": sample.points}]
+        # what the totals cannot answer still comes from picks: per run, and filtered by run
+        per_run = cat.pick_summary(by=("run_name", "object_name"), run=["TS_0001", "TS_0002"])
+        assert {r["run_name"] for r in per_run} == {"TS_0001", "TS_0002"}
+        assert sum(r["picks"] for r in per_run) == len(cat.picks(run=["TS_0001", "TS_0002"]))
+
+
+def test_coverage_lacking_and_tomogram_types_as_before(sample: SampleSummary, db_url: str) -> None:
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        with cat.engine.connect() as conn:  # the former query, over run_objects
+            before = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT object_name, sum(CASE WHEN n_picks > 0 THEN 1 ELSE 0 END) AS runs_with_picks, "
+                        "sum(1 - CASE WHEN n_picks > 0 THEN 1 ELSE 0 END) AS runs_lacking, sum(n_picks) AS picks, "
+                        "sum(n_points) AS points FROM run_objects WHERE project_id = :p GROUP BY object_name "
+                        "ORDER BY object_name"
+                    ),
+                    {"p": cat.project_id},
+                )
+            ]
+            by_user = {
+                user: sorted(
+                    conn.scalars(
+                        sa.text(
+                            "SELECT name FROM runs r WHERE project_id = :p AND NOT EXISTS (SELECT 1 FROM picks k "
+                            "WHERE k.run_id = r.id AND k.object_name = 'proteasome' AND k.user_id = :u)"
+                        ),
+                        {"p": cat.project_id, "u": user},
+                    )
+                )
+                for user in ("alice", "bob", "nobody")
+            }
+            types_before = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT v.voxel_size, t.tomo_type, count(DISTINCT t.run_id) AS runs FROM tomograms t "
+                        "JOIN voxel_spacings v ON t.voxel_spacing_id = v.id WHERE t.project_id = :p "
+                        "GROUP BY v.voxel_size, t.tomo_type ORDER BY v.voxel_size, t.tomo_type"
+                    ),
+                    {"p": cat.project_id},
+                )
+            ]
+        assert cat.tomogram_types() == types_before and types_before
+        assert cat.object_coverage() == [{k: int(v) if k != "object_name" else v for k, v in r.items()} for r in before]
+        for user, expected in by_user.items():
+            assert cat.runs_lacking("proteasome", user_id=user) == expected
+        assert cat.runs_lacking("proteasome", user_id=["alice", "bob"]) == sorted(
+            set(by_user["alice"]) & set(by_user["bob"])
+        )
+
+
+def test_downgrade_and_upgrade_refill_the_totals(sample: SampleSummary, tmp_path: Path) -> None:
+    from alembic import command
+
+    db = tmp_path / "catalog.sqlite"
+    with Catalog.open(sample.config, db=str(db)) as cat:
+        cat.index()
+        before = assert_totals_exact(cat.engine)
+    url = f"sqlite:///{db}"
+    command.downgrade(alembic_config(url), "0007")
+    engine = create_engine(url)
+    with engine.begin() as conn:  # written while no trigger watched
+        assert not sa.inspect(conn).has_table("pick_totals")
+        conn.execute(sa.text("DELETE FROM picks WHERE user_id = 'bob'"))
+    command.upgrade(alembic_config(url), "head")
+    after = assert_totals_exact(engine)
+    assert after["picks"] == {t for t in before["picks"] if t[2] != "bob"}
+    engine.dispose()
