@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -472,3 +473,27 @@ def test_fresh_rows_leave_a_path_another_writer_took(sample: SampleSummary, db_u
         clash = {**template, "path": template["path"] + ".clash.json", "indexed_at": t0}  # same run/user/session/object
         with pytest.raises(sa.exc.IntegrityError), write_tx(cat.engine, bulk=True) as conn:
             insert_fresh(conn, picks, [clash], picks.c.indexed_at < t0)
+
+
+def test_a_big_index_refreshes_postgresqls_statistics(
+    sample: SampleSummary, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a run that changed many rows the planner knows the tables' sizes (not those of empty tables)."""
+    from copick_catalog.index import indexer
+
+    def analyzed(cat: Catalog) -> dict[str, Any]:
+        with cat.engine.connect() as conn:
+            q = "SELECT relname, last_analyze FROM pg_stat_user_tables WHERE relname IN ('picks', 'points', 'runs')"
+            return dict(conn.exec_driver_sql(q).all())
+
+    with Catalog.open(sample.config, db=pg_url) as cat:
+        monkeypatch.setattr(indexer, "ANALYZE_AFTER_ROWS", 10**9)
+        cat.index(scopes=[("overlay", "ExperimentRuns/TS_0001")])  # a small run: no statistics work
+        assert set(analyzed(cat).values()) == {None}
+        monkeypatch.setattr(indexer, "ANALYZE_AFTER_ROWS", sample.pick_files // 2)
+        cat.index()
+        stats = analyzed(cat)
+        assert all(stats[t] is not None for t in ("picks", "points", "runs")), stats
+        with cat.engine.connect() as conn:
+            planned = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'picks'").scalar_one()
+        assert planned == sample.pick_files
