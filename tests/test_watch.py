@@ -756,14 +756,17 @@ def test_minimal_scopes_drop_nested_and_coarsen() -> None:
     assert minimal_scopes([*many, "Objects/x.zarr"], limit=1) == [""]
 
 
-def test_lost_events_and_a_dead_observer_fall_back_to_full_rescans(sample: SampleSummary, tmp_path: Path) -> None:
-    """An inotify overflow (watchdog only logs it) and a dead observer thread both lead to a full
-    incremental index, after which new files are followed again."""
-    import logging
+def test_lost_events_and_a_dead_reader_fall_back_to_full_rescans(sample: SampleSummary, tmp_path: Path) -> None:
+    """A real inotify queue overflow (more events than the kernel queues while the reader is held up)
+    and a dead reader thread both lead to a full incremental index, after which new files are followed
+    again; a directory created while events were lost is watched afterwards."""
     import threading
 
+    from copick_catalog.daemon.inotify import max_user_watches
     from copick_catalog.daemon.watcher import Watcher, WatchOptions
 
+    assert max_user_watches() is not None
+    queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     ov = overlay_of(sample)
     with Catalog.open(sample.config, db=db_url) as cat:
@@ -773,19 +776,27 @@ def test_lost_events_and_a_dead_observer_fall_back_to_full_rescans(sample: Sampl
         try:
             wait_for(lambda: w.ready, 15, "the initial index")
             updates = w.stats.updates
-            # exactly what watchdog 7.1 logs when the kernel queue overflowed
-            logging.getLogger("watchdog.observers.inotify_c").warning(
-                "Inotify queue overflowed; filesystem events were lost"
-            )
-            wait_for(lambda: w.stats.events_lost == 1 and w.stats.updates >= updates + 2, 10, "a full rescan")
+            assert w._watches is not None
+            flood = ov / "ExperimentRuns" / "TS_0011" / "Picks"
+            with w._watches._lock:  # the reader thread blocks on it, so the kernel queue fills up
+                for i in range(queued // 2 + 200):  # created + closed: two events each
+                    (flood / f"junk{i}.txt").write_bytes(b"")
+                new_dir = ov / "ExperimentRuns" / "TS_0011" / "Meshes"
+                new_dir.mkdir()  # its creation event is lost with the rest
+            wait_for(lambda: w.stats.events_lost == 1 and w.stats.updates >= updates + 2, 20, "a full rescan")
+            assert w._watches.overflows == 1
             assert w.stats.last_report["scopes"] == 1
+            m = layout.path_of(layout.MeshKey("TS_0011", "olga", "1", "membrane"))
+            import trimesh
 
-            assert w._observer is not None
-            w._observer.stop()  # the observer thread dies
-            wait_for(lambda: w.stats.events_lost == 2, 10, "the dead observer noticed")
+            (ov / m).write_bytes(glb.scene_to_glb(trimesh.creation.icosphere(1)))
+            wait_for(lambda: m in paths(cat, Mesh), 10, "a mesh in a directory whose creation event was lost")
+
+            w._watches.stop()  # the reader thread dies
+            wait_for(lambda: w.stats.events_lost == 2, 10, "the dead reader noticed")
             p = layout.path_of(layout.PickKey("TS_0010", "olga", "2", "ribosome"))
             (ov / p).write_text(pick_text("TS_0010", "olga", "2", "ribosome", 2))
-            wait_for(lambda: p in paths(cat, Pick), 10, "a file seen by the restarted observer")
+            wait_for(lambda: p in paths(cat, Pick), 10, "a file seen by the restarted reader")
         finally:
             w.stop()
             t.join(5)
