@@ -136,7 +136,7 @@ def _following(d: dict[str, Any]) -> list[str]:
         elif mode == "mixed":
             text = (
                 f"[yellow]mixed[/]: {info.get('runs_watched', 0):,} runs by inotify, {info.get('runs_polled', 0):,} "
-                f"polled every {poll.get('every_s', 0):.0f} s"
+                f"polled every {poll.get('every_s', 0):g} s"
             )
             if poll.get("last_pass_s") is not None:
                 text += f" (last pass {poll['last_pass_s']:.1f} s)"

@@ -133,7 +133,7 @@ class Poller:
         self.promote()
         todo = self.source()
         if not todo:
-            self._stop.wait(min(self.every, 1.0))
+            self._sleep(min(self.every, 1.0))
             return
         t0 = time.monotonic()
         pace = self.every / len(todo)
@@ -149,7 +149,7 @@ class Poller:
             self.listing_s += work
             self.runs_listed += len(part)
             next_at = max(t0 + pace * (i + len(part)), time.monotonic() + work * (1 - DUTY) / DUTY)
-            if self._stop.wait(max(0.0, next_at - time.monotonic())):
+            if self._sleep(next_at - time.monotonic()):
                 return
         took = time.monotonic() - t0
         if self.passes == 0:
@@ -162,6 +162,18 @@ class Poller:
             )
         self.passes += 1
         self.last_pass_s = took
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait (True if stopped meanwhile), offering room to polled runs every second: when watched runs
+        are deleted, runs waiting for a watch get one within a second, not a poll interval later."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(min(left, 1.0)):
+                return True
+            self.promote()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -160,7 +160,9 @@ class Watches:
         self._layers: dict[str, _Layer] = {}
         self._by_wd: dict[int, tuple[_Layer, str, str | None]] = {}  # wd -> (layer, directory, run)
         self._hard_cap: int | None = None  # set when the kernel refused a watch: what we held then
+        self._room_checked = 0  # room left when every polled run was last tried (see promote)
         self._warned = False
+        self._placing = False  # arm() is placing runs: the warning waits for the final counts
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read_loop, name="copick-catalog-inotify", daemon=True)
         self.overflows = 0
@@ -186,17 +188,22 @@ class Watches:
     def arm(self, roots: dict[str, Root]) -> None:
         """Watch the given roots (each with a local path): their structures first, then runs by priority."""
         with self._lock:
-            placed = []
-            for layer, root in roots.items():
-                self.disarm(layer)
-                assert root.local_path is not None
-                lay = _Layer(layer, root, os.path.realpath(root.local_path))
-                self._layers[layer] = lay
-                if self._arm_structure(lay):
-                    placed.append(lay)
-            for lay in sorted(placed, key=lambda lay: _priority(lay.name)):
-                for run in self._runs_on_disk(lay):
-                    self._place_run(lay, run)
+            self._placing = True
+            try:
+                placed = []
+                for layer, root in roots.items():
+                    self.disarm(layer)
+                    assert root.local_path is not None
+                    lay = _Layer(layer, root, os.path.realpath(root.local_path))
+                    self._layers[layer] = lay
+                    if self._arm_structure(lay):
+                        placed.append(lay)
+                for lay in sorted(placed, key=lambda lay: _priority(lay.name)):
+                    for run in self._runs_on_disk(lay):
+                        self._place_run(lay, run)
+                self._room_checked = self._room()  # every run was just tried with this much room
+            finally:
+                self._placing = False
             self._warn_if_polling()
 
     def disarm(self, layer: str) -> None:
@@ -282,18 +289,34 @@ class Watches:
         self.sink.mark_dirty(lay.name, f"{RUNS}/{run}")
 
     def promote(self) -> int:
-        """Watch polled runs again while there is room (runs were deleted); returns how many."""
-        n = 0
+        """Watch polled runs again where room has freed up (watched runs deleted); returns how many.
+
+        Cheap when nothing changed: a scan happens only when there is more room than at the end of the
+        last one. The lock is taken per run, so events keep flowing during a long scan.
+        """
         with self._lock:
-            watched = sum(len(lay.runs) for lay in self._layers.values())
-            per_run = max(1, (self.used // watched) if watched else 4)
-            for lay in sorted(self._layers.values(), key=lambda lay: _priority(lay.name)):
-                for run in list(lay.polled):
-                    if self._ceiling(for_runs=True) - self.used < per_run or not self._place_run(lay, run):
-                        return n
+            room = self._room()
+            if room <= self._room_checked:
+                self._room_checked = room  # less room now (runs grew): the next increase triggers a scan
+                return 0
+            layers = sorted(self._layers.values(), key=lambda la: _priority(la.name))
+            candidates = [(lay, run) for lay in layers for run in lay.polled]
+        n = 0
+        for lay, run in candidates:
+            with self._lock:
+                if self._room() <= 0:
+                    break
+                if self._layers.get(lay.name) is not lay or run not in lay.polled:
+                    continue
+                if self._place_run(lay, run):
                     self.sink.mark_dirty(lay.name, f"{RUNS}/{run}")  # whatever changed since its last listing
                     n += 1
+        with self._lock:
+            self._room_checked = self._room()
         return n
+
+    def _room(self) -> int:
+        return self._ceiling(for_runs=True) - self.used
 
     def _arm_tree(self, lay: _Layer, start: tuple[str, ...], run: str | None, ceiling: int) -> None:
         """Watch ``start`` and every directory below it that :func:`should_watch`, top down.
@@ -358,15 +381,15 @@ class Watches:
 
     def _warn_if_polling(self) -> None:
         """The one warning about the budget: how many runs are watched and polled, how often, the fix."""
-        if self._warned:
+        if self._warned or self._placing:
             return
         polled = {lay.name: len(lay.polled) for lay in self._layers.values() if lay.polled}
         if not polled:
             return
         self._warned = True
         log.warning(
-            "inotify watch budget reached (%s watches; %s%s): %s runs are watched, %s runs (%s) are polled "
-            "instead, each listed for changes about every %.0f s (--poll); %s",
+            "inotify watch budget reached (%s watches: %s%s): %s run directories are watched, %s are polled "
+            "instead (%s), each listed for changes about every %g s (--poll); %s",
             f"{self.budget.budget:,}",
             self.budget.source,
             "; the kernel refused more" if self._hard_cap is not None else "",
