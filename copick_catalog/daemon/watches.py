@@ -48,9 +48,20 @@ MIN_HEADROOM = 1024
 LAYER_PRIORITY = ("overlay", "static")
 
 SYSCTL_HINT = (
-    "to watch them all, raise the limit (sudo sysctl fs.inotify.max_user_watches=1048576, and the same "
-    "line without sudo sysctl in /etc/sysctl.d/90-inotify.conf to keep it) and restart the daemon"
+    "to watch everything, raise the limit (sudo sysctl fs.inotify.max_user_watches={limit}; the line "
+    "fs.inotify.max_user_watches={limit} in /etc/sysctl.d/90-inotify.conf keeps it after a reboot; each watch "
+    "costs the kernel up to ~1 KB) and restart the daemon"
 )
+#: Watches assumed for a run of a layer none of whose runs is watched (the sample's static runs hold 3).
+DEFAULT_WATCHES_PER_RUN = 3.0
+
+
+def limit_for(need: int) -> int:
+    """A ``max_user_watches`` that leaves ``need`` watches to the daemon after headroom and reserve,
+    rounded up to a multiple of 65,536."""
+    want = need / (1 - HEADROOM_FRACTION) / (1 - RESERVE_FRACTION)
+    step = 65536
+    return max(step, -(-int(want) // step) * step)
 
 
 # ------------------------------------------------------------------------------------------
@@ -229,13 +240,13 @@ class Watches:
             lay.full_poll = True
             log.warning(
                 "no inotify watches left for even the directories of the %s root %s (budget %s: %s); "
-                "rescanning all of it every %.0f s instead; %s",
+                "rescanning all of it every %g s instead; %s",
                 lay.name,
                 lay.base,
                 f"{self.budget.budget:,}",
                 self.budget.source,
                 self.poll_every,
-                SYSCTL_HINT,
+                SYSCTL_HINT.format(limit=limit_for(max(self.used, self.budget.budget) * 2)),
             )
             return False
         return True
@@ -387,9 +398,11 @@ class Watches:
         if not polled:
             return
         self._warned = True
+        need = self.watches_needed()
         log.warning(
             "inotify watch budget reached (%s watches: %s%s): %s run directories are watched, %s are polled "
-            "instead (%s), each listed for changes about every %g s (--poll); %s",
+            "instead (%s), each listed for changes about every %g s (--poll); watching all would take about %s "
+            "watches; %s",
             f"{self.budget.budget:,}",
             self.budget.source,
             "; the kernel refused more" if self._hard_cap is not None else "",
@@ -397,8 +410,19 @@ class Watches:
             f"{sum(polled.values()):,}",
             ", ".join(f"{n:,} in {layer}" for layer, n in sorted(polled.items())),
             self.poll_every,
-            SYSCTL_HINT,
+            f"{need:,}",
+            SYSCTL_HINT.format(limit=limit_for(need)),
         )
+
+    def watches_needed(self) -> int:
+        """About how many watches every run would take: per layer, what its watched runs average."""
+        total = 0.0
+        for lay in self._layers.values():
+            per_run = DEFAULT_WATCHES_PER_RUN
+            if lay.runs:
+                per_run = sum(len(d) for d in lay.runs.values()) / len(lay.runs)
+            total += len(lay.struct) + per_run * (len(lay.runs) + len(lay.polled))
+        return int(total)
 
     # ------------------------------------------------------------------ what is watched
 
@@ -430,6 +454,7 @@ class Watches:
         with self._lock:
             return {
                 "watches": self.used,
+                "watches_needed_for_all": self.watches_needed(),
                 "budget": self.budget.budget,
                 "budget_source": self.budget.source,
                 "kernel_refused": self._hard_cap is not None,
@@ -591,4 +616,4 @@ def _priority(layer: str) -> int:
     return LAYER_PRIORITY.index(layer) if layer in LAYER_PRIORITY else len(LAYER_PRIORITY)
 
 
-__all__ = ["SYSCTL_HINT", "WatchBudget", "Watches", "headroom", "should_watch"]
+__all__ = ["SYSCTL_HINT", "WatchBudget", "Watches", "headroom", "limit_for", "should_watch"]
