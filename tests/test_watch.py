@@ -747,6 +747,78 @@ def test_entity_scope(path: str, is_dir: bool, scope: str | None) -> None:
     assert entity_scope(path, is_dir) == scope
 
 
+def test_when_a_layer_is_due() -> None:
+    """A lone finished change waits only the settle period; a file still open, a zarr group, or a change
+    within a debounce period of the last index waits for quiet; nothing waits past max_delay."""
+    from copick_catalog.daemon.events import Change, DirtySet
+
+    timing = {"settle": 0.02, "debounce": 0.25, "max_delay": 2.0}
+    d = DirtySet()
+    picks = "ExperimentRuns/TS_1/Picks"
+    f = f"{picks}/alice_1_ribosome.json"
+    d.add("overlay", picks, at=10.0, change=Change.WRITING, path=f)  # created
+    assert d.due_at("overlay", **timing) == pytest.approx(10.25)  # still open: more is coming
+    d.add("overlay", picks, at=10.001, change=Change.DONE, path=f)  # closed
+    assert d.due_at("overlay", **timing) == pytest.approx(10.021)
+    assert d.due_at("overlay", **timing, hot_until=10.1) == pytest.approx(10.251)  # indexed a moment ago
+    assert d.take("overlay") == {picks}
+    assert d.due_at("overlay", **timing) is None
+
+    group = "ExperimentRuns/TS_1/Segmentations/10.000_a_1_m.zarr"
+    d.add("overlay", group, at=20.0, change=Change.GROUP)
+    d.add("overlay", picks, at=20.1, change=Change.DONE, path=f)
+    assert d.due_at("overlay", **timing) == pytest.approx(20.35)  # a group is never complete by one event
+    for i in range(100):  # a stream that never goes quiet
+        d.add("overlay", group, at=20.2 + i * 0.1, change=Change.GROUP)
+    assert d.due_at("overlay", **timing) == pytest.approx(22.0)
+    d.take("overlay")
+
+    d.add("static", "", at=30.0)
+    d.add("static", picks, at=30.0, change=Change.WRITING, path=f)
+    d.take("static")  # indexed while the file was open: its close alone makes the layer due quickly again
+    d.add("static", picks, at=31.0, change=Change.DONE, path=f)
+    assert d.due_at("static", **timing) == pytest.approx(31.02)
+    d.restore("static", {""})  # a failed index: due at once (the back-off decides when)
+    assert d.due_at("static", **timing) == float("-inf")
+
+
+def test_bursts_are_batched(sample: SampleSummary, tmp_path: Path, daemons: Callable[..., Daemon]) -> None:
+    """A tool writing hundreds of files (paced slower than the settle period, faster than the debounce), and a
+    zarr group written chunk by chunk, cause a handful of index runs (the first file's, one per max_delay
+    while the writing lasts, the last), not one per file."""
+    db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    d = daemons(sample.config, db_url)
+    ov = overlay_of(sample)
+    max_delay = 2.0  # the daemon's default
+    with Catalog.open(sample.config, db=db_url) as cat:
+        time.sleep(0.5)
+        before = d.state()["updates"]
+        t0 = time.monotonic()
+        written = []
+        for i in range(150):
+            run = f"TS_{1 + i % 12:04d}"
+            p = layout.path_of(layout.PickKey(run, "tool", str(i), "ribosome"))
+            (ov / p).write_text(pick_text(run, "tool", str(i), "ribosome", 2))
+            written.append(p)
+            time.sleep(0.03)  # a tool computing between files: each file alone would look like a lone save
+        took = time.monotonic() - t0
+        wait_for(lambda: set(written) <= paths(cat, Pick), 20, "150 picks written by a tool", d)
+        time.sleep(0.5)
+        runs = d.state()["updates"] - before
+        assert 1 <= runs <= 3 + took // max_delay, (runs, took)  # +1: a hiccup of the writer past the debounce
+
+        before = d.state()["updates"]
+        seg = layout.path_of(layout.SegmentationKey("TS_0003", VS, "tool", "1", "membrane"))
+        t0 = time.monotonic()
+        write_zarr_chunk_by_chunk(ov / seg, shape=32, chunk=4, labels=True)  # 512 chunks
+        took = time.monotonic() - t0
+        wait_for(lambda: seg in paths(cat, Segmentation), 10, "a segmentation written chunk by chunk", d)
+        time.sleep(0.5)
+        runs = d.state()["updates"] - before
+        assert 1 <= runs <= 2 + took // max_delay, (runs, took)
+    assert d.stop()[0] == 0
+
+
 def test_minimal_scopes_drop_nested_and_coarsen() -> None:
     assert minimal_scopes(["a/b/c", "a/b", "a/bc", "x"]) == ["x", "a/b", "a/bc"]
     assert minimal_scopes(["", "a/b"]) == [""]
@@ -756,14 +828,17 @@ def test_minimal_scopes_drop_nested_and_coarsen() -> None:
     assert minimal_scopes([*many, "Objects/x.zarr"], limit=1) == [""]
 
 
-def test_lost_events_and_a_dead_observer_fall_back_to_full_rescans(sample: SampleSummary, tmp_path: Path) -> None:
-    """An inotify overflow (watchdog only logs it) and a dead observer thread both lead to a full
-    incremental index, after which new files are followed again."""
-    import logging
+def test_lost_events_and_a_dead_reader_fall_back_to_full_rescans(sample: SampleSummary, tmp_path: Path) -> None:
+    """A real inotify queue overflow (more events than the kernel queues while the reader is held up)
+    and a dead reader thread both lead to a full incremental index, after which new files are followed
+    again; a directory created while events were lost is watched afterwards."""
     import threading
 
+    from copick_catalog.daemon.inotify import max_user_watches
     from copick_catalog.daemon.watcher import Watcher, WatchOptions
 
+    assert max_user_watches() is not None
+    queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     db_url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     ov = overlay_of(sample)
     with Catalog.open(sample.config, db=db_url) as cat:
@@ -773,19 +848,27 @@ def test_lost_events_and_a_dead_observer_fall_back_to_full_rescans(sample: Sampl
         try:
             wait_for(lambda: w.ready, 15, "the initial index")
             updates = w.stats.updates
-            # exactly what watchdog 7.1 logs when the kernel queue overflowed
-            logging.getLogger("watchdog.observers.inotify_c").warning(
-                "Inotify queue overflowed; filesystem events were lost"
-            )
-            wait_for(lambda: w.stats.events_lost == 1 and w.stats.updates >= updates + 2, 10, "a full rescan")
+            assert w._watches is not None
+            flood = ov / "ExperimentRuns" / "TS_0011" / "Picks"
+            with w._watches._lock:  # the reader thread blocks on it, so the kernel queue fills up
+                for i in range(queued // 2 + 200):  # created + closed: two events each
+                    (flood / f"junk{i}.txt").write_bytes(b"")
+                new_dir = ov / "ExperimentRuns" / "TS_0011" / "Meshes"
+                new_dir.mkdir()  # its creation event is lost with the rest
+            wait_for(lambda: w.stats.events_lost == 1 and w.stats.updates >= updates + 2, 20, "a full rescan")
+            assert w._watches.overflows == 1
             assert w.stats.last_report["scopes"] == 1
+            m = layout.path_of(layout.MeshKey("TS_0011", "olga", "1", "membrane"))
+            import trimesh
 
-            assert w._observer is not None
-            w._observer.stop()  # the observer thread dies
-            wait_for(lambda: w.stats.events_lost == 2, 10, "the dead observer noticed")
+            (ov / m).write_bytes(glb.scene_to_glb(trimesh.creation.icosphere(1)))
+            wait_for(lambda: m in paths(cat, Mesh), 10, "a mesh in a directory whose creation event was lost")
+
+            w._watches.stop()  # the reader thread dies
+            wait_for(lambda: w.stats.events_lost == 2, 10, "the dead reader noticed")
             p = layout.path_of(layout.PickKey("TS_0010", "olga", "2", "ribosome"))
             (ov / p).write_text(pick_text("TS_0010", "olga", "2", "ribosome", 2))
-            wait_for(lambda: p in paths(cat, Pick), 10, "a file seen by the restarted observer")
+            wait_for(lambda: p in paths(cat, Pick), 10, "a file seen by the restarted reader")
         finally:
             w.stop()
             t.join(5)

@@ -87,6 +87,7 @@ def catalog_status(cat: Catalog) -> dict[str, Any]:
                     "ready",
                     "pending",
                     "roots",
+                    "watching",
                     "updates",
                     "failures",
                     "last_update_at",

@@ -28,14 +28,24 @@ from .common import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
     type=click.FloatRange(min=0.1),
     default=30.0,
     show_default=True,
-    help="Seconds between incremental rescans of roots that give no file events (S3, NFS).",
+    help="Seconds between incremental rescans of roots that give no file events (S3, NFS), and between "
+    "two looks at each run that does not fit the inotify watch budget.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0.0),
+    default=0.02,
+    show_default=True,
+    help="A lone finished change (a file closed, renamed into place or deleted) on a quiet root is indexed "
+    "after this many seconds.",
 )
 @click.option(
     "--debounce",
     type=click.FloatRange(min=0.0),
     default=0.25,
     show_default=True,
-    help="Quiet period (seconds) that ends a burst of file events before indexing.",
+    help="Quiet period (seconds) that ends a burst of file events, a file still being written, or a zarr "
+    "group being written, before indexing.",
 )
 @click.option(
     "--max-delay",
@@ -44,14 +54,24 @@ from .common import CONFIG_ARG, DB_OPTION, console, friendly, open_catalog
     show_default=True,
     help="Index a burst that never goes quiet (a long zarr write) at least this often.",
 )
+@click.option(
+    "--max-watches",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Use at most this many inotify watches (default: fs.inotify.max_user_watches less a tenth for "
+    "other programs); runs that do not fit are polled every --poll seconds.",
+)
 @friendly
-def watch(config: Path, db: str | None, poll: float, debounce: float, max_delay: float) -> None:
+def watch(
+    config: Path, db: str | None, poll: float, settle: float, debounce: float, max_delay: float, max_watches: int | None
+) -> None:
     """Keep the catalog of CONFIG current as files change (runs until SIGTERM/SIGINT).
 
     Local roots are followed with inotify, other roots rescanned every --poll seconds; each change
-    updates only the subtree it touched. Run it under systemd (scripts/copick-catalog-watch.service)
-    and keep a cron `index --skip-if-busy` as a safety net. `kill -USR1 PID` writes every thread's
-    stack to the log, for a daemon that seems stuck.
+    updates only the subtree it touched. Runs past the inotify watch budget are polled (one warning
+    says how many and how to raise the limit). Run it under systemd
+    (scripts/copick-catalog-watch.service) and keep a cron `index --skip-if-busy` as a safety net.
+    `kill -USR1 PID` writes every thread's stack to the log, for a daemon that seems stuck.
     """
     from ..daemon.watcher import WatchOptions, run_watch
 
@@ -59,7 +79,14 @@ def watch(config: Path, db: str | None, poll: float, debounce: float, max_delay:
     pkg = logging.getLogger("copick_catalog")
     if not pkg.isEnabledFor(logging.INFO):
         pkg.setLevel(logging.INFO)  # a daemon's log is its only voice (journald keeps it)
-    run_watch(config, db, WatchOptions(poll=poll, debounce=debounce, max_delay=max(max_delay, debounce)))
+    opts = WatchOptions(
+        poll=poll,
+        settle=min(settle, debounce),
+        debounce=debounce,
+        max_delay=max(max_delay, debounce),
+        max_watches=max_watches,
+    )
+    run_watch(config, db, opts)
     # Everything is committed, closed and released by now. Skip the interpreter's teardown (freeing a
     # big process's modules and objects takes 0.2-0.5 s, more on a loaded machine) so that SIGTERM to
     # exit stays well under a second, as service managers expect.
@@ -96,6 +123,36 @@ def _when(ts: float | None) -> str:
     return f"{stamp} ({age / 3600:.1f} h ago)"
 
 
+def _following(d: dict[str, Any]) -> list[str]:
+    """One line per root: how the daemon follows it (inotify, mixed with counts, poll, missing)."""
+    watching = d.get("watching") or {}
+    layers = watching.get("layers") or {}
+    poll = watching.get("poll") or {}
+    out = []
+    for layer, mode in (d.get("roots") or {}).items():
+        info = layers.get(layer) or {}
+        if mode == "inotify":
+            text = f"inotify, {info.get('runs_watched', 0):,} runs ({info.get('watches', 0):,} watches)"
+        elif mode == "mixed":
+            text = (
+                f"[yellow]mixed[/]: {info.get('runs_watched', 0):,} runs by inotify, {info.get('runs_polled', 0):,} "
+                f"polled every {poll.get('every_s', 0):g} s"
+            )
+            if poll.get("last_pass_s") is not None:
+                text += f" (last pass {poll['last_pass_s']:.1f} s)"
+        elif mode == "poll":
+            text = "poll (the whole root rescanned every --poll seconds)"
+        else:
+            text = f"[red]{mode}[/]"
+        out.append(f"{layer}: {text}")
+    if watching.get("budget") is not None and any(m == "mixed" for m in (d.get("roots") or {}).values()):
+        out.append(
+            f"inotify watches: {watching.get('watches', 0):,} of a budget of {watching['budget']:,} "
+            f"({watching.get('budget_source', '')})"
+        )
+    return out
+
+
 def print_status(info: dict[str, Any]) -> None:
     console.print(f"[bold]{info['project']}[/]  catalog {info['db']}")
     last = info["last_index"]
@@ -129,6 +186,8 @@ def print_status(info: dict[str, Any]) -> None:
             f"{_when(d.get('started_at'))}, heartbeat {d.get('heartbeat_age_s', '?')} s ago, "
             f"{d.get('updates', 0)} updates, {d.get('pending', 0)} pending)"
         )
+        for line in _following(d):
+            console.print(f"  {line}")
         if d.get("last_error"):
             console.print(f"  [red]last error:[/] {escape(str(d['last_error']))}")
     elif d.get("pid"):

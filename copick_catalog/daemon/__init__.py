@@ -1,9 +1,12 @@
 """What keeps a catalog current while files change: the watch daemon and its pieces.
 
-:mod:`.events` maps a file event to the smallest subtree to re-scan, :mod:`.state` is the daemon's
-state file (what ``status`` reads), :mod:`.claim` makes sure one daemon serves a catalog, and
-:mod:`.watcher` is the loop that collects dirty subtrees and runs the incremental indexer on them.
-:func:`run_watch` is what ``copick-catalog watch`` calls.
+:mod:`.inotify` is the kernel interface (one instance, one watch per directory), :mod:`.watches`
+decides which directories are watched within the per-user budget and turns events into dirty
+subtrees, :mod:`.poller` follows the runs past the budget by listing them in turn, :mod:`.events` is
+the dirty set and when a layer is due, :mod:`.state` is the daemon's state file (what ``status``
+reads), :mod:`.claim` makes sure one daemon serves a catalog, and :mod:`.watcher` is the loop that
+runs the incremental indexer on the dirty subtrees. :func:`run_watch` is what ``copick-catalog
+watch`` calls.
 """
 
 from .watcher import WatchOptions, run_watch

@@ -3,16 +3,18 @@
 File events are hints, never the truth (DESIGN §4): every event is mapped to the smallest subtree
 whose re-scan captures it (a pick file -> its ``Picks`` directory, anything inside a ``*.zarr``
 group -> the group, a deleted or moved directory -> that directory), the subtrees collect in a
-*dirty set*, and after a short quiet period (debounce, with a bounded maximum delay so a long zarr
-write still shows up) the same incremental indexer that cron runs is called with those subtrees as
-scopes. Whatever the events missed, the diff decides.
+*dirty set*, and once a layer is due (:mod:`.events`: 20 ms after a lone complete change, else after
+a quiet period with a bounded maximum delay, so bursts become few index runs) the same incremental
+indexer that cron runs is called with those subtrees as scopes. Whatever the events missed, the diff
+decides.
 
-* Local roots are watched with watchdog (inotify) using an explicit event filter: with the default
-  mask the observer's own walk of a 2,000-run tree overflows the inotify queue and events are lost.
+* Local roots are watched with inotify (:mod:`.watches`, one instance, one watch per directory the
+  index reads) within a budget under the kernel's per-user limit; runs past the budget are polled
+  (:mod:`.poller`: listed in turn, indexed only when their listing changed), with one warning.
 * Roots without file events (S3 and other object stores, local paths on NFS/SMB/FUSE) are rescanned
   incrementally every ``poll`` seconds.
-* Anything that means events may have been lost (a queue overflow, a dead observer or emitter, a
-  root that vanished or was re-created) marks the whole layer dirty: a full incremental index.
+* Anything that means events may have been lost (a queue overflow, a dead reader thread, a root that
+  vanished or was re-created) marks the whole layer dirty: a full incremental index.
 * Failures (database unreachable, a root unmounted, the lock held by a long cron run) keep the dirty
   set and retry with back-off, so the daemon catches up instead of dying.
 * SIGTERM/SIGINT stop it within a second: an index in progress gets a short grace period, then is
@@ -25,7 +27,6 @@ an advisory lock every machine can see (:mod:`copick_catalog.daemon.claim`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -37,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from ..catalog.catalog import Catalog
 from ..catalog.db import is_network_fs, is_sqlite
@@ -48,21 +47,23 @@ from ..index.indexer import IndexReport
 from ..index.roots import Root
 from ..index.scopes import MAX_SCOPES_PER_LAYER, entity_scope, minimal
 from .claim import DaemonClaim
-from .events import EVENT_FILTER, DirtySet, EventHandler, OverflowSpy
+from .events import Change, DirtySet
+from .poller import Poller
 from .state import StateFile, state_path
+from .watches import WatchBudget, Watches
 
 log = logging.getLogger(__name__)
-
-_WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
 @dataclass
 class WatchOptions:
-    """Tuning knobs of the daemon; the defaults suit an interactive lab (sub-second updates)."""
+    """Tuning knobs of the daemon; the defaults suit an interactive lab (a lone save indexed in tens of ms)."""
 
-    poll: float = 30.0  # seconds between incremental rescans of roots without file events
-    debounce: float = 0.25  # quiet period that ends a burst of events
+    poll: float = 30.0  # seconds between rescans of roots without file events, and of each polled run
+    settle: float = 0.02  # a lone complete change on a quiet layer is indexed after this long
+    debounce: float = 0.25  # quiet period that ends a burst of events (and anything still being written)
     max_delay: float = 2.0  # a burst that never goes quiet is still indexed this often
+    max_watches: int | None = None  # cap on inotify watches (default: the kernel's limit less headroom)
     check_every: float = 1.0  # how often roots are checked for having vanished or been re-created
     heartbeat: float = 5.0  # how often the state file is refreshed
     parse_retry_window: float = 10.0  # a parse error on a file this fresh is retried ...
@@ -79,13 +80,12 @@ class WatchOptions:
 
 @dataclass
 class _RootWatch:
-    """How one layer is followed: inotify (with the watch and the inode it is armed on) or polling."""
+    """How one layer is followed: by inotify (armed on a directory inode) or by rescans (no events there)."""
 
     layer: str
     root: Root
     mode: str  # "inotify" or "poll"
-    watch: ObservedWatch | None = None
-    ident: tuple[int, int] | None = None
+    ident: tuple[int, int] | None = None  # (device, inode) the watches are armed on; None: not armed
     next_poll: float = 0.0
 
 
@@ -123,8 +123,10 @@ class Watcher:
         self._initial = set(catalog.roots)  # layers whose first full index has not succeeded yet
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._observer: BaseObserver | None = None
+        self._watches: Watches | None = None
+        self._poller = Poller(self, self.opts.poll)
         self._roots: dict[str, _RootWatch] = {}
+        self._flushed_at: dict[str, float] = {}  # layer -> monotonic end of its last index run
         self._backoff: dict[str, _Backoff] = {}
         self._retry_due: dict[tuple[str, str], float] = {}  # (layer, scope) -> monotonic due time
         self._retry_count: dict[tuple[str, str], tuple[str, int]] = {}  # (layer, path) -> (fingerprint, n)
@@ -136,13 +138,13 @@ class Watcher:
             else DaemonClaim(catalog.engine, catalog.project_id, socket.gethostname(), os.getpid())
         )
         self._next_check = 0.0
-        self._spy = OverflowSpy(self)
+        self._roots_moved: set[str] = set()  # layers whose root the inotify thread saw go away
 
     # ------------------------------------------------------------------ public
 
-    def mark_dirty(self, layer: str, prefix: str) -> None:
-        """Queue a subtree for indexing (called from observer threads)."""
-        self.dirty.add(layer, prefix)
+    def mark_dirty(self, layer: str, prefix: str, change: Change = Change.DONE, path: str | None = None) -> None:
+        """Queue a subtree for indexing (called from the inotify and polling threads)."""
+        self.dirty.add(layer, prefix, change=change, path=path)
         self._wake.set()
 
     def events_lost(self, why: str) -> None:
@@ -173,7 +175,7 @@ class Watcher:
         try:
             self._write_state()
             heartbeat.start()
-            self._start_observer()
+            self._start_watching()
             for layer in self.catalog.roots:
                 self.mark_dirty(layer, "")  # the initial full incremental index
             self._loop()
@@ -182,7 +184,7 @@ class Watcher:
                 raise
         finally:
             self._stop.set()
-            self._stop_observer()
+            self._stop_watching()
             heartbeat.join(timeout=1.0)
             if self._claim is not None:
                 self._claim.release()
@@ -226,7 +228,13 @@ class Watcher:
         return [layer for layer in self.dirty.layers() if now >= self._due_at(layer)]
 
     def _due_at(self, layer: str) -> float:
-        due = self.dirty.due_at(layer, self.opts.debounce, self.opts.max_delay)
+        due = self.dirty.due_at(
+            layer,
+            settle=self.opts.settle,
+            debounce=self.opts.debounce,
+            max_delay=self.opts.max_delay,
+            hot_until=self._flushed_at.get(layer, float("-inf")) + self.opts.debounce,
+        )
         if due is None:
             return float("inf")
         return max(due, self._backoff.get(layer, _Backoff()).until)
@@ -234,7 +242,7 @@ class Watcher:
     def _next_wake(self, now: float) -> float:
         times = [self._next_check, *(self._due_at(layer) for layer in self.dirty.layers())]
         times.extend(self._retry_due.values())
-        times.extend(rw.next_poll for rw in self._roots.values() if rw.mode == "poll")
+        times.extend(rw.next_poll for rw in self._roots.values() if self._full_poll(rw))
         return max(0.0, min(times) - now)
 
     # ------------------------------------------------------------------ indexing
@@ -265,6 +273,8 @@ class Watcher:
             self._failed(layer, exc)
             self._write_state()
             return
+        finally:
+            self._flushed_at[layer] = time.monotonic()  # changes from now until a debounce later are a burst
         self._backoff.pop(layer, None)
         self._succeeded(layer, scopes, report, wall0)
         self._write_state()  # status and tests see each update at once, not at the next heartbeat
@@ -357,16 +367,9 @@ class Watcher:
                 self.stats.parse_retries += 1
                 self.dirty.add(*key, at=now - self.opts.max_delay)
 
-    # ------------------------------------------------------------------ roots and the observer
+    # ------------------------------------------------------------------ roots, watches and polling
 
-    def _start_observer(self) -> None:
-        self._observer = Observer()
-        self._observer.start()
-        for name in _WATCHDOG_LOGGERS:
-            lg = logging.getLogger(name)
-            lg.addHandler(self._spy)
-            if lg.getEffectiveLevel() > logging.WARNING:
-                lg.setLevel(logging.WARNING)
+    def _start_watching(self) -> None:
         for layer, root in self.catalog.roots.items():
             mode = "poll"
             if root.local_path is not None and not _on_network_fs(root.local_path):
@@ -374,83 +377,93 @@ class Watcher:
             self._roots[layer] = _RootWatch(layer, root, mode)
             if mode == "poll":
                 log.info("%s root %s: no file events there; rescanning every %.0f s", layer, root.url, self.opts.poll)
+        if any(rw.mode == "inotify" for rw in self._roots.values()):
+            self._watches = self._new_watches()
+        self._poller.start()
         self._check_roots(time.monotonic())
 
-    def _stop_observer(self) -> None:
-        for name in _WATCHDOG_LOGGERS:
-            logging.getLogger(name).removeHandler(self._spy)
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=0.5)
+    def _new_watches(self) -> Watches | None:
+        """An inotify instance with its reader thread, or None (every local root then polled) if the
+        kernel refuses one (``fs.inotify.max_user_instances`` reached)."""
+        try:
+            watches = Watches(
+                self, WatchBudget.plan(self.opts.max_watches), self.opts.poll, self._poller.adopt, self._poller.forget
+            )
+        except OSError as exc:
+            log.warning("%s; rescanning the local roots every %.0f s instead", exc, self.opts.poll)
+            for rw in self._roots.values():
+                rw.mode = "poll"
+            return None
+        self._poller.source = watches.polled_runs
+        self._poller.is_polled = watches.is_polled
+        self._poller.promote = watches.promote
+        watches.start()
+        return watches
+
+    def _stop_watching(self) -> None:
+        self._poller.stop()
+        if self._watches is not None:
+            self._watches.stop()
+
+    def _full_poll(self, rw: _RootWatch) -> bool:
+        """Whether the whole layer is rescanned every poll: no file events there, or no watch fits even
+        its top directories."""
+        return rw.mode == "poll" or (self._watches is not None and self._watches.mode(rw.layer) == "poll")
 
     def _check_roots(self, now: float) -> None:
-        """Re-arm watches on roots that vanished, came back, or whose emitter died; poll the others."""
-        if self._observer is not None and not self._observer.is_alive():
-            self._replace_observer()
+        """Arm roots that appeared, re-arm roots that were re-created or whose reader died, poll the rest."""
+        if self._watches is not None and not self._watches.alive():
+            self._restart_watches()
+        fresh: dict[str, Root] = {}
+        changed = False
         for rw in self._roots.values():
-            if rw.mode == "poll":
-                if now >= rw.next_poll:
-                    rw.next_poll = now + self.opts.poll
-                    self.dirty.add(rw.layer, "", at=now - self.opts.max_delay)
+            if self._full_poll(rw) and now >= rw.next_poll:
+                rw.next_poll = now + self.opts.poll
+                self.dirty.add(rw.layer, "", at=now - self.opts.max_delay)
+            if rw.mode == "poll" or self._watches is None:
                 continue
             ident = _dir_ident(rw.root.local_path)
-            if ident == rw.ident and (rw.watch is None or self._emitter_alive(rw.watch)):
+            moved = rw.layer in self._roots_moved
+            self._roots_moved.discard(rw.layer)
+            if ident == rw.ident and not moved:
                 continue
-            self._rearm(rw, ident)
-
-    def _rearm(self, rw: _RootWatch, ident: tuple[int, int] | None) -> None:
-        assert self._observer is not None and rw.root.local_path is not None
-        if rw.watch is not None:
-            with contextlib.suppress(Exception):
-                self._observer.unschedule(rw.watch)
-            rw.watch = None
-            self.stats.rearms += 1
-        rw.ident = ident
-        if ident is None:
-            log.warning("%s root %s is missing; waiting for it to come back", rw.layer, rw.root.url)
-        else:
-            # Watch the real directory: inotify does not follow a symlinked root (watchdog adds
-            # IN_DONT_FOLLOW), and events then arrive under the resolved path.
-            path = os.path.realpath(rw.root.local_path)
-            try:
-                rw.watch = self._observer.schedule(
-                    EventHandler(rw.layer, path, self), path, recursive=True, event_filter=EVENT_FILTER
-                )
-            except FileNotFoundError:
-                rw.ident = None  # gone again between the check and the watch; the next check retries
-                return
-            except OSError as exc:
-                rw.mode = "poll"
-                log.warning(
-                    "cannot watch %s (%s; raise fs.inotify.max_user_watches?); rescanning it every %.0f s instead",
-                    path,
-                    exc,
-                    self.opts.poll,
-                )
+            changed = True
+            if rw.ident is not None:
+                self.stats.rearms += 1
+            rw.ident = ident
+            if ident is None:
+                self._watches.disarm(rw.layer)
+                log.warning("%s root %s is missing; waiting for it to come back", rw.layer, rw.root.url)
             else:
-                log.info("watching %s root %s", rw.layer, rw.root.url)
-        self._write_state()  # status shows a missing root at once
-        if rw.ident is not None:
-            # A new or re-created root: whatever happened while unwatched, a full pass finds it.
-            # (A missing root is not indexed: the indexer refuses to empty the catalog for an
-            # unmounted root, so there is nothing to learn until it is back.)
-            self.dirty.add(rw.layer, "", at=time.monotonic() - self.opts.max_delay)
-            self._backoff.pop(rw.layer, None)
+                fresh[rw.layer] = rw.root
+        if fresh and self._watches is not None:
+            self._watches.arm(fresh)  # takes the polled runs' listings before the index below reads them
+            for layer, root in fresh.items():
+                log.info("watching %s root %s (%s)", layer, root.url, self._watches.mode(layer))
+                # A new or re-created root: whatever happened while unwatched, a full pass finds it.
+                # (A missing root is not indexed: the indexer refuses to empty the catalog for an
+                # unmounted root, so there is nothing to learn until it is back.)
+                self.dirty.add(layer, "", at=time.monotonic() - self.opts.max_delay)
+                self._backoff.pop(layer, None)
             self._wake.set()
+        if changed:
+            self._write_state()  # status shows a missing or re-armed root at once
 
-    def _emitter_alive(self, watch: ObservedWatch) -> bool:
-        assert self._observer is not None
-        return any(e.watch == watch and e.is_alive() for e in self._observer.emitters)
+    def root_moved(self, layer: str) -> None:
+        """A root directory was moved, deleted or unmounted (its watches are gone): check it now."""
+        self._roots_moved.add(layer)
+        self._next_check = 0.0
+        self._wake.set()
 
-    def _replace_observer(self) -> None:
-        log.warning("the file observer thread died; restarting it and rescanning")
-        with contextlib.suppress(Exception):
-            self._observer.stop()  # type: ignore[union-attr]
-        self._observer = Observer()
-        self._observer.start()
+    def _restart_watches(self) -> None:
+        log.warning("the inotify reader thread died; starting over and rescanning")
+        if self._watches is not None:
+            self._watches.stop()
+        self._poller.reset()
         for rw in self._roots.values():
-            rw.watch, rw.ident = None, None
-        self.events_lost("observer restarted")
+            rw.ident = None
+        self._watches = self._new_watches()
+        self.events_lost("inotify reader restarted")
 
     # ------------------------------------------------------------------ signals, heartbeat
 
@@ -512,10 +525,8 @@ class Watcher:
             "heartbeat_every_s": self.opts.heartbeat,
             "ready": self.ready,
             "pending": len(self.dirty),
-            "roots": {
-                rw.layer: ("missing" if rw.mode == "inotify" and rw.ident is None else rw.mode)
-                for rw in self._roots.values()
-            },
+            "roots": {rw.layer: self._mode(rw) for rw in self._roots.values()},
+            "watching": self._watching(),
             "updates": s.updates,
             "failures": s.failures,
             "parse_retries": s.parse_retries,
@@ -525,6 +536,19 @@ class Watcher:
             "last_report": s.last_report,
             "last_error": s.last_error,
         }
+
+    def _mode(self, rw: _RootWatch) -> str:
+        """How a layer is followed: inotify, mixed (some runs polled), poll, or missing."""
+        if rw.mode == "poll":
+            return "poll"
+        mode = self._watches.mode(rw.layer) if self._watches is not None and rw.ident is not None else None
+        return mode or "missing"
+
+    def _watching(self) -> dict[str, Any] | None:
+        """The inotify budget and use, per layer the runs watched and polled, and how polling keeps up."""
+        if self._watches is None:
+            return None
+        return {**self._watches.describe(), "poll": self._poller.describe()}
 
 
 def _dir_ident(path: Path | None) -> tuple[int, int] | None:
