@@ -497,3 +497,37 @@ def test_a_big_index_refreshes_postgresqls_statistics(
         with cat.engine.connect() as conn:
             planned = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'picks'").scalar_one()
         assert planned == sample.pick_files
+
+
+def test_many_scopes_load_the_same_snapshot_as_a_few(
+    sample: SampleSummary, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SCOPES_IN_SQL the snapshot is selected by layer and run and filtered in Python: the same rows."""
+    from copick_catalog.index import snapshot as snap
+
+    bad = pick_path(sample, "TS_0003", "foo.json")
+    bad.write_text("{}")  # an error row inside one scope
+    (pick_path(sample, "TS_0004", "x").parent / "bar.json").write_text("{}")  # and one outside them all
+    scopes = [
+        ("overlay", "ExperimentRuns/TS_0001"),
+        ("overlay", "ExperimentRuns/TS_0002/Picks"),
+        ("overlay", "ExperimentRuns/TS_0003/Picks"),
+        ("static", "ExperimentRuns/TS_0002/Picks/pytom_0_ribosome.json"),
+        ("static", "ExperimentRuns/TS_0001"),
+        ("static", "ExperimentRuns/TS_001"),  # a prefix of run names, not a run: covers nothing
+        ("overlay", "ExperimentRuns/TS_0005/Segmentations"),
+    ]
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+
+        def load(threshold: int) -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
+            monkeypatch.setattr(snap, "SCOPES_IN_SQL", threshold)
+            s = snap.load_snapshot(cat.engine, cat.project_id, scopes)
+            return {layer: set(rows) for layer, rows in s.files.items()}, set(s.errors)
+
+        in_sql, in_python = load(100), load(0)
+        assert in_python == in_sql
+        files, errors = in_sql
+        assert errors == {("overlay", "ExperimentRuns/TS_0003/Picks/foo.json")}
+        assert "ExperimentRuns/TS_0002/Picks/pytom_0_ribosome.json" in files["static"]
+        assert not any(p.startswith("ExperimentRuns/TS_0004") for paths in files.values() for p in paths)

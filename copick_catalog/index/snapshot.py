@@ -18,7 +18,7 @@ from ..catalog.db import is_sqlite
 from ..catalog.schema import FILE_MODELS, IndexErrorRow, Run, VoxelSpacing
 from ..gcpause import gc_paused
 from .grammar import IN_VOXEL_SPACING, Kind
-from .scopes import Scope, scope_runs
+from .scopes import Scope, covers, scope_runs
 
 
 @dataclass(slots=True)
@@ -56,6 +56,10 @@ class ErrorRow:
     kind: str
     message: str
     fingerprint: str | None
+
+
+#: Up to this many scopes are spelled out in SQL; beyond, rows are selected by layer and run and filtered here.
+SCOPES_IN_SQL = 8
 
 
 class Snapshot:
@@ -191,6 +195,21 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
     in_scope = runs_clause(scopes)
     every_run = scope_runs(scopes) is None
     bytewise = is_sqlite(engine)
+    # Many scopes (a daemon burst touching hundreds of runs) make one OR branch each, and building,
+    # hashing and planning that expression cost more than reading the rows: select by layer (and run)
+    # instead, and keep the rows under a scope here.
+    by_layer: dict[str, list[str]] | None = None
+    if len(scopes) > SCOPES_IN_SQL:
+        by_layer = {}
+        for layer, prefix in scopes:
+            by_layer.setdefault(layer, []).append(prefix)
+
+    def where_path(model: Any) -> Any:
+        return model.layer.in_(sorted(by_layer)) if by_layer is not None else scope_clause(model, scopes, bytewise)
+
+    def wanted(layer: str, path: str) -> bool:
+        return by_layer is None or any(covers(prefix, path) for prefix in by_layer.get(layer, ()))
+
     # Rows under ExperimentRuns/<run>/ belong to that run: saying so lets the run_id index find a
     # write-through's handful of rows among 50,000 (PostgreSQL cannot use an index for the LIKE).
     scoped_runs = sa.select(Run.id).where(Run.project_id == project_id, in_scope)
@@ -212,7 +231,7 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
             m.indexed_at,
             run_id.label("run_id"),
             vs_id.label("vs_id"),
-        ).where(m.project_id == project_id, scope_clause(m, scopes, bytewise))
+        ).where(m.project_id == project_id, where_path(m))
         if "run_id" in cols and not every_run:
             q = q.where(m.run_id.in_(scoped_runs))
         parts.append(q)
@@ -250,12 +269,15 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
                     IndexErrorRow.kind,
                     IndexErrorRow.message,
                     IndexErrorRow.fingerprint,
-                ).where(IndexErrorRow.project_id == project_id, scope_clause(IndexErrorRow, scopes, bytewise))
+                ).where(IndexErrorRow.project_id == project_id, where_path(IndexErrorRow))
             )
+            if wanted(layer, path)
         }
         # one statement for all seven tables: a write-through on PostgreSQL pays one round trip, not seven.
         # The rows are kept as they come: this is a no-op reindex's largest read (one row per catalogued file).
         for row in conn.execute(sa.union_all(*parts)):
+            if by_layer is not None and not wanted(row[2], row[3]):
+                continue
             by_path = files.get(row[2])
             if by_path is None:
                 by_path = files[row[2]] = {}
