@@ -193,3 +193,64 @@ def test_sqlite_and_postgresql_build_the_same_catalog(sample: SampleSummary, pg_
         assert got[table] == want[table], f"table {table} differs between SQLite and PostgreSQL"
     transforms = [row for row in got["points"] if row[-1] is not None]
     assert len(transforms) == 1 and json.loads(transforms[0][-1])[0] == [2, 0, 0, 0]
+
+
+def test_shared_listing_equals_one_walk(sample: SampleSummary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big local root is listed in shares of run directories, one per core, the others in forked workers:
+    the shares are disjoint, together they are the walk, and the merged scan is the one-process scan,
+    before a first index and on a reindex (bad files and names included)."""
+    from copick_catalog.index import fanout
+    from copick_catalog.index.roots import ListingStats
+    from copick_catalog.index.scan import Lister
+    from copick_catalog.index.snapshot import load_snapshot
+
+    project = sample.config.parent
+    _add_bad_files(project)
+    runs = project / "overlay" / "ExperimentRuns"
+    (runs / "TS_0002" / "Picks" / "x_y_z_w_q.json").write_text("{}")  # a malformed name
+    (runs / os.fsdecode(b"TS_\xff")).mkdir()  # a run name that is not UTF-8
+    age_tree(project)
+    monkeypatch.setattr(fanout, "PARALLEL_MIN_RUNS", 1)
+    monkeypatch.setenv(pool.WORKERS_ENV, "3")
+
+    with Catalog.open(sample.config, db=f"sqlite:///{tmp_path / 'c.sqlite'}") as cat:
+        for when in ("first index", "reindex"):
+            snapshot = load_snapshot(cat.engine, cat.project_id, [("static", ""), ("overlay", "")])
+            for layer, root in cat.roots.items():
+                assert fanout.shares_for(root, "") == 3
+                whole = [e.path for e in root.walk(ListingStats())]
+                parts = [[e.path for e in root.walk_share(ListingStats(), "", (i, 3))] for i in range(3)]
+                assert sorted(p for part in parts for p in part) == sorted(whole), (when, layer)
+                assert all(parts), "every share holds some runs"
+
+                one = Lister(layer, root.url_of, snapshot, cat.config.object_names)
+                one.feed(root.walk(ListingStats()))
+                shared = Lister(layer, root.url_of, snapshot, cat.config.object_names)
+                fanout.list_shares(root, "", shared, ListingStats(), 3)
+                assert (shared.listed, shared.found_runs_dir) == (one.listed, one.found_runs_dir)
+                for name in ("seen", "unchanged", "runs", "vss", "problems"):
+                    assert getattr(shared.scan, name) == getattr(one.scan, name), (when, layer, name)
+                assert sorted(shared.scan.unknown) == sorted(one.scan.unknown)
+            report = cat.index()
+            assert report.errors == 4 if when == "first index" else report.nothing_changed
+
+
+def dying_share(index: int) -> Any:
+    """A listing worker that dies (module level: tasks are pickled by name)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_dead_listing_worker_costs_only_speed(
+    sample: SampleSummary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from copick_catalog.index import fanout
+
+    monkeypatch.setattr(fanout, "PARALLEL_MIN_RUNS", 1)
+    monkeypatch.setattr(fanout, "_list_share", dying_share)
+    monkeypatch.setenv(pool.WORKERS_ENV, "2")
+    with Catalog.open(sample.config, db=f"sqlite:///{tmp_path / 'c.sqlite'}") as cat:
+        report = cat.index()
+        assert report.errors == 0 and report.added == report.files_read
+        assert len(cat.picks()) == sample.pick_files
+        assert "a listing worker process died" in caplog.text
+        assert cat.index().nothing_changed

@@ -27,7 +27,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -46,11 +46,12 @@ from ..catalog.schema import (
 )
 from ..catalog.summary import count_new_picks, refresh_run_objects, runs_with_picks
 from ..errors import IndexCancelled, RootError
-from . import grammar
+from . import fanout, grammar
 from .grammar import Kind
 from .kinds import SPECS, Header, Limits
 from .pool import ReadPool, default_workers, read_entity
-from .roots import Entry, ListingStats, Root
+from .roots import ListingStats, Root
+from .scan import Lister, Problem, Scan, Seen
 from .scopes import Scope, covers, minimal_scopes
 from .snapshot import DirRow, ErrorRow, FileRow, Snapshot, load_snapshot, runs_clause
 from .writes import PointSource, insert_fresh, prune_index_runs, replace_points, upsert
@@ -114,54 +115,17 @@ class IndexReport:
         return not (self.added or self.changed or self.removed)
 
 
-class Problem(NamedTuple):
-    """Something wrong with one path, for ``index_errors``; ``fingerprint`` is set for content that failed
-    to parse (the file is then parked: read again only once it changes)."""
-
-    kind: str
-    severity: str
-    message: str
-    fingerprint: str | None = None
-
-
-@dataclass(slots=True)
-class _Seen:
-    key: grammar.Key
-    entry: Entry
-    layer: str
-    note: str | None = None
-    poolable: bool | None = None
-
-
 @dataclass(slots=True)
 class _Read:
     """A payload read for one entity: its header, or an error message naming the file and the fix."""
 
-    seen: _Seen
+    seen: Seen
     header: Header | None = None
     error: str | None = None
 
 
 #: A batch of the run's work, with the worker tasks already reading its pick files (by layer).
-_Batch = tuple[list[tuple[_Seen, "FileRow | None"]], dict[str, tuple[list[_Seen], list[Any]]]]
-
-
-@dataclass
-class _Scan:
-    """What listing the scopes found."""
-
-    seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
-    #: layer -> path -> kind (its value) of files whose fingerprint confirmed the catalog's row (never parsed)
-    unchanged: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
-    runs: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    vss: dict[str, set[tuple[str, float]]] = field(default_factory=lambda: defaultdict(set))
-    #: (layer, path) -> (error kind, severity, message)
-    problems: dict[tuple[str, str], Problem] = field(default_factory=dict)
-    #: (layer, prefix) of subtrees that could not be examined: what the catalog knows there is kept
-    unknown: list[tuple[str, str]] = field(default_factory=list)
-
-    def is_unknown(self, layer: str, path: str) -> bool:
-        return any(lay == layer and covers(prefix, path) for lay, prefix in self.unknown)
+_Batch = tuple[list[tuple[Seen, "FileRow | None"]], dict[str, tuple[list[Seen], list[Any]]]]
 
 
 class Indexer:
@@ -277,14 +241,14 @@ class Indexer:
 
     def _index(self, scopes: list[Scope], t0: float, report: IndexReport) -> None:
         snapshot = load_snapshot(self.engine, self.project_id, scopes)  # before listing: see module docstring
-        scan = _Scan()
+        scan = Scan()
         for layer, prefix in scopes:
             self._list(layer, prefix, snapshot, scan, report)
 
         for by_path in scan.unchanged.values():
             for kind_name, n in Counter(by_path.values()).items():
                 report.count(kind_name, "unchanged", n)
-        todo: list[tuple[_Seen, FileRow | None]] = []
+        todo: list[tuple[Seen, FileRow | None]] = []
         for (layer, path), s in scan.seen.items():
             old = snapshot.file(s.key.kind, layer, path)
             parked = snapshot.parked(layer, path, s.entry.fingerprint)
@@ -354,7 +318,7 @@ class Indexer:
         except sa.exc.SQLAlchemyError as exc:  # statistics are an optimisation: never fail a finished index
             log.warning("could not refresh the planner's statistics (%s); autovacuum will", exc)
 
-    def _list(self, layer: str, prefix: str, snapshot: Snapshot, scan: _Scan, report: IndexReport) -> None:
+    def _list(self, layer: str, prefix: str, snapshot: Snapshot, scan: Scan, report: IndexReport) -> None:
         """Walk one scope, collecting entities, the runs and voxel spacings they imply, and problems."""
         root = self.roots[layer]
         stats = ListingStats()
@@ -366,43 +330,13 @@ class Indexer:
                     "catalog was left as it was. Fix the path in the config or mount the root, then index again"
                 )
             return  # a fresh project whose overlay nobody has written to yet
-        found_runs_dir = False
-        listed = 0
-        undecodable: list[str] = []
-        confirm = snapshot.clean(layer)
-        unchanged = scan.unchanged[layer]
-        runs, vss = scan.runs[layer], scan.vss[layer]
-        for n, entry in enumerate(root.walk(stats, under=prefix)):
-            if n % 1000 == 999:
-                self._checkpoint()
-            listed += 1
-            found_runs_dir = found_runs_dir or entry.path.split("/", 1)[0] == grammar.RUNS_DIR
-            # The common case of a reindex: a file the catalog holds, with the same fingerprint, is not
-            # parsed again (see Snapshot.clean); only the run and voxel spacing it proves are noted.
-            row = confirm(entry.path, entry.fingerprint)
-            if row is not None:
-                unchanged[entry.path] = row[Snapshot.KIND]
-                run, vs = snapshot.ancestors(row)
-                if run is not None:
-                    runs.add(run)
-                if vs is not None:
-                    vss.add(vs)
-                continue
-            shown = _printable(entry.path)
-            if shown is not None:  # a name that is not UTF-8 cannot be stored, compared or shown as it is
-                if not any(covers(p, shown) for p in undecodable):
-                    undecodable.append(shown)
-                    scan.problems[(layer, shown)] = Problem(
-                        "name",
-                        "error",
-                        f"{root.url_of(shown)}: this name is not valid UTF-8, so it cannot be catalogued; rename it",
-                    )
-                continue
-            if entry.error is not None:
-                scan.problems[(layer, entry.path)] = Problem("io", "error", entry.error)
-                scan.unknown.append((layer, entry.path))
-                continue
-            self._note(layer, entry, scan)
+        lister = Lister(layer, root.url_of, snapshot, self.objects, scan, self._checkpoint)
+        shares = fanout.shares_for(root, prefix)
+        if shares > 1:
+            fanout.list_shares(root, prefix, lister, stats, shares)
+        else:
+            lister.feed(root.walk(stats, under=prefix))
+        listed, found_runs_dir = lister.listed, lister.found_runs_dir
         report.entries_listed += stats.entries
         report.list_calls += stats.list_calls
         if (
@@ -418,36 +352,10 @@ class Indexer:
                 "--allow-empty-root (Catalog.index(allow_empty_root=True)) to remove its rows"
             )
 
-    def _note(self, layer: str, entry: Entry, scan: _Scan) -> None:
-        parsed = grammar.parse(entry.path, self.objects, is_dir=entry.is_dir)
-        if parsed is None:
-            return
-        if isinstance(parsed, grammar.Malformed):
-            scan.problems[(layer, entry.path)] = Problem("name", "error", parsed.reason)
-            return
-        key = parsed.key
-        if isinstance(key, grammar.RunKey):
-            scan.runs[layer].add(key.run)
-            return
-        if isinstance(key, grammar.VoxelSpacingKey):
-            scan.runs[layer].add(key.run)
-            scan.vss[layer].add((key.run, key.voxel_size))
-            return
-        if SPECS[key.kind].is_group(key) != entry.is_dir:
-            return  # a stray file named like a group, or a directory named like a file
-        for anc in grammar.iter_ancestors(key):
-            if isinstance(anc, grammar.RunKey):
-                scan.runs[layer].add(anc.run)
-            elif isinstance(anc, grammar.VoxelSpacingKey):
-                scan.vss[layer].add((anc.run, anc.voxel_size))
-        scan.seen[(layer, entry.path)] = _Seen(key, entry, layer, parsed.note)
-        if parsed.note:
-            scan.problems[(layer, entry.path)] = Problem("ambiguous_name", "warning", parsed.note)
-
     # ------------------------------------------------------------------ runs and voxel spacings
 
     def _sync_runs(
-        self, scopes: list[Scope], snap: Snapshot, scan: _Scan, need_ids: bool = True
+        self, scopes: list[Scope], snap: Snapshot, scan: Scan, need_ids: bool = True
     ) -> tuple[dict[str, int], dict[tuple[str, float], int]]:
         """Upsert runs and voxel spacings whose presence flags changed; return id maps (if ``need_ids``).
 
@@ -498,9 +406,7 @@ class Indexer:
             }
         return run_ids, vs_ids
 
-    def _drop_empty_runs(
-        self, scopes: list[Scope], snap: Snapshot, scan: _Scan, t0: float, report: IndexReport
-    ) -> None:
+    def _drop_empty_runs(self, scopes: list[Scope], snap: Snapshot, scan: Scan, t0: float, report: IndexReport) -> None:
         """Delete runs and voxel spacings that no longer exist in either root."""
         seen_runs = set().union(*scan.runs.values())
         seen_vss = set().union(*scan.vss.values())
@@ -529,7 +435,7 @@ class Indexer:
 
     # ------------------------------------------------------------------ reading payloads
 
-    def _pool_for(self, todo: list[tuple[_Seen, FileRow | None]]) -> contextlib.AbstractContextManager[ReadPool | None]:
+    def _pool_for(self, todo: list[tuple[Seen, FileRow | None]]) -> contextlib.AbstractContextManager[ReadPool | None]:
         """Worker processes for this run's pick files, when there are enough of them to repay the fork."""
         workers = default_workers()
         if not ReadPool.usable(len(todo), workers):  # an upper bound: the daemon's small runs count nothing
@@ -539,17 +445,17 @@ class Indexer:
             return contextlib.nullcontext()
         return ReadPool(self.roots, self.limits, workers)
 
-    def _poolable(self, s: _Seen) -> bool:
+    def _poolable(self, s: Seen) -> bool:
         """Whether a worker reads this file (decided once per file: the pool sizing and the batches both ask)."""
         if s.poolable is None:
             s.poolable = ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry)
         return s.poolable
 
-    def _submit(self, pool: ReadPool | None, batch: list[tuple[_Seen, FileRow | None]]) -> _Batch:
+    def _submit(self, pool: ReadPool | None, batch: list[tuple[Seen, FileRow | None]]) -> _Batch:
         """Hand a batch's pick files to the workers (if any); the rest is read when the batch is written."""
-        futures: dict[str, tuple[list[_Seen], list[Any]]] = {}
+        futures: dict[str, tuple[list[Seen], list[Any]]] = {}
         if pool is not None:
-            by_layer: dict[str, list[_Seen]] = defaultdict(list)
+            by_layer: dict[str, list[Seen]] = defaultdict(list)
             for s, _ in batch:
                 if self._poolable(s):
                     by_layer[s.layer].append(s)
@@ -559,10 +465,10 @@ class Indexer:
 
     def _read_batch(
         self,
-        batch: list[_Seen],
+        batch: list[Seen],
         t0: float,
         pool: ReadPool | None = None,
-        futures: dict[str, tuple[list[_Seen], list[Any]]] | None = None,
+        futures: dict[str, tuple[list[Seen], list[Any]]] | None = None,
     ) -> list[_Read]:
         out: list[_Read] = []
         pooled: set[int] = set()
@@ -573,7 +479,7 @@ class Indexer:
             self.read_counter += len(seen)
             out.extend(_Read(s, header, error) for s, (header, error) in zip(seen, results, strict=True))
             pooled.update(id(s) for s in seen)
-        by_root: dict[str, list[_Seen]] = defaultdict(list)
+        by_root: dict[str, list[Seen]] = defaultdict(list)
         for s in batch:
             if id(s) not in pooled:
                 by_root[s.layer].append(s)
@@ -601,7 +507,7 @@ class Indexer:
                 r.header, r.error = again.header, again.error
         return out
 
-    def _read_one(self, root: Root, s: _Seen) -> _Read:
+    def _read_one(self, root: Root, s: Seen) -> _Read:
         self.read_counter += 1
         header, error = read_entity(root, s.key.kind, s.entry, self.limits)
         return _Read(s, header, error)
@@ -609,7 +515,7 @@ class Indexer:
     # ------------------------------------------------------------------ writing
 
     def _row_values(
-        self, s: _Seen, values: dict[str, Any], run_ids: dict[str, int], vs_ids: dict[tuple[str, float], int], t0: float
+        self, s: Seen, values: dict[str, Any], run_ids: dict[str, int], vs_ids: dict[tuple[str, float], int], t0: float
     ) -> dict[str, Any]:
         key, e = s.key, s.entry
         spec = SPECS[key.kind]
@@ -635,7 +541,7 @@ class Indexer:
 
     def _write_batch(
         self,
-        batch: list[tuple[_Seen, FileRow | None]],
+        batch: list[tuple[Seen, FileRow | None]],
         reads: list[_Read],
         run_ids: dict[str, int],
         vs_ids: dict[tuple[str, float], int],
@@ -819,7 +725,7 @@ class Indexer:
                 sa.update(f).where(f.c.project_id == self.project_id, f.c.run_id.in_(runs)).values(tomogram_id=best)
             )
 
-    def _sync_errors(self, old_errors: dict[tuple[str, str], ErrorRow], scan: _Scan, report: IndexReport) -> None:
+    def _sync_errors(self, old_errors: dict[tuple[str, str], ErrorRow], scan: Scan, report: IndexReport) -> None:
         """Record this run's problems; clear the ones whose file is now fine or gone."""
         now = time.time()
         problems = scan.problems
@@ -867,15 +773,6 @@ class Indexer:
                     )
 
 
-def _printable(path: str) -> str | None:
-    """None for a path that is valid UTF-8; else the path with its undecodable bytes shown as ``\\xNN``."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    return None
-
-
 # ------------------------------------------------------------------------------------------
 # presence of runs and voxel spacings after a scan
 
@@ -894,7 +791,7 @@ def _layer_presence(
     old: DirRow | None,
     seen: dict[str, set[Any]],
     rel_of: Callable[[Any], str],
-    scan: _Scan,
+    scan: Scan,
 ) -> dict[str, bool]:
     """``{"in_static": …, "in_overlay": …}`` for a run or voxel spacing after this scan."""
     return {
@@ -906,7 +803,7 @@ def _layer_presence(
 
 
 def _changed_presence(
-    scopes: list[Scope], snap: dict[Any, DirRow], seen: dict[str, set[Any]], rel_of: Callable[[Any], str], scan: _Scan
+    scopes: list[Scope], snap: dict[Any, DirRow], seen: dict[str, set[Any]], rel_of: Callable[[Any], str], scan: Scan
 ) -> Iterator[tuple[Any, dict[str, bool]]]:
     """Runs or voxel spacings that exist after the scan and whose presence flags changed."""
     static, overlay = seen.get("static", set()), seen.get("overlay", set())
@@ -921,7 +818,7 @@ def _changed_presence(
             yield key, flags
 
 
-def _presence(scopes: list[Scope], layer: str, rel: str, seen: bool, before: bool, scan: _Scan) -> bool:
+def _presence(scopes: list[Scope], layer: str, rel: str, seen: bool, before: bool, scan: Scan) -> bool:
     """Whether an entity directory exists in ``layer`` after a scan of ``scopes``.
 
     A scan that covered the directory decides; one that only saw inside it proves it exists; a

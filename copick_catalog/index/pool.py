@@ -92,7 +92,7 @@ def _read_task(layer: str, items: list[tuple[Kind, Entry]]) -> list[Outcome]:
     return [read_entity(root, kind, entry, limits) for kind, entry in items]
 
 
-def _quiet_worker() -> None:
+def quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent decides
 
 
@@ -104,7 +104,7 @@ class ReadPool:
         _STATE = (roots, limits)
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_quiet_worker
+            max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=quiet_worker
         )
 
     @staticmethod
@@ -168,4 +168,4 @@ class ReadPool:
         self.close()
 
 
-__all__ = ["POOL_MIN_FILES", "WORKERS_ENV", "ReadPool", "default_workers", "read_entity"]
+__all__ = ["POOL_MIN_FILES", "WORKERS_ENV", "ReadPool", "default_workers", "quiet_worker", "read_entity"]

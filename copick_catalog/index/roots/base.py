@@ -82,6 +82,8 @@ class Root(ABC):
     url: str
     local_path: Path | None = None
     read_concurrency: int = 1
+    #: Whether :meth:`walk_share` can split a listing into shares of run directories (local roots).
+    shareable: bool = False
 
     def __init__(self, layer: str, fs_args: dict[str, Any] | None = None) -> None:
         self.layer = layer
@@ -185,6 +187,16 @@ class Root(ABC):
             return None  # a plain directory: walk it
         stats.entries += 1
         return [entry]
+
+    def walk_share(self, stats: ListingStats, under: str, share: tuple[int, int]) -> Iterator[Entry]:
+        """Share ``share[0]`` of ``share[1]`` of a walk of ``under`` (the root or ``ExperimentRuns``): the
+        run directories whose names hash to it and, for share 0, everything outside the runs. The shares
+        together list exactly what :meth:`walk` lists. Only roots that are :attr:`shareable` split."""
+        raise NotImplementedError(f"{type(self).__name__} lists in one piece")
+
+    def count_runs(self) -> int:
+        """How many entries ``ExperimentRuns`` holds (0 if it cannot be listed), to size a shared walk."""
+        return 0
 
     @abstractmethod
     def _walk(self, stats: ListingStats, under: str) -> Iterator[Entry]:

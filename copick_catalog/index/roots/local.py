@@ -15,6 +15,7 @@ import os
 import shutil
 import stat as stat_mod
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -127,7 +128,22 @@ class LocalRoot(Root):
     def invalidate(self) -> None:
         """Nothing to drop: every walk lists the directories afresh."""
 
-    def _walk(self, stats: ListingStats, under: str) -> Iterator[Entry]:
+    shareable = True
+
+    def count_runs(self) -> int:
+        try:
+            with os.scandir(f"{self.base}/{grammar.RUNS_DIR}") as it:
+                return sum(1 for _ in it)
+        except OSError:
+            return 0
+
+    def walk_share(self, stats: ListingStats, under: str, share: tuple[int, int]) -> Iterator[Entry]:
+        if under.strip("/") not in ("", grammar.RUNS_DIR):
+            raise ValueError(f"only the root or {grammar.RUNS_DIR} is listed in shares, not {under!r}")
+        self.last_stats = stats
+        return self._walk(stats, under.strip("/"), share)
+
+    def _walk(self, stats: ListingStats, under: str, share: tuple[int, int] | None = None) -> Iterator[Entry]:
         stats.strategy = "scandir"
         start = tuple(p for p in under.split("/") if p)
         if not start and not os.path.isdir(self.base):
@@ -157,8 +173,12 @@ class LocalRoot(Root):
             prefix = "/".join(parts) + "/" if parts else ""
             listed = 0
             # The loop a reindex spends its time in: one stat per file, one Entry, nothing else.
+            # A share keeps the run directories whose names hash to it; share 0 also keeps what is not a run.
+            keep = None if share is None else _share_filter(parts, share)
             with it:
                 for de in it:
+                    if keep is not None and not keep(de.name):
+                        continue
                     try:
                         if de.is_dir():
                             entry = self._dir_entry(parts, de, stats, stack)
@@ -299,6 +319,16 @@ class LocalRoot(Root):
 
     def _move_tree(self, src: str, dst: str) -> None:
         os.rename(self.full(src), self.full(dst))
+
+
+def _share_filter(parts: tuple[str, ...], share: tuple[int, int]) -> Callable[[str], bool] | None:
+    """Which children of the directory ``parts`` belong to ``share`` (None: all of them)."""
+    index, shares = share
+    if parts == (grammar.RUNS_DIR,):
+        return lambda name: zlib.crc32(os.fsencode(name)) % shares == index
+    if not parts:  # the root: ExperimentRuns is walked by every share, the rest by share 0
+        return lambda name: name == grammar.RUNS_DIR or index == 0
+    return None
 
 
 def _file_type(mode: int) -> str:
