@@ -335,6 +335,7 @@ class Indexer:
         root = self.roots[layer]
         stats = ListingStats()
         root.invalidate()
+        root.expect(lambda: (path for _kind, lay, path in snapshot.files if lay == layer))  # where to split a listing
         if not prefix and not root.exists():
             if layer == "static" or snapshot.has_rows(layer):
                 raise RootError(
