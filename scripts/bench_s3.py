@@ -76,7 +76,8 @@ class _Cpu:
         return out
 
 
-def _walk_stats(stats: Any) -> dict[str, Any] | None:
+def _walk_stats(root: Any) -> dict[str, Any] | None:
+    stats = root.last_stats
     if stats is None:
         return None
     return {
@@ -84,7 +85,9 @@ def _walk_stats(stats: Any) -> dict[str, Any] | None:
         "list_calls": stats.list_calls,
         "head_calls": stats.stat_calls,
         "probe_list_calls": stats.probe_list_calls,
-        "ranges": getattr(stats, "ranges", 0),
+        # the key ranges the flat listing was cut into, and the most listing requests it had in flight
+        "key_ranges": root.walker.last_ranges,
+        "listings_in_flight": root.walker.last_peak,
         "keys": stats.keys,
         "chunk_keys": stats.chunk_keys,
         "reason": stats.reason,
@@ -126,7 +129,7 @@ def _index_once(server: S3Server, config: Path, db: str, strategy: str, proxy: A
                 },
                 "entities": report.added + report.changed + report.unchanged,
                 "errors": report.errors,
-                "walk": {layer: _walk_stats(r.last_stats) for layer, r in s3_roots.items()},
+                "walk": {layer: _walk_stats(r) for layer, r in s3_roots.items()},
             }
             _log(
                 f"{strategy} {phase}: {seconds:.2f}s, {counts['total']} requests ({counts.get('list', 0)} listings)"

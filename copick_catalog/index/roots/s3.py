@@ -73,6 +73,11 @@ FAST_MISSES_BEFORE_GIVING_UP = 8
 RANGE_FILL = 0.9
 #: Trees of fewer pages than this are listed as one range: splitting would save a round trip or two.
 SPLIT_MIN_PAGES = 3
+#: Keys a zarr group path stands for when cutting ranges at the catalog's paths (its metadata files; chunks
+#: are not counted, so ranges holding big groups take a few more pages).
+GROUP_KEYS = 6
+#: Keys per run assumed when the first pages of a listing held no run at all.
+DEFAULT_KEYS_PER_RUN = 10.0
 
 
 class S3Root(FsspecRoot):
@@ -409,22 +414,73 @@ class S3Walker:
     async def _flat(self, ctx: _Ctx, under: str, flat: FlatListing, *, switch: bool) -> bool:
         """Page through the whole prefix; with ``switch``, return False early if pruning is better.
 
-        The prefix is cut into key ranges (:meth:`_ranges`) listed concurrently, each page after page;
-        without hints it is one range, listed exactly as one paginated listing.
+        The prefix is cut into key ranges listed concurrently, each page after page: at the paths the
+        catalog held (:meth:`_ranges`), or, without them, a big root (more than ``SPLIT_MIN_PAGES``
+        pages) at its run directories after its first pages (:meth:`_split_at_runs`). A small tree is
+        one range: exactly one paginated listing.
         """
+        probe = _Probe(switch)
         ranges = self._ranges(under)
         self.last_ranges = len(ranges)
-        probe = _Probe(switch)
-        await asyncio.gather(*(self._flat_range(ctx, under, lo, hi, flat, probe) for lo, hi in ranges))
+        if len(ranges) > 1:
+            await asyncio.gather(*(self._flat_range(ctx, under, lo, hi, flat, probe) for lo, hi in ranges))
+            return not probe.abandoned
+        first = SPLIT_MIN_PAGES if not under else None
+        last = await self._flat_range(ctx, under, None, None, flat, probe, max_pages=first)
+        if last is not None and not probe.abandoned:
+            await self._split_at_runs(ctx, last, flat, probe)
         return not probe.abandoned
 
+    async def _split_at_runs(self, ctx: _Ctx, last: str, flat: FlatListing, probe: _Probe) -> None:
+        """List the rest of a big root (every key after ``last``) as key ranges of whole runs, at once.
+
+        One delimiter listing of the runs directory (a page per 1,000 runs) names the runs still to come;
+        every few of them (as many as filled ``RANGE_FILL`` of a page so far) end a range, and each range
+        starts while the next runs are still being named.
+        """
+        base_prefix = self.prefix_of("")
+        runs = sum(1 for d in flat.dirs if d.count("/") == 1 and d.startswith(grammar.RUNS_DIR + "/"))
+        keys_per_run = flat.keys / runs if runs else DEFAULT_KEYS_PER_RUN
+        per = max(1, int(self.settings.page_keys * RANGE_FILL / max(keys_per_run, 1.0)))
+        kwargs: dict[str, Any] = {
+            "Prefix": self.prefix_of(grammar.RUNS_DIR),
+            "Delimiter": "/",
+            "MaxKeys": self.settings.page_keys,
+            "StartAfter": base_prefix + last,
+        }
+        tasks: list[asyncio.Future[str | None]] = []
+        lo: str = last
+        upcoming: list[str] = []
+        while not probe.abandoned:
+            out = await self._list(ctx, **kwargs)
+            upcoming.extend(p["Prefix"][len(base_prefix) :] for p in out.get("CommonPrefixes", []))
+            while len(upcoming) > per:
+                hi, upcoming = upcoming[per - 1], upcoming[per:]
+                tasks.append(asyncio.ensure_future(self._flat_range(ctx, "", lo, hi, flat, probe)))
+                lo = hi
+            if not out.get("IsTruncated"):
+                break
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = out["NextContinuationToken"]
+        tasks.append(asyncio.ensure_future(self._flat_range(ctx, "", lo, None, flat, probe)))
+        self.last_ranges = 1 + len(tasks)
+        await asyncio.gather(*tasks)
+
     async def _flat_range(
-        self, ctx: _Ctx, under: str, lo: str | None, hi: str | None, flat: FlatListing, probe: _Probe
-    ) -> None:
+        self,
+        ctx: _Ctx,
+        under: str,
+        lo: str | None,
+        hi: str | None,
+        flat: FlatListing,
+        probe: _Probe,
+        max_pages: int | None = None,
+    ) -> str | None:
         """List the keys after ``lo`` up to ``hi`` (paths relative to the root; None: open ended).
 
         Every key between two strings starts with their common prefix, so a range is asked for with that
-        prefix (the server then sorts fewer keys) and ``StartAfter`` ``lo``; pages end at ``hi``.
+        prefix (the server then sorts fewer keys) and ``StartAfter`` ``lo``; pages end at ``hi``. After
+        ``max_pages`` pages with more to come, returns the last path taken (else None).
         """
         base_prefix = self.prefix_of("")
         prefix = self.prefix_of(under) if lo is None or hi is None else base_prefix + _common_prefix(lo, hi)
@@ -432,10 +488,13 @@ class S3Walker:
         if lo is not None:
             kwargs["StartAfter"] = base_prefix + lo
         end = None if hi is None else base_prefix + hi
+        pages = 0
         while not probe.abandoned:
             out = await self._list(ctx, **kwargs)
             probe.pages += 1
+            pages += 1
             past_end = False
+            last = ""
             for obj in out.get("Contents", []):
                 key = obj["Key"]
                 if end is not None and key > end:
@@ -443,17 +502,20 @@ class S3Walker:
                     break
                 if not key.startswith(base_prefix):
                     continue
-                rel = key[len(base_prefix) :]
+                rel = last = key[len(base_prefix) :]
                 if rel.endswith("/"):  # a "directory marker" object some tools create
                     flat.add(rel.rstrip("/"), {}, True)
                 elif rel:
                     flat.add(rel, info_of(obj), False)
             if past_end or not out.get("IsTruncated"):
-                return
+                return None
+            if max_pages is not None and pages >= max_pages and last:
+                return last
             kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = out["NextContinuationToken"]
             if probe.switch and probe.pages >= probe.check_at and not probe.checking:
                 await self._checkpoint(ctx, flat, probe)
+        return None
 
     async def _checkpoint(self, ctx: _Ctx, flat: FlatListing, probe: _Probe) -> None:
         """``auto``: decide from the pages so far whether to abandon the flat listing for the pruned walk."""
@@ -490,11 +552,17 @@ class S3Walker:
         inside = f"{under}/" if under else ""
         paths = sorted(p for p in known() if p.startswith(inside))
         per = max(1, int(self.settings.page_keys * RANGE_FILL))
-        if len(paths) < SPLIT_MIN_PAGES * per:
+        weights = [GROUP_KEYS if p.endswith(".zarr") else 1 for p in paths]
+        if sum(weights) < SPLIT_MIN_PAGES * per:
             return [(None, None)]
-        cuts = paths[per - 1 : len(paths) - 1 : per]
-        bounds: list[str | None] = [None, *cuts, None]
-        return list(itertools.pairwise(bounds))
+        cuts: list[str | None] = [None]
+        filled = 0
+        for path, weight in zip(paths[:-1], weights, strict=False):
+            filled += weight
+            if filled >= per:
+                cuts.append(path)
+                filled = 0
+        return list(itertools.pairwise([*cuts, None]))
 
     async def _calibrate(self, ctx: _Ctx, flat: FlatListing) -> tuple[float, float]:
         """Time one small listing, then a burst of ``concurrency`` of them (once per walk).
