@@ -203,7 +203,8 @@ def bench_s3(
             cfg["overlay_fs_args"] = fs_args
         summary.config.write_text(json.dumps(cfg, indent=4))
         urls = {"static": cfg["static_root"], **({"overlay": cfg["overlay_root"]} if overlay_on_s3 else {})}
-        result["read_floor"] = _read_floor(fs_args, urls, server, proxy)
+        objects = [o["name"] for o in cfg.get("pickable_objects", [])]
+        result["read_floor"] = _read_floor(fs_args, urls, objects, server, proxy)
         _log(f"read floor: {result['read_floor']}")
         result["strategies"] = {}
         for strategy in strategies:
@@ -223,7 +224,29 @@ def bench_s3(
     return result
 
 
-def _read_floor(fs_args: dict[str, Any], urls: dict[str, str], server: S3Server, proxy: Any) -> dict[str, Any]:
+def _payload_keys(root: Any, objects: list[str]) -> list[str]:
+    """The keys a full index of ``root`` reads: entity files, and the metadata files of entity groups."""
+    from copick_catalog.index import grammar
+    from copick_catalog.index.kinds import SPECS
+
+    keys = []
+    for e in root.walk():
+        parsed = grammar.parse(e.path, objects, is_dir=e.is_dir)
+        if parsed is None or isinstance(parsed, grammar.Malformed):
+            continue
+        key = parsed.key
+        if isinstance(key, grammar.RunKey | grammar.VoxelSpacingKey) or SPECS[key.kind].is_group(key) != e.is_dir:
+            continue
+        if e.is_dir:
+            keys.extend(f"{e.path}/{m}" for m in e.meta)
+        else:
+            keys.append(e.path)
+    return keys
+
+
+def _read_floor(
+    fs_args: dict[str, Any], urls: dict[str, str], objects: list[str], server: S3Server, proxy: Any
+) -> dict[str, Any]:
     """Every key a full index reads (pick/filament/mesh files, zarr metadata, MRC heads) fetched once, the
     same way the indexer fetches them (the roots' own ``read_bytes``, as many in flight as the indexer
     allows), and nothing else: no parsing, no catalog. What the reads alone cost this client, this server
@@ -236,11 +259,7 @@ def _read_floor(fs_args: dict[str, Any], urls: dict[str, str], server: S3Server,
     work: list[tuple[Any, str]] = []
     for layer, url in urls.items():
         root = open_root(url, layer, fs_args)
-        for e in root.walk():
-            if e.is_dir:
-                work.extend((root, f"{e.path}/{m}") for m in e.meta)
-            else:
-                work.append((root, e.path))
+        work.extend((root, key) for key in _payload_keys(root, objects))
     concurrency = max(r.read_concurrency for r, _ in work) if work else 1
     mark = server.mark()
     cpu = _Cpu(server, proxy)

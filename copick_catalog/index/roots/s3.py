@@ -29,6 +29,13 @@ and level), and compares the two walks for that part, assuming the rest of the t
    concurrently (AWS S3) makes pruning far faster; one that answers one request at a time (moto, a
    small MinIO) does not, and the flat listing continues.
 
+A flat listing is cut into key ranges listed at once (``StartAfter`` one boundary, ending at the
+next, with the two boundaries' common prefix), instead of one page after another: at the paths the
+catalog held when the indexer passes them (:meth:`S3Root.expect`; a reindex of an unchanged tree then
+costs about as many requests as one listing, in one round trip), else, for a root bigger than a few
+pages, at its run directories (named by one delimiter listing of ``ExperimentRuns/``). Requests still
+grow with keys (a page per ~1,000), not with directories.
+
 Nothing is stored between runs. Both walks produce identical entries and fingerprints (tests
 assert it), so a different choice on the next run never makes a reindex re-read anything.
 Fingerprints on S3 are ``size:ETag`` (a content hash), so they are *exact*: they cannot look
@@ -44,6 +51,7 @@ and the fs_args allow (:mod:`.s3get`): the same requests for a fraction of botoc
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 import time
@@ -71,8 +79,12 @@ FAST_MISSES_BEFORE_GIVING_UP = 8
 #: A key range of a split flat listing holds this share of a page of the paths the catalog knew, so the
 #: keys added since (and the metadata keys of zarr groups, one path each) still fit in one page mostly.
 RANGE_FILL = 0.9
-#: Trees of fewer pages than this are listed as one range: splitting would save a round trip or two.
+#: A tree listed without hints is split (at its runs) only after this many pages: smaller trees cost the
+#: same requests as before, and the pages tell how many keys a run holds.
 SPLIT_MIN_PAGES = 3
+#: With hints, a tree whose catalogued paths fill at least this many pages is split (its keys are more:
+#: files the catalog ignores, zarr chunks).
+SPLIT_MIN_HINTED_PAGES = 2
 #: Keys a zarr group path stands for when cutting ranges at the catalog's paths (its metadata files; chunks
 #: are not counted, so ranges holding big groups take a few more pages).
 GROUP_KEYS = 6
@@ -214,6 +226,49 @@ class S3Root(FsspecRoot):
         yield from entries
 
 
+class _Range:
+    """What listing one key range did: keys taken, and where to resume if it stopped early."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.resume: str | None = None
+
+
+class _Hints:
+    """The paths the catalog held below a walk's start, sorted, each weighed by the keys it stands for."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.weights = [GROUP_KEYS if p.endswith(".zarr") else 1 for p in paths]
+        self.total = sum(self.weights)
+
+    @classmethod
+    def of(cls, known: Callable[[], Iterable[str]], under: str) -> _Hints:
+        inside = f"{under}/" if under else ""
+        return cls(sorted(p for p in known() if p.startswith(inside)))
+
+    def _span(self, lo: str | None, hi: str | None) -> range:
+        start = 0 if lo is None else bisect.bisect_right(self.paths, lo)
+        stop = len(self.paths) if hi is None else bisect.bisect_right(self.paths, hi)
+        return range(start, stop)
+
+    def weight(self, lo: str | None, hi: str | None) -> int:
+        """The weight of the paths after ``lo`` up to ``hi``."""
+        return sum(self.weights[i] for i in self._span(lo, hi))
+
+    def cut(self, fill: float, lo: str | None = None, hi: str | None = None) -> list[tuple[str | None, str | None]]:
+        """``(lo, hi]`` cut into ranges of about ``fill`` weight each, at the paths: ``[(lo, b1), …, (bn, hi)]``."""
+        bounds: list[str | None] = [lo]
+        filled = 0.0
+        span = self._span(lo, hi)
+        for i in span[:-1]:
+            filled += self.weights[i]
+            if filled >= fill:
+                bounds.append(self.paths[i])
+                filled = 0.0
+        return list(itertools.pairwise([*bounds, hi]))
+
+
 class _Probe:
     """State shared by the concurrent ranges of one flat listing: pages so far, and ``auto``'s verdict."""
 
@@ -257,6 +312,7 @@ class S3Walker:
         self._known: Callable[[], Iterable[str]] | None = None
         #: key ranges the last flat listing was split into, and the most listing requests it had in flight
         self.last_ranges = 0
+        self.last_split = ""  # where the ranges were cut
         self.last_peak = 0
 
     def expect(self, known: Callable[[], Iterable[str]] | None) -> None:
@@ -401,7 +457,7 @@ class S3Walker:
                 if strategy == "auto":
                     stats.reason = flat.last_check or "the flat listing finished before the first checkpoint"
                 if self.last_ranges > 1:
-                    split = f"listed as {self.last_ranges} key ranges at once, cut at the paths the catalog held"
+                    split = f"listed as {self.last_ranges} key ranges at once, cut {self.last_split}"
                     stats.reason = f"{stats.reason}; {split}" if stats.reason else split
                 return flat.finish(stats)
             stats.probe_list_calls = stats.list_calls
@@ -415,21 +471,41 @@ class S3Walker:
         """Page through the whole prefix; with ``switch``, return False early if pruning is better.
 
         The prefix is cut into key ranges listed concurrently, each page after page: at the paths the
-        catalog held (:meth:`_ranges`), or, without them, a big root (more than ``SPLIT_MIN_PAGES``
+        catalog held (:meth:`_split_at_hints`), or, without them, a big root (more than ``SPLIT_MIN_PAGES``
         pages) at its run directories after its first pages (:meth:`_split_at_runs`). A small tree is
         one range: exactly one paginated listing.
         """
         probe = _Probe(switch)
-        ranges = self._ranges(under)
-        self.last_ranges = len(ranges)
-        if len(ranges) > 1:
-            await asyncio.gather(*(self._flat_range(ctx, under, lo, hi, flat, probe) for lo, hi in ranges))
+        self.last_ranges = 1
+        known, self._known = self._known, None
+        hints = _Hints.of(known, under) if known is not None else None
+        if hints is not None and hints.total >= SPLIT_MIN_HINTED_PAGES * self.settings.page_keys * RANGE_FILL:
+            await self._split_at_hints(ctx, under, hints, flat, probe)
             return not probe.abandoned
         first = SPLIT_MIN_PAGES if not under else None
-        last = await self._flat_range(ctx, under, None, None, flat, probe, max_pages=first)
-        if last is not None and not probe.abandoned:
-            await self._split_at_runs(ctx, last, flat, probe)
+        done = await self._flat_range(ctx, under, None, None, flat, probe, max_pages=first)
+        if done.resume is not None and not probe.abandoned:
+            await self._split_at_runs(ctx, done.resume, flat, probe)
         return not probe.abandoned
+
+    async def _split_at_hints(self, ctx: _Ctx, under: str, hints: _Hints, flat: FlatListing, probe: _Probe) -> None:
+        """List ``under`` as key ranges cut at the paths the catalog held, all at once.
+
+        One range from the middle goes first: how many keys a catalogued path stands for here (files
+        the grammar ignores, zarr chunks) sizes the others, so each of them is about one page.
+        """
+        fill = self.settings.page_keys * RANGE_FILL
+        mid = hints.cut(fill)
+        lo, hi = mid[len(mid) // 2]
+        first = await self._flat_range(ctx, under, lo, hi, flat, probe)
+        weight = hints.weight(lo, hi)
+        ratio = max(first.taken / weight, 1.0) if weight else 1.0
+        rest = (hints.cut(fill / ratio, None, lo) if lo is not None else []) + (
+            hints.cut(fill / ratio, hi, None) if hi is not None else []
+        )
+        self.last_ranges = 1 + len(rest)
+        self.last_split = "at the paths the catalog held"
+        await asyncio.gather(*(self._flat_range(ctx, under, a, b, flat, probe) for a, b in rest))
 
     async def _split_at_runs(self, ctx: _Ctx, last: str, flat: FlatListing, probe: _Probe) -> None:
         """List the rest of a big root (every key after ``last``) as key ranges of whole runs, at once.
@@ -448,7 +524,7 @@ class S3Walker:
             "MaxKeys": self.settings.page_keys,
             "StartAfter": base_prefix + last,
         }
-        tasks: list[asyncio.Future[str | None]] = []
+        tasks: list[asyncio.Future[_Range]] = []
         lo: str = last
         upcoming: list[str] = []
         while not probe.abandoned:
@@ -464,6 +540,7 @@ class S3Walker:
             kwargs["ContinuationToken"] = out["NextContinuationToken"]
         tasks.append(asyncio.ensure_future(self._flat_range(ctx, "", lo, None, flat, probe)))
         self.last_ranges = 1 + len(tasks)
+        self.last_split = f"at every {per} runs after the first {SPLIT_MIN_PAGES} pages"
         await asyncio.gather(*tasks)
 
     async def _flat_range(
@@ -475,12 +552,12 @@ class S3Walker:
         flat: FlatListing,
         probe: _Probe,
         max_pages: int | None = None,
-    ) -> str | None:
+    ) -> _Range:
         """List the keys after ``lo`` up to ``hi`` (paths relative to the root; None: open ended).
 
         Every key between two strings starts with their common prefix, so a range is asked for with that
         prefix (the server then sorts fewer keys) and ``StartAfter`` ``lo``; pages end at ``hi``. After
-        ``max_pages`` pages with more to come, returns the last path taken (else None).
+        ``max_pages`` pages with more to come, stops and says where to resume.
         """
         base_prefix = self.prefix_of("")
         prefix = self.prefix_of(under) if lo is None or hi is None else base_prefix + _common_prefix(lo, hi)
@@ -489,6 +566,7 @@ class S3Walker:
             kwargs["StartAfter"] = base_prefix + lo
         end = None if hi is None else base_prefix + hi
         pages = 0
+        done = _Range()
         while not probe.abandoned:
             out = await self._list(ctx, **kwargs)
             probe.pages += 1
@@ -503,19 +581,21 @@ class S3Walker:
                 if not key.startswith(base_prefix):
                     continue
                 rel = last = key[len(base_prefix) :]
+                done.taken += 1
                 if rel.endswith("/"):  # a "directory marker" object some tools create
                     flat.add(rel.rstrip("/"), {}, True)
                 elif rel:
                     flat.add(rel, info_of(obj), False)
             if past_end or not out.get("IsTruncated"):
-                return None
+                return done
             if max_pages is not None and pages >= max_pages and last:
-                return last
+                done.resume = last
+                return done
             kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = out["NextContinuationToken"]
             if probe.switch and probe.pages >= probe.check_at and not probe.checking:
                 await self._checkpoint(ctx, flat, probe)
-        return None
+        return done
 
     async def _checkpoint(self, ctx: _Ctx, flat: FlatListing, probe: _Probe) -> None:
         """``auto``: decide from the pages so far whether to abandon the flat listing for the pruned walk."""
@@ -537,32 +617,6 @@ class S3Walker:
                 log.info("%s: %s; switching to the pruned walk", self.describe, verdict)
         finally:
             probe.checking = False
-
-    def _ranges(self, under: str) -> list[tuple[str | None, str | None]]:
-        """Where to cut the flat listing of ``under``: ``[(None, b1), (b1, b2), …, (bn, None)]``.
-
-        The cuts are every ``RANGE_FILL`` of a page among the paths the catalog held (:meth:`expect`), so
-        an unchanged tree lists in about as many requests as one paginated listing, all in one round
-        trip instead of one after another; new keys just make some range a page longer. Without hints,
-        or for a tree of a few pages, one range: the plain listing.
-        """
-        known, self._known = self._known, None
-        if known is None:
-            return [(None, None)]
-        inside = f"{under}/" if under else ""
-        paths = sorted(p for p in known() if p.startswith(inside))
-        per = max(1, int(self.settings.page_keys * RANGE_FILL))
-        weights = [GROUP_KEYS if p.endswith(".zarr") else 1 for p in paths]
-        if sum(weights) < SPLIT_MIN_PAGES * per:
-            return [(None, None)]
-        cuts: list[str | None] = [None]
-        filled = 0
-        for path, weight in zip(paths[:-1], weights, strict=False):
-            filled += weight
-            if filled >= per:
-                cuts.append(path)
-                filled = 0
-        return list(itertools.pairwise([*cuts, None]))
 
     async def _calibrate(self, ctx: _Ctx, flat: FlatListing) -> tuple[float, float]:
         """Time one small listing, then a burst of ``concurrency`` of them (once per walk).
