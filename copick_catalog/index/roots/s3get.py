@@ -75,6 +75,9 @@ _KNOWN_CONFIG_ARGS = frozenset(
         "user_agent_extra",
     }
 )
+#: obstore's own retries of a failed GET (transient errors), and how long they may take in all.
+RETRIES = 3
+RETRY_TIMEOUT_S = 20.0
 #: Refresh credentials from botocore this often (botocore itself refreshes role credentials before they expire).
 CREDENTIAL_TTL = dt.timedelta(minutes=5)
 _S3_CODE = re.compile(r"<Code>([^<]{1,64})</Code>")
@@ -169,7 +172,15 @@ class FastGetter:
             config["skip_signature"] = True
         else:
             provider = self._credentials
-        return S3Store(self.bucket, config=config, client_options=options, credential_provider=provider)  # type: ignore[arg-type]
+        # a few quick retries: a read that still fails is retried through s3fs (with its own retries)
+        retry = {"max_retries": RETRIES, "retry_timeout": dt.timedelta(seconds=RETRY_TIMEOUT_S)}
+        return S3Store(
+            self.bucket,
+            config=config,  # type: ignore[arg-type]
+            client_options=options,  # type: ignore[arg-type]
+            retry_config=retry,  # type: ignore[arg-type]
+            credential_provider=provider,  # type: ignore[arg-type]
+        )
 
     def _credentials(self) -> dict[str, Any]:
         """Credentials for obstore, from the same places s3fs takes them (called by obstore, any thread)."""
