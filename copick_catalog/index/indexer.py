@@ -513,11 +513,6 @@ class Indexer:
     def _submit(self, pool: ReadPool | None, batch: list[tuple[_Seen, FileRow | None]]) -> _Batch:
         """Hand a batch's pick files to the workers (if any), its remote payloads to the reader threads
         (if any); the rest is read when the batch is written."""
-        if self._remote is not None:
-            for s, _ in batch:
-                root = self.roots[s.layer]
-                if root.read_concurrency > 1:
-                    self._ahead[id(s)] = self._remote.submit(self._read_one, root, s)
         futures: dict[str, tuple[list[_Seen], list[Any]]] = {}
         if pool is not None:
             by_layer: dict[str, list[_Seen]] = defaultdict(list)
@@ -526,6 +521,11 @@ class Indexer:
                     by_layer[s.layer].append(s)
             for layer, seen in by_layer.items():
                 futures[layer] = (seen, pool.submit(layer, [(s.key.kind, s.entry) for s in seen]))
+        if self._remote is not None:  # after the pool: its workers fork before any reader thread exists
+            for s, _ in batch:
+                root = self.roots[s.layer]
+                if root.read_concurrency > 1:
+                    self._ahead[id(s)] = self._remote.submit(self._read_one, root, s)
         return batch, futures
 
     def _read_batch(
