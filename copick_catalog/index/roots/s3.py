@@ -505,7 +505,7 @@ class S3Walker:
         )
         self.last_ranges = 1 + len(rest)
         self.last_split = "at the paths the catalog held"
-        await asyncio.gather(*(self._flat_range(ctx, under, a, b, flat, probe) for a, b in rest))
+        await _all([asyncio.ensure_future(self._flat_range(ctx, under, a, b, flat, probe)) for a, b in rest])
 
     async def _split_at_runs(self, ctx: _Ctx, last: str, flat: FlatListing, probe: _Probe) -> None:
         """List the rest of a big root (every key after ``last``) as key ranges of whole runs, at once.
@@ -541,7 +541,7 @@ class S3Walker:
         tasks.append(asyncio.ensure_future(self._flat_range(ctx, "", lo, None, flat, probe)))
         self.last_ranges = 1 + len(tasks)
         self.last_split = f"at every {per} runs after the first {SPLIT_MIN_PAGES} pages"
-        await asyncio.gather(*tasks)
+        await _all(tasks)
 
     async def _flat_range(
         self,
@@ -669,6 +669,17 @@ class S3Walker:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+async def _all(tasks: list[asyncio.Future[_Range]]) -> None:
+    """Wait for every range; if one fails, cancel the others (nothing keeps listing after an error)."""
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _common_prefix(a: str, b: str) -> str:
