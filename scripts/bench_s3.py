@@ -2,15 +2,21 @@
 
 For each listing strategy (``auto``, and the forced ``flat`` and ``pruned`` walks) a fresh catalog
 indexes the same uploaded project twice: a full index, then a no-op reindex. Reported per strategy:
-wall time, the HTTP requests the S3 server served (listings and total, from its request log), the
-walk ``auto`` chose and why, and payload files read. Prints one JSON document::
+wall time, the HTTP requests the S3 server served by kind (from its request log), the CPU seconds of
+the indexer, the S3 server and the latency proxy during the phase, the most requests in flight at once
+(at the proxy) and listing requests in flight (per root), the key ranges each listing was cut into, the
+walk ``auto`` chose and why, and payload reads by transport (obstore, s3fs). Prints one JSON document::
 
-    python scripts/bench_s3.py --runs 2000
+    python scripts/bench_s3.py --runs 2000 --latency-ms 25 [--overlay-on-s3] --strategies auto
     python scripts/bench_s3.py --runs 200 --chunky-runs 20 --strategies auto,flat,pruned
 
-moto answers a listing page of 1,000 keys in ~0.25 s and a small listing in ~10 ms, one request at
-a time (it is one Python process), and its costs grow with the bucket: compare ratios and request
-counts, not absolute times, with AWS S3, where the pruned walk's requests really run concurrently.
+Floors, measured in the same run: ``read_floor`` fetches every key a full index reads, once, the way
+the indexer fetches them (same transport, as many in flight) and nothing else; ``floors`` puts each
+phase next to the server's CPU (moto is one Python process: whatever the client does, a phase cannot
+take less wall time than the server's CPU) and all three processes' CPU over the cores. moto costs
+~2 ms of CPU a GET and ~0.13 ms a listed key (it closes every connection and renders XML in Python),
+and shares the machine's two cores with the client and the proxy: compare ratios and request counts,
+not absolute times, with AWS S3, whose work happens elsewhere.
 
 Local overlay files are aged by an hour first (a project nobody touched for a while), so the
 racy-timestamp rule does not re-read them on the no-op reindex.
@@ -31,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.latency_proxy import process_cpu_seconds  # noqa: E402
 from tests.s3server import S3Server, start_moto_server  # noqa: E402
 
 
@@ -60,54 +67,79 @@ def _add_chunky_tomograms(static: Path, runs: list[str]) -> int:
     return len(runs)
 
 
+class _Cpu:
+    """CPU seconds of this process, the S3 server's and the proxy's since construction: where the time went."""
+
+    def __init__(self, server: S3Server, proxy: Any = None) -> None:
+        self.pids = {"server": server.proc.pid, **({"proxy": proxy.pid} if proxy is not None else {})}
+        self.start = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.client = time.process_time()
+
+    def report(self) -> dict[str, float]:
+        out = {"client_cpu_s": round(time.process_time() - self.client, 2)}
+        for name, pid in self.pids.items():
+            out[f"{name}_cpu_s"] = round(process_cpu_seconds(pid) - self.start[name], 2)
+        return out
+
+
+def _walk_stats(root: Any) -> dict[str, Any] | None:
+    stats = root.last_stats
+    if stats is None:
+        return None
+    return {
+        "strategy": stats.strategy,
+        "list_calls": stats.list_calls,
+        "head_calls": stats.stat_calls,
+        "probe_list_calls": stats.probe_list_calls,
+        # the key ranges the flat listing was cut into, and the most listing requests it had in flight
+        "key_ranges": root.walker.last_ranges,
+        "listings_in_flight": root.walker.last_peak,
+        "keys": stats.keys,
+        "chunk_keys": stats.chunk_keys,
+        "reason": stats.reason,
+    }
+
+
 def _index_once(server: S3Server, config: Path, db: str, strategy: str, proxy: Any = None) -> dict[str, Any]:
     from copick_catalog import Catalog
 
     out: dict[str, Any] = {}
     with Catalog.open(config, db=db) as cat:
-        root = cat.roots["static"]
+        s3_roots = {layer: r for layer, r in cat.roots.items() if hasattr(r, "walker")}
         for r in cat.roots.values():
             if hasattr(r, "settings"):
                 r.settings.strategy = strategy
         for phase in ("full", "noop"):
             if proxy is not None:
                 proxy.reset_peak()
+            reads_before = {layer: (r.fast_reads, r.slow_reads) for layer, r in s3_roots.items()}
             mark = server.mark()
-            cpu = time.process_time()
+            cpu = _Cpu(server, proxy)
             t = time.perf_counter()
             report = cat.index(trigger="cli")
             seconds = time.perf_counter() - t
+            used = cpu.report()
             counts = server.count_since(mark)
-            stats = root.last_stats
+            requests = {k: counts.get(k, 0) for k in ("list", "get", "head")}
             out[phase] = {
                 "seconds": round(seconds, 2),
-                "s3_requests": {
-                    "list": counts.get("list", 0),
-                    "get": counts.get("get", 0),
-                    "head": counts.get("head", 0),
-                    "total": counts["total"],
-                },
+                "s3_requests": {**requests, "total": counts["total"]},
                 "files_read": report.files_read,
-                # the indexer's own CPU: near the wall time means the client, not latency or the server, limits it
-                "client_cpu_s": round(time.process_time() - cpu, 2),
+                # CPU of the indexer, the S3 server and the proxy during the phase (two cores in all): the
+                # client near the wall time means the client limits it; the server near it, the server
+                **used,
                 **({"peak_requests_in_flight": proxy.peak_active} if proxy is not None else {}),
+                "payload_reads": {
+                    "obstore": sum(r.fast_reads - reads_before[k][0] for k, r in s3_roots.items()),
+                    "s3fs": sum(r.slow_reads - reads_before[k][1] for k, r in s3_roots.items()),
+                },
                 "entities": report.added + report.changed + report.unchanged,
                 "errors": report.errors,
-                "walk": None
-                if stats is None
-                else {
-                    "strategy": stats.strategy,
-                    "list_calls": stats.list_calls,
-                    "head_calls": stats.stat_calls,
-                    "probe_list_calls": stats.probe_list_calls,
-                    "keys": stats.keys,
-                    "chunk_keys": stats.chunk_keys,
-                    "reason": stats.reason,
-                },
+                "walk": {layer: _walk_stats(r) for layer, r in s3_roots.items()},
             }
             _log(
                 f"{strategy} {phase}: {seconds:.2f}s, {counts['total']} requests ({counts.get('list', 0)} listings)"
-                f", {report.files_read} files read"
+                f", {report.files_read} files read; cpu {used}"
             )
     return out
 
@@ -176,8 +208,9 @@ def bench_s3(
             cfg["overlay_root"] = f"s3://{bucket}/overlay"
             cfg["overlay_fs_args"] = fs_args
         summary.config.write_text(json.dumps(cfg, indent=4))
-        prefixes = [f"{bucket}/static"] + ([f"{bucket}/overlay"] if overlay_on_s3 else [])
-        result["read_floor"] = _read_floor(fs_args, prefixes)
+        urls = {"static": cfg["static_root"], **({"overlay": cfg["overlay_root"]} if overlay_on_s3 else {})}
+        objects = [o["name"] for o in cfg.get("pickable_objects", [])]
+        result["read_floor"] = _read_floor(fs_args, urls, objects, server, proxy)
         _log(f"read floor: {result['read_floor']}")
         result["strategies"] = {}
         for strategy in strategies:
@@ -193,29 +226,84 @@ def bench_s3(
         result["target_noop_under_5s"] = noop["seconds"] < 5.0
         result["target_full_under_60s"] = full["seconds"] < 60.0
         result["full_over_read_floor"] = round(full["seconds"] / result["read_floor"]["seconds"], 2)
+        result["floors"] = {"full": _floors(result, full), "noop": _floors(result, noop)}
     return result
 
 
-#: Keys the indexer reads a payload from: pick/filament JSON, meshes, zarr metadata (not chunks), MRC heads.
-_PAYLOAD_SUFFIXES = (".json", ".glb", ".zattrs", ".zarray", ".zgroup", ".mrc")
+def _payload_keys(root: Any, objects: list[str]) -> list[str]:
+    """The keys a full index of ``root`` reads: entity files, and the metadata files of entity groups."""
+    from copick_catalog.index import grammar
+    from copick_catalog.index.kinds import SPECS
+
+    keys = []
+    for e in root.walk():
+        parsed = grammar.parse(e.path, objects, is_dir=e.is_dir)
+        if parsed is None or isinstance(parsed, grammar.Malformed):
+            continue
+        key = parsed.key
+        if isinstance(key, grammar.RunKey | grammar.VoxelSpacingKey) or SPECS[key.kind].is_group(key) != e.is_dir:
+            continue
+        if e.is_dir:
+            keys.extend(f"{e.path}/{m}" for m in e.meta)
+        else:
+            keys.append(e.path)
+    return keys
 
 
-def _read_floor(fs_args: dict[str, Any], prefixes: list[str]) -> dict[str, Any]:
-    """Every payload key fetched once with s3fs's own batched ``cat`` (64 in flight) and nothing else: what
-    the same reads cost this client and this server, the least a full index of the roots can take."""
-    import s3fs
+def _read_floor(
+    fs_args: dict[str, Any], urls: dict[str, str], objects: list[str], server: S3Server, proxy: Any
+) -> dict[str, Any]:
+    """Every key a full index reads (pick/filament/mesh files, zarr metadata, MRC heads) fetched once, the
+    same way the indexer fetches them (the roots' own ``read_bytes``, as many in flight as the indexer
+    allows), and nothing else: no parsing, no catalog. What the reads alone cost this client, this server
+    and this proxy, so the least a full index of the roots can take here.
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
-    fs = s3fs.S3FileSystem(skip_instance_cache=True, **fs_args)
-    keys = [k for p in prefixes for k in fs.find(p) if k.endswith(_PAYLOAD_SUFFIXES) and "/Tomograms/" not in k]
-    keys = [k for k in keys if not (k.rsplit("/", 2)[-2][:1].isdigit())]  # zarr level metadata is read, chunks not
-    cpu = time.process_time()
+    from copick_catalog.index.roots import open_root
+
+    work: list[tuple[Any, str]] = []
+    for layer, url in urls.items():
+        root = open_root(url, layer, fs_args)
+        work.extend((root, key) for key in _payload_keys(root, objects))
+    concurrency = max(r.read_concurrency for r, _ in work) if work else 1
+    mark = server.mark()
+    cpu = _Cpu(server, proxy)
     t = time.perf_counter()
-    fs.cat(keys, batch_size=64)
+    with ThreadPoolExecutor(concurrency) as pool:
+        size = sum(pool.map(lambda item: len(item[0].read_bytes(item[1])), work))
+    seconds = time.perf_counter() - t
+    used = cpu.report()
+    gets = server.count_since(mark).get("get", 0)
     return {
-        "seconds": round(time.perf_counter() - t, 2),
-        "keys": len(keys),
-        "client_cpu_s": round(time.process_time() - cpu, 2),
-        "per_key_ms": round((time.perf_counter() - t) * 1000 / max(len(keys), 1), 2),
+        "seconds": round(seconds, 2),
+        "keys": len(work),
+        "gets": gets,
+        "bytes": size,
+        "in_flight": concurrency,
+        **used,
+        "per_key_ms": round(seconds * 1000 / max(len(work), 1), 2),
+        # the S3 server is one Python process: its CPU per GET bounds how fast any client can be served
+        "server_cpu_ms_per_get": round(used["server_cpu_s"] * 1000 / max(gets, 1), 2),
+        **(
+            {"proxy_cpu_ms_per_get": round(used["proxy_cpu_s"] * 1000 / max(gets, 1), 2)}
+            if "proxy_cpu_s" in used
+            else {}
+        ),
+        "client_cpu_ms_per_get": round(used["client_cpu_s"] * 1000 / max(gets, 1), 2),
+    }
+
+
+def _floors(result: dict[str, Any], phase: dict[str, Any]) -> dict[str, Any]:
+    """What bounds a phase on this machine: the server's CPU (one process, one core at most) and all three
+    processes' CPU over the cores, each in seconds, next to the phase's wall time."""
+    cores = os.cpu_count() or 1
+    busy = phase["client_cpu_s"] + phase["server_cpu_s"] + phase.get("proxy_cpu_s", 0.0)
+    return {
+        "server_cpu_s": phase["server_cpu_s"],
+        "all_cpu_over_cores_s": round(busy / cores, 2),
+        "cores": cores,
+        "wall_over_server_cpu": round(phase["seconds"] / max(phase["server_cpu_s"], 0.01), 2),
     }
 
 

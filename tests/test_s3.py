@@ -464,3 +464,182 @@ def test_object_api_writes_through_to_an_s3_overlay(s3_server: S3Server, db_url:
     with Catalog.open(config, db=db_url) as cat:
         assert cat.index().nothing_changed
         assert {m.user_id for m in cat.meshes(user_id="dave")} == {"dave"} and cat.picks(user_id="dave") == []
+
+
+# ------------------------------------------------------------------------------------------
+# listing in key ranges at once, and payload reads through obstore
+
+
+def _walk(root: Any) -> tuple[list[tuple[Any, ...]], ListingStats]:
+    stats = ListingStats()
+    entries = [(e.path, e.is_dir, e.fingerprint, e.meta, e.exact) for e in root.walk(stats)]
+    return entries, stats
+
+
+def test_listing_in_key_ranges_equals_one_listing(s3_server: S3Server, tmp_path: Path) -> None:
+    """Small pages make a 40-run tree ~30 pages: split at its runs (no hints) or at the catalog's paths
+    (hints, stale ones too), it lists the same entries in the same order as one paginated listing, with
+    requests in flight at once, about as many requests as pages, and every request counted."""
+    config, bucket = _s3_project(s3_server, tmp_path, runs=40, tomogram_runs=1, overlay_on_s3=True)
+    url, args = f"s3://{bucket}/overlay", s3_server.fs_args()
+    whole, _ = _walk(open_root(url, "overlay", args, settings=WalkSettings(strategy="flat")))
+    keys = sum(1 for e in whole if not e[1])
+
+    def small_pages() -> Any:
+        return open_root(url, "overlay", args, settings=WalkSettings(strategy="flat", page_keys=20))
+
+    # no hints: the first pages one after another, then key ranges of whole runs, all at once
+    root = small_pages()
+    mark = s3_server.mark()
+    runs_split, stats = _walk(root)
+    assert runs_split == whole
+    assert s3_server.count_since(mark)["list"] == stats.list_calls
+    assert root.walker.last_ranges > 5 and root.walker.last_peak > 1
+    # the pages, at most a partial page more a range, and the run names (20 a page here)
+    assert stats.list_calls <= keys // 20 + root.walker.last_ranges + 40 // 20 + 1
+    assert "key ranges" in stats.reason and "runs" in stats.reason
+
+    # hints: ranges cut at the paths the catalog held, one of them first to size the others
+    paths = [e[0] for e in whole if not e[1]]
+    root = small_pages()
+    root.expect(lambda: iter(paths))
+    mark = s3_server.mark()
+    hinted, stats = _walk(root)
+    assert hinted == whole
+    assert s3_server.count_since(mark)["list"] == stats.list_calls <= keys // 20 + root.walker.last_ranges
+    assert root.walker.last_ranges > 5 and root.walker.last_peak > 1
+    assert "catalog held" in stats.reason
+
+    # stale hints (paths gone, paths never there) and keys added and removed since: still every key
+    client = s3_server.client()
+    for run in ("TS_0007", "TS_9999"):
+        body = pick_json("ribosome", "zed", "1", run, np.ones((2, 3)), np.arange(2), np.full(2, 0.5)).encode()
+        client.put_object(Bucket=bucket, Key=f"overlay/ExperimentRuns/{run}/Picks/zed_1_ribosome.json", Body=body)
+    client.put_object(Bucket=bucket, Key="overlay/AAA/Picks/zed_1_ribosome.json", Body=b"{}")
+    client.delete_object(Bucket=bucket, Key=f"overlay/{paths[len(paths) // 2]}")
+    fresh, _ = _walk(open_root(url, "overlay", args, settings=WalkSettings(strategy="flat")))
+    assert fresh != whole
+    root = small_pages()
+    root.expect(lambda: iter([*paths[::3], "ExperimentRuns/TS_0003/Picks/gone_1_x.json", "Z"]))
+    assert _walk(root)[0] == fresh
+    # a hint is used by the next walk only, and only below the walk's start
+    assert root.walker._known is None
+    root.expect(lambda: iter(paths))
+    assert [e for e in _walk(root)[0]] == fresh
+
+    # through the catalog: the no-op reindex lists in ranges cut at its own paths, and changes nothing
+    with Catalog.open(config, db=f"sqlite:///{tmp_path / 'ranges.sqlite'}") as cat:
+        for r in cat.roots.values():
+            r.settings.page_keys = 20
+        first = cat.index()
+        assert first.errors == 0, first.error_messages
+        mark = s3_server.mark()
+        again = cat.index()
+        assert again.nothing_changed and again.files_read == 0
+        assert s3_server.count_since(mark)["get"] == 0
+        overlay = cat.roots["overlay"]
+        assert overlay.walker.last_ranges > 5 and "catalog held" in overlay.last_stats.reason
+
+
+def test_payload_reads_through_obstore(s3_server: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Payloads are fetched by obstore (many at once), with one-line errors naming the key; size limits
+    are checked before a body is read; empty objects, missing keys and refused GETs behave as on s3fs."""
+    from copick_catalog.index.roots.s3get import FastGetter, fast_getter, unsupported_args
+
+    config, bucket = _s3_project(s3_server, tmp_path, runs=6, tomogram_runs=1, overlay_on_s3=True)
+    with Catalog.open(config, db=f"sqlite:///{tmp_path / 'fast.sqlite'}") as cat:
+        mark = s3_server.mark()
+        report = cat.index()
+        assert report.errors == 0, report.error_messages
+        roots = cat.roots.values()
+        assert sum(r.fast_reads for r in roots) == s3_server.count_since(mark)["get"] > report.files_read > 0
+        assert sum(r.slow_reads for r in roots) == 0
+        assert all(r.read_concurrency == 64 for r in roots)
+
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="static/empty.mrc", Body=b"")
+    client.put_object(Bucket=bucket, Key="static/ten.json", Body=b"0123456789")
+    root = open_root(f"s3://{bucket}/static", "static", s3_server.fs_args())
+    assert root.read_bytes("ten.json") == b"0123456789" and root.read_bytes("ten.json", limit=10) == b"0123456789"
+    with pytest.raises(PayloadError, match=r"ten\.json: is over the 9-byte limit"):
+        root.read_bytes("ten.json", limit=9)
+    assert root.read_head("ten.json", 4) == b"0123" and root.read_head("empty.mrc", 1024) == b""
+    with pytest.raises(FileNotFoundError) as missing:
+        root.read_bytes("nope/missing.json")
+    assert "static/nope/missing.json" in str(missing.value) and "\n" not in str(missing.value)
+    many = root.read_many(["ten.json", "empty.mrc", "nope.json"], limit=100)
+    assert many["ten.json"] == b"0123456789" and many["empty.mrc"] == b""
+    assert isinstance(many["nope.json"], FileNotFoundError)
+    assert root.slow_reads == 0
+
+    # an endpoint that refuses every GET: each read is served by s3fs instead, and after a few in a row
+    # the root stops trying obstore (one log line, no credentials)
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<Error><Code>InvalidRequest</Code><Message>refused</Message></Error>"
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    refuse = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=refuse.serve_forever, daemon=True).start()
+    try:
+        caplog.set_level(logging.INFO)
+        bad_args = {**s3_server.fs_args(), "endpoint_url": f"http://127.0.0.1:{refuse.server_address[1]}"}
+        root._fast = FastGetter(root.fs, bucket, bad_args)
+        for _ in range(10):
+            assert root.read_bytes("ten.json") == b"0123456789"
+        assert root._fast is None and root.read_concurrency == 16 and root.slow_reads == 10
+        assert "reading through s3fs from now on" in caplog.text and "InvalidRequest" in caplog.text
+        _assert_no_secret(caplog.text)
+    finally:
+        refuse.shutdown()
+
+    # fs_args obstore would not honour keep a root on s3fs
+    assert unsupported_args(s3_server.fs_args()) == []
+    odd = {**s3_server.fs_args(), "s3_additional_kwargs": {"SSECustomerAlgorithm": "AES256"}}
+    assert unsupported_args(odd) == ["s3_additional_kwargs"]
+    assert fast_getter(root.fs, bucket, odd) is None
+    plain = open_root(f"s3://{bucket}/static", "static", {**s3_server.fs_args(), "config_kwargs": {"s3": {"x": 1}}})
+    assert plain.read_bytes("ten.json") == b"0123456789" and plain.slow_reads == 1 and plain.read_concurrency == 16
+
+
+def test_cancelled_s3_index_drops_queued_reads_then_completes(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads of the next batches are in flight while a batch is written; a cancelled run stops at a
+    batch boundary, its queued GETs are dropped (the reader threads are gone when ``index`` returns),
+    and the next run completes the catalog exactly as a local index of the same files."""
+    import threading
+
+    from copick_catalog.errors import IndexCancelled
+    from copick_catalog.index import indexer
+
+    config, _bucket = _s3_project(s3_server, tmp_path, runs=30, tomogram_runs=1, overlay_on_s3=True)
+    reference = _local_reference(config, tmp_path)
+    models = {"pick": Pick, "mesh": Mesh, "segmentation": Segmentation, "tomogram": Tomogram}
+    monkeypatch.setattr(indexer, "BATCH_FILES", 20)
+    polls = iter(range(10_000))
+    with Catalog.open(config, db=f"sqlite:///{tmp_path / 'cancel.sqlite'}") as cat:
+        mark = s3_server.mark()
+        with pytest.raises(IndexCancelled):
+            cat.index(cancel=lambda: next(polls) >= 4)  # a couple of batches in
+        assert not [t for t in threading.enumerate() if t.name.startswith("copick-catalog-read")]
+        gets = s3_server.count_since(mark)["get"]
+        with cat.session() as s:
+            written = s.scalar(sa.select(sa.func.count()).select_from(Pick))
+        # the batches written, and at most the batches read ahead of the writer (not the whole project)
+        assert written > 0 and gets <= written + (indexer.PREFETCH_BATCHES + 2) * 20 + 64
+        report = cat.index()
+        assert report.errors == 0, report.error_messages
+        assert cat.index().nothing_changed
+        with cat.session() as s:
+            counts = {kind: s.scalar(sa.select(sa.func.count()).select_from(m)) for kind, m in models.items()}
+    assert counts == {kind: reference[kind]["added"] for kind in models}

@@ -25,7 +25,7 @@ import socket
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +152,8 @@ class Indexer:
         self.limits = limits or Limits()
         self.allow_empty_root = allow_empty_root
         self.read_counter = 0  # payload reads, for tests and the benchmark
+        self._remote: ThreadPoolExecutor | None = None  # reader threads of remote roots, during a run
+        self._ahead: dict[int, Future[_Read]] = {}  # id(Seen) -> its read, started by _submit
 
     def _checkpoint(self) -> None:
         """Stop here if the caller asked to. Called only between transactions: a stop asked for by
@@ -242,7 +244,8 @@ class Indexer:
     def _index(self, scopes: list[Scope], t0: float, report: IndexReport) -> None:
         snapshot = load_snapshot(self.engine, self.project_id, scopes)  # before listing: see module docstring
         scan = Scan()
-        for layer, prefix in scopes:
+        # local roots first: a big one forks listing workers, best before an object store's client threads exist
+        for layer, prefix in sorted(scopes, key=lambda sc: not self.roots[sc[0]].shareable):
             self._list(layer, prefix, snapshot, scan, report)
 
         for by_path in scan.unchanged.values():
@@ -262,9 +265,11 @@ class Indexer:
         run_ids, vs_ids = self._sync_runs(scopes, snapshot, scan, need_ids=bool(todo))
         total = len(todo)
         batches = [todo[i : i + BATCH_FILES] for i in range(0, total, BATCH_FILES)]
-        with self._pool_for(todo) as pool:
-            # with workers, the next batches are parsed while this process writes the current one
-            pending = deque(self._submit(pool, b) for b in batches[: PREFETCH_BATCHES + 1 if pool else 1])
+        with self._pool_for(todo) as pool, self._remote_threads():
+            # with workers (or remote roots' reader threads), the next batches are read while this process
+            # writes the current one
+            ahead = PREFETCH_BATCHES + 1 if pool or self._remote else 1
+            pending = deque(self._submit(pool, b) for b in batches[:ahead])
             queued, done = len(pending), 0
             while pending:
                 self._checkpoint()
@@ -323,6 +328,7 @@ class Indexer:
         root = self.roots[layer]
         stats = ListingStats()
         root.invalidate()
+        root.expect(lambda: iter(snapshot.files.get(layer, {})))  # where to split a listing
         if not prefix and not root.exists():
             if layer == "static" or snapshot.has_rows(layer):
                 raise RootError(
@@ -451,8 +457,27 @@ class Indexer:
             s.poolable = ReadPool.poolable(self.roots[s.layer], s.key.kind, s.entry)
         return s.poolable
 
+    @contextlib.contextmanager
+    def _remote_threads(self) -> Iterator[None]:
+        """Threads reading remote roots' payloads ahead of the writer (S3: GETs in flight while it writes).
+
+        Reads still queued when the run stops early are dropped, not run.
+        """
+        n = max((r.read_concurrency for r in self.roots.values()), default=1)
+        if n <= 1:
+            yield
+            return
+        self._remote = ThreadPoolExecutor(max_workers=n, thread_name_prefix="copick-catalog-read")
+        try:
+            yield
+        finally:
+            threads, self._remote = self._remote, None
+            self._ahead.clear()
+            threads.shutdown(wait=True, cancel_futures=True)
+
     def _submit(self, pool: ReadPool | None, batch: list[tuple[Seen, FileRow | None]]) -> _Batch:
-        """Hand a batch's pick files to the workers (if any); the rest is read when the batch is written."""
+        """Hand a batch's pick files to the workers (if any), its remote payloads to the reader threads
+        (if any); the rest is read when the batch is written."""
         futures: dict[str, tuple[list[Seen], list[Any]]] = {}
         if pool is not None:
             by_layer: dict[str, list[Seen]] = defaultdict(list)
@@ -461,6 +486,11 @@ class Indexer:
                     by_layer[s.layer].append(s)
             for layer, seen in by_layer.items():
                 futures[layer] = (seen, pool.submit(layer, [(s.key.kind, s.entry) for s in seen]))
+        if self._remote is not None:  # after the pool: its workers fork before any reader thread exists
+            for s, _ in batch:
+                root = self.roots[s.layer]
+                if root.read_concurrency > 1:
+                    self._ahead[id(s)] = self._remote.submit(self._read_one, root, s)
         return batch, futures
 
     def _read_batch(
@@ -490,6 +520,12 @@ class Indexer:
                     if i % 50 == 49:
                         self._checkpoint()  # no transaction is open while reading: a stop can land here
                     out.append(self._read_one(root, s))
+            elif self._remote is not None:  # read ahead by _submit (anything it missed is queued now)
+                ahead = [
+                    self._ahead.pop(id(s)) if id(s) in self._ahead else self._remote.submit(self._read_one, root, s)
+                    for s in items
+                ]
+                out.extend(f.result() for f in ahead)
             else:
                 with ThreadPoolExecutor(max_workers=root.read_concurrency) as threads:
                     out.extend(threads.map(lambda s, r=root: self._read_one(r, s), items))

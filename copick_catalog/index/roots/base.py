@@ -13,7 +13,7 @@ import hashlib
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -201,6 +201,13 @@ class Root(ABC):
     @abstractmethod
     def _walk(self, stats: ListingStats, under: str) -> Iterator[Entry]:
         """List the subtree ``under`` (a directory, or the whole root)."""
+
+    def expect(self, known: Callable[[], Iterable[str]]) -> None:  # noqa: B027 - a hint most roots ignore
+        """Before a walk: ``known()`` gives the paths the catalog holds below this root (only called if used).
+
+        A hint, never the truth: a root whose listing can be split uses it to choose where (S3 lists key
+        ranges cut at these paths all at once instead of page after page); the walk still lists everything.
+        """
 
     @abstractmethod
     def invalidate(self) -> None:

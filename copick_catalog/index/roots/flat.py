@@ -107,12 +107,13 @@ class FlatListing:
         return self.last_check if pruned_seconds * SWITCH_MARGIN < flat_seconds else ""
 
     def finish(self, stats: ListingStats) -> list[Entry]:
-        out = [file_entry(rel, info) for rel, info in self.files.items()]
+        # sorted: the same entries in the same order however the keys arrived (key ranges listed at once)
+        out = [file_entry(rel, info) for rel, info in sorted(self.files.items())]
         for d in sorted(self.dirs):
             parts = tuple(d.split("/"))
             if reachable(parts[:-1]) and d not in self.groups:
                 out.append(Entry(d, True, "dir"))
-        out.extend(group_from_keys(rel, members) for rel, members in self.groups.items())
+        out.extend(group_from_keys(rel, members) for rel, members in sorted(self.groups.items()))
         stats.entries += len(out)
         return out
 

@@ -107,11 +107,13 @@ class FsspecRoot(Root):
             return bytes(self.fs.cat_file(full, **self._cat_kwargs()))
         data = bytes(self.fs.cat_file(full, start=0, end=limit + 1, **self._cat_kwargs()))
         if len(data) > limit:
-            raise PayloadError(
-                self.url_of(rel),
-                f"is over the {limit:,}-byte limit for this kind of file; split it, or raise the limit",
-            )
+            raise self.too_large(rel, limit)
         return data
+
+    def too_large(self, rel: str, limit: int) -> PayloadError:
+        return PayloadError(
+            self.url_of(rel), f"is over the {limit:,}-byte limit for this kind of file; split it, or raise the limit"
+        )
 
     def _cat_kwargs(self) -> dict[str, Any]:
         return {}

@@ -29,26 +29,41 @@ and level), and compares the two walks for that part, assuming the rest of the t
    concurrently (AWS S3) makes pruning far faster; one that answers one request at a time (moto, a
    small MinIO) does not, and the flat listing continues.
 
+A flat listing is cut into key ranges listed at once (``StartAfter`` one boundary, ending at the
+next, with the two boundaries' common prefix), instead of one page after another: at the paths the
+catalog held when the indexer passes them (:meth:`S3Root.expect`; a reindex of an unchanged tree then
+costs about as many requests as one listing, in one round trip), else, for a root bigger than a few
+pages, at its run directories (named by one delimiter listing of ``ExperimentRuns/``). Requests still
+grow with keys (a page per ~1,000), not with directories.
+
 Nothing is stored between runs. Both walks produce identical entries and fingerprints (tests
 assert it), so a different choice on the next run never makes a reindex re-read anything.
 Fingerprints on S3 are ``size:ETag`` (a content hash), so they are *exact*: they cannot look
 unchanged after a write in the same clock tick (:attr:`Entry.exact`). The calls go through s3fs's
 own client (its credentials, retries and error mapping), not its listing helpers, whose listing
 cache must never serve a reindex and which give no page-by-page control.
+
+Payload reads (the indexer's GETs, thousands per full index) go through obstore when it is installed
+and the fs_args allow (:mod:`.s3get`): the same requests for a fraction of botocore's CPU, many at once
+(:data:`FAST_READ_CONCURRENCY`); anything that fails there except a missing key is retried through s3fs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ...errors import PayloadError
 from .. import grammar
 from .base import ZARR_META_NAMES, Entry, ListingStats, file_entry, group_from_keys
 from .flat import FlatListing, reachable
 from .remote import FsspecRoot, WalkSettings
+from .s3get import FastGetError, ObjectTooLarge, fast_getter
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +71,45 @@ log = logging.getLogger(__name__)
 LEVEL_LIST_KEYS = 16
 #: First checkpoint (in pages) at which ``auto`` may switch; later ones double.
 PROBE_FIRST_CHECK = 2
+#: Payload reads in flight when they go through obstore: enough to hide 50-100 ms round trips behind
+#: each other; each costs a thread that mostly waits with the GIL released.
+FAST_READ_CONCURRENCY = 64
+#: Reads in a row that obstore fails and s3fs serves before a root stops trying obstore.
+FAST_MISSES_BEFORE_GIVING_UP = 8
+#: A key range of a split flat listing holds this share of a page of the paths the catalog knew, so the
+#: keys added since (and the metadata keys of zarr groups, one path each) still fit in one page mostly.
+RANGE_FILL = 0.9
+#: A tree listed without hints is split (at its runs) only after this many pages: smaller trees cost the
+#: same requests as before, and the pages tell how many keys a run holds.
+SPLIT_MIN_PAGES = 3
+#: With hints, a tree whose catalogued paths fill at least this many pages is split (its keys are more:
+#: files the catalog ignores, zarr chunks).
+SPLIT_MIN_HINTED_PAGES = 2
+#: Keys a zarr group path stands for when cutting ranges at the catalog's paths (its metadata files; chunks
+#: are not counted, so ranges holding big groups take a few more pages).
+GROUP_KEYS = 6
+#: Keys per run assumed when the first pages of a listing held no run at all.
+DEFAULT_KEYS_PER_RUN = 10.0
 
 
 class S3Root(FsspecRoot):
-    """A root in an S3 bucket (or an S3-compatible server through ``endpoint_url``)."""
+    """A root in an S3 bucket (or an S3-compatible server through ``endpoint_url``).
+
+    ``fast_reads`` and ``slow_reads`` count payload reads through obstore and through s3fs (the benchmark
+    reports them).
+    """
 
     def __init__(
         self, url: str, layer: str, fs_args: dict[str, Any] | None = None, settings: WalkSettings | None = None
     ) -> None:
         super().__init__(url, "s3", layer, fs_args, settings)
         self.walker = S3Walker(self.fs, self.base, self.settings, f"{layer} root {self.scrub(self.url)}")
+        self._fast = fast_getter(self.fs, self.walker.bucket, self.fs_args)
+        if self._fast is not None:
+            self.read_concurrency = FAST_READ_CONCURRENCY
+        self._fast_misses = 0  # reads obstore failed and s3fs then served, since the last one obstore served
+        self.fast_reads = 0
+        self.slow_reads = 0
 
     def _fs_kwargs(self, cls: type) -> dict[str, Any]:
         # no listing cache: a reindex must see the bucket as it is now
@@ -82,6 +126,77 @@ class S3Root(FsspecRoot):
     def _store_options(self) -> dict[str, Any]:
         return dict(self.fs_args, use_listings_cache=False)
 
+    # ------------------------------------------------------------------ payload reads
+
+    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+        fast = self._fast
+        if fast is not None:
+            try:
+                data = fast.get(self.walker.key_of(rel), limit)
+            except ObjectTooLarge:
+                raise self.too_large(rel, limit or 0) from None
+            except FastGetError as exc:
+                return self._slow_read(rel, limit, exc)
+            self.fast_reads += 1
+            self._fast_misses = 0
+            return data
+        self.slow_reads += 1
+        return super().read_bytes(rel, limit)
+
+    def read_head(self, rel: str, n: int) -> bytes:
+        fast = self._fast
+        if fast is not None:
+            try:
+                data = fast.head_bytes(self.walker.key_of(rel), n)
+            except FastGetError as exc:
+                self._fell_back(exc)
+            else:
+                self.fast_reads += 1
+                return data
+        self.slow_reads += 1
+        return super().read_head(rel, n)
+
+    def read_many(self, rels: list[str], limit: int | None = None) -> dict[str, bytes | Exception]:
+        fast = self._fast
+        if fast is None or not rels or _loop_running():
+            return super().read_many(rels, limit)
+        got = fast.get_many([self.walker.key_of(r) for r in rels], limit)
+        out: dict[str, bytes | Exception] = {}
+        for rel, item in zip(rels, got, strict=True):
+            if isinstance(item, ObjectTooLarge):
+                out[rel] = self.too_large(rel, limit or 0)
+            elif isinstance(item, FastGetError):
+                try:
+                    out[rel] = self._slow_read(rel, limit, item)
+                except (OSError, PayloadError) as exc:
+                    out[rel] = exc
+            else:
+                out[rel] = item
+                self.fast_reads += not isinstance(item, Exception)
+        return out
+
+    def _slow_read(self, rel: str, limit: int | None, exc: FastGetError) -> bytes:
+        """Read through s3fs after obstore failed; s3fs's error, if it fails too, is the one the user sees."""
+        data = super().read_bytes(rel, limit)
+        self.slow_reads += 1
+        self._fell_back(exc)
+        return data
+
+    def _fell_back(self, exc: FastGetError) -> None:
+        """Count a read obstore failed but s3fs served; after a few in a row, stop trying obstore."""
+        self._fast_misses += 1
+        if self._fast_misses >= FAST_MISSES_BEFORE_GIVING_UP and self._fast is not None:
+            self._fast = None
+            self.read_concurrency = FsspecRoot.read_concurrency
+            log.info(
+                "%s root %s: reads through obstore failed (%s); reading through s3fs from now on",
+                self.layer,
+                self.scrub(self.url),
+                self.scrub(str(exc)),
+            )
+
+    # ------------------------------------------------------------------ listing
+
     def exists(self, rel: str = "") -> bool:
         try:
             return bool(self.walker.run(self.walker.exists, rel, ListingStats()))
@@ -93,6 +208,9 @@ class S3Root(FsspecRoot):
             return self.walker.run(self.walker.fingerprint, rel, ListingStats())  # type: ignore[no-any-return]
         except Exception as exc:
             raise self.root_error(f"read {rel}", exc) from None
+
+    def expect(self, known: Callable[[], Iterable[str]]) -> None:
+        self.walker.expect(known)
 
     def _single_entry(self, under: str, stats: ListingStats) -> list[Entry] | None:
         if grammar.is_zarr_group_dir(tuple(under.split("/"))):
@@ -108,6 +226,61 @@ class S3Root(FsspecRoot):
         yield from entries
 
 
+class _Range:
+    """What listing one key range did: keys taken, and where to resume if it stopped early."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.resume: str | None = None
+
+
+class _Hints:
+    """The paths the catalog held below a walk's start, sorted, each weighed by the keys it stands for."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.weights = [GROUP_KEYS if p.endswith(".zarr") else 1 for p in paths]
+        self.total = sum(self.weights)
+
+    @classmethod
+    def of(cls, known: Callable[[], Iterable[str]], under: str) -> _Hints:
+        inside = f"{under}/" if under else ""
+        return cls(sorted(p for p in known() if p.startswith(inside)))
+
+    def _span(self, lo: str | None, hi: str | None) -> range:
+        start = 0 if lo is None else bisect.bisect_right(self.paths, lo)
+        stop = len(self.paths) if hi is None else bisect.bisect_right(self.paths, hi)
+        return range(start, stop)
+
+    def weight(self, lo: str | None, hi: str | None) -> int:
+        """The weight of the paths after ``lo`` up to ``hi``."""
+        return sum(self.weights[i] for i in self._span(lo, hi))
+
+    def cut(self, fill: float, lo: str | None = None, hi: str | None = None) -> list[tuple[str | None, str | None]]:
+        """``(lo, hi]`` cut into ranges of about ``fill`` weight each, at the paths: ``[(lo, b1), …, (bn, hi)]``."""
+        bounds: list[str | None] = [lo]
+        filled = 0.0
+        span = self._span(lo, hi)
+        for i in span[:-1]:
+            filled += self.weights[i]
+            if filled >= fill:
+                bounds.append(self.paths[i])
+                filled = 0.0
+        return list(itertools.pairwise([*bounds, hi]))
+
+
+class _Probe:
+    """State shared by the concurrent ranges of one flat listing: pages so far, and ``auto``'s verdict."""
+
+    def __init__(self, switch: bool) -> None:
+        self.switch = switch
+        self.pages = 0
+        self.check_at = PROBE_FIRST_CHECK
+        self.started = time.perf_counter()
+        self.checking = False
+        self.abandoned = False
+
+
 class _Ctx:
     """Per-call state of an S3 operation: its stats and the semaphore bounding requests in flight."""
 
@@ -116,6 +289,8 @@ class _Ctx:
         self.sem = asyncio.Semaphore(concurrency)
         #: (latency of one small listing, wall time per request of a concurrent burst), once measured
         self.calibration: tuple[float, float] | None = None
+        self.in_flight = 0
+        self.peak = 0  # the most listing requests in flight at once
 
 
 class S3Walker:
@@ -134,6 +309,15 @@ class S3Walker:
         bucket, key, _ = fs.split_path(base)
         self.bucket: str = bucket
         self.base_key: str = key.strip("/")
+        self._known: Callable[[], Iterable[str]] | None = None
+        #: key ranges the last flat listing was split into, and the most listing requests it had in flight
+        self.last_ranges = 0
+        self.last_split = ""  # where the ranges were cut
+        self.last_peak = 0
+
+    def expect(self, known: Callable[[], Iterable[str]] | None) -> None:
+        """Paths the catalog holds below the root, for the next walk only: where to split its listing."""
+        self._known = known
 
     # -- plumbing
 
@@ -143,7 +327,10 @@ class S3Walker:
 
         async def main() -> Any:
             ctx = _Ctx(args[-1], self.settings.concurrency)
-            return await coro_fn(*args[:-1], ctx)
+            try:
+                return await coro_fn(*args[:-1], ctx)
+            finally:
+                self.last_peak = ctx.peak
 
         return sync(self.fs.loop, main)
 
@@ -158,7 +345,12 @@ class S3Walker:
     async def _list(self, ctx: _Ctx, **kwargs: Any) -> dict[str, Any]:
         async with ctx.sem:
             ctx.stats.list_calls += 1
-            return await self.fs._call_s3("list_objects_v2", Bucket=self.bucket, **kwargs)
+            ctx.in_flight += 1
+            ctx.peak = max(ctx.peak, ctx.in_flight)
+            try:
+                return await self.fs._call_s3("list_objects_v2", Bucket=self.bucket, **kwargs)
+            finally:
+                ctx.in_flight -= 1
 
     async def _head(self, ctx: _Ctx, key: str) -> dict[str, Any] | None:
         async with ctx.sem:
@@ -264,6 +456,9 @@ class S3Walker:
                 stats.keys, stats.chunk_keys = flat.keys, flat.chunk_keys
                 if strategy == "auto":
                     stats.reason = flat.last_check or "the flat listing finished before the first checkpoint"
+                if self.last_ranges > 1:
+                    split = f"listed as {self.last_ranges} key ranges at once, cut {self.last_split}"
+                    stats.reason = f"{stats.reason}; {split}" if stats.reason else split
                 return flat.finish(stats)
             stats.probe_list_calls = stats.list_calls
         stats.strategy = "pruned"
@@ -273,40 +468,155 @@ class S3Walker:
         return out
 
     async def _flat(self, ctx: _Ctx, under: str, flat: FlatListing, *, switch: bool) -> bool:
-        """Page through the whole prefix; with ``switch``, return False early if pruning is better."""
+        """Page through the whole prefix; with ``switch``, return False early if pruning is better.
+
+        The prefix is cut into key ranges listed concurrently, each page after page: at the paths the
+        catalog held (:meth:`_split_at_hints`), or, without them, a big root (more than ``SPLIT_MIN_PAGES``
+        pages) at its run directories after its first pages (:meth:`_split_at_runs`). A small tree is
+        one range: exactly one paginated listing.
+        """
+        probe = _Probe(switch)
+        self.last_ranges = 1
+        known, self._known = self._known, None
+        hints = _Hints.of(known, under) if known is not None else None
+        if hints is not None and hints.total >= SPLIT_MIN_HINTED_PAGES * self.settings.page_keys * RANGE_FILL:
+            await self._split_at_hints(ctx, under, hints, flat, probe)
+            return not probe.abandoned
+        first = SPLIT_MIN_PAGES if not under else None
+        done = await self._flat_range(ctx, under, None, None, flat, probe, max_pages=first)
+        if done.resume is not None and not probe.abandoned:
+            await self._split_at_runs(ctx, done.resume, flat, probe)
+        return not probe.abandoned
+
+    async def _split_at_hints(self, ctx: _Ctx, under: str, hints: _Hints, flat: FlatListing, probe: _Probe) -> None:
+        """List ``under`` as key ranges cut at the paths the catalog held, all at once.
+
+        One range from the middle goes first: how many keys a catalogued path stands for here (files
+        the grammar ignores, zarr chunks) sizes the others, so each of them is about one page.
+        """
+        fill = self.settings.page_keys * RANGE_FILL
+        mid = hints.cut(fill)
+        lo, hi = mid[len(mid) // 2]
+        first = await self._flat_range(ctx, under, lo, hi, flat, probe)
+        weight = hints.weight(lo, hi)
+        ratio = max(first.taken / weight, 1.0) if weight else 1.0
+        rest = (hints.cut(fill / ratio, None, lo) if lo is not None else []) + (
+            hints.cut(fill / ratio, hi, None) if hi is not None else []
+        )
+        self.last_ranges = 1 + len(rest)
+        self.last_split = "at the paths the catalog held"
+        await _all([asyncio.ensure_future(self._flat_range(ctx, under, a, b, flat, probe)) for a, b in rest])
+
+    async def _split_at_runs(self, ctx: _Ctx, last: str, flat: FlatListing, probe: _Probe) -> None:
+        """List the rest of a big root (every key after ``last``) as key ranges of whole runs, at once.
+
+        One delimiter listing of the runs directory (a page per 1,000 runs) names the runs still to come;
+        every few of them (as many as filled ``RANGE_FILL`` of a page so far) end a range, and each range
+        starts while the next runs are still being named.
+        """
         base_prefix = self.prefix_of("")
-        kwargs: dict[str, Any] = {"Prefix": self.prefix_of(under), "MaxKeys": self.settings.page_keys}
-        pages, check_at = 0, PROBE_FIRST_CHECK
-        started = time.perf_counter()
-        while True:
+        runs = sum(1 for d in flat.dirs if d.count("/") == 1 and d.startswith(grammar.RUNS_DIR + "/"))
+        keys_per_run = flat.keys / runs if runs else DEFAULT_KEYS_PER_RUN
+        per = max(1, int(self.settings.page_keys * RANGE_FILL / max(keys_per_run, 1.0)))
+        kwargs: dict[str, Any] = {
+            "Prefix": self.prefix_of(grammar.RUNS_DIR),
+            "Delimiter": "/",
+            "MaxKeys": self.settings.page_keys,
+            "StartAfter": base_prefix + last,
+        }
+        tasks: list[asyncio.Future[_Range]] = []
+        lo: str = last
+        upcoming: list[str] = []
+        while not probe.abandoned:
             out = await self._list(ctx, **kwargs)
+            upcoming.extend(p["Prefix"][len(base_prefix) :] for p in out.get("CommonPrefixes", []))
+            while len(upcoming) > per:
+                hi, upcoming = upcoming[per - 1], upcoming[per:]
+                tasks.append(asyncio.ensure_future(self._flat_range(ctx, "", lo, hi, flat, probe)))
+                lo = hi
+            if not out.get("IsTruncated"):
+                break
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = out["NextContinuationToken"]
+        tasks.append(asyncio.ensure_future(self._flat_range(ctx, "", lo, None, flat, probe)))
+        self.last_ranges = 1 + len(tasks)
+        self.last_split = f"at every {per} runs after the first {SPLIT_MIN_PAGES} pages"
+        await _all(tasks)
+
+    async def _flat_range(
+        self,
+        ctx: _Ctx,
+        under: str,
+        lo: str | None,
+        hi: str | None,
+        flat: FlatListing,
+        probe: _Probe,
+        max_pages: int | None = None,
+    ) -> _Range:
+        """List the keys after ``lo`` up to ``hi`` (paths relative to the root; None: open ended).
+
+        Every key between two strings starts with their common prefix, so a range is asked for with that
+        prefix (the server then sorts fewer keys) and ``StartAfter`` ``lo``; pages end at ``hi``. After
+        ``max_pages`` pages with more to come, stops and says where to resume.
+        """
+        base_prefix = self.prefix_of("")
+        prefix = self.prefix_of(under) if lo is None or hi is None else base_prefix + _common_prefix(lo, hi)
+        kwargs: dict[str, Any] = {"Prefix": prefix, "MaxKeys": self.settings.page_keys}
+        if lo is not None:
+            kwargs["StartAfter"] = base_prefix + lo
+        end = None if hi is None else base_prefix + hi
+        pages = 0
+        done = _Range()
+        while not probe.abandoned:
+            out = await self._list(ctx, **kwargs)
+            probe.pages += 1
             pages += 1
+            past_end = False
+            last = ""
             for obj in out.get("Contents", []):
                 key = obj["Key"]
+                if end is not None and key > end:
+                    past_end = True  # the next range's keys
+                    break
                 if not key.startswith(base_prefix):
                     continue
-                rel = key[len(base_prefix) :]
+                rel = last = key[len(base_prefix) :]
+                done.taken += 1
                 if rel.endswith("/"):  # a "directory marker" object some tools create
                     flat.add(rel.rstrip("/"), {}, True)
                 elif rel:
                     flat.add(rel, info_of(obj), False)
-            if not out.get("IsTruncated"):
-                return True
+            if past_end or not out.get("IsTruncated"):
+                return done
+            if max_pages is not None and pages >= max_pages and last:
+                done.resume = last
+                return done
+            kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = out["NextContinuationToken"]
-            if switch and pages >= check_at:
-                check_at *= 2
-                verdict = flat.prefer_pruned(pages, self.settings.concurrency)
-                if verdict and self.settings.calibrate:
-                    # The model says pruning pays if requests really run concurrently: measure it.
-                    single, per_request = await self._calibrate(ctx, flat)
-                    verdict = flat.prefer_pruned_measured(
-                        pages, time.perf_counter() - started, single, per_request, self.settings.concurrency
-                    )
-                if verdict:
-                    ctx.stats.reason = verdict
-                    ctx.stats.keys, ctx.stats.chunk_keys = flat.keys, flat.chunk_keys
-                    log.info("%s: %s; switching to the pruned walk", self.describe, verdict)
-                    return False
+            if probe.switch and probe.pages >= probe.check_at and not probe.checking:
+                await self._checkpoint(ctx, flat, probe)
+        return done
+
+    async def _checkpoint(self, ctx: _Ctx, flat: FlatListing, probe: _Probe) -> None:
+        """``auto``: decide from the pages so far whether to abandon the flat listing for the pruned walk."""
+        probe.checking = True
+        try:
+            probe.check_at *= 2
+            pages = probe.pages
+            verdict = flat.prefer_pruned(pages, self.settings.concurrency)
+            if verdict and self.settings.calibrate:
+                # The model says pruning pays if requests really run concurrently: measure it.
+                single, per_request = await self._calibrate(ctx, flat)
+                verdict = flat.prefer_pruned_measured(
+                    pages, time.perf_counter() - probe.started, single, per_request, self.settings.concurrency
+                )
+            if verdict and not probe.abandoned:
+                probe.abandoned = True
+                ctx.stats.reason = verdict
+                ctx.stats.keys, ctx.stats.chunk_keys = flat.keys, flat.chunk_keys
+                log.info("%s: %s; switching to the pruned walk", self.describe, verdict)
+        finally:
+            probe.checking = False
 
     async def _calibrate(self, ctx: _Ctx, flat: FlatListing) -> tuple[float, float]:
         """Time one small listing, then a burst of ``concurrency`` of them (once per walk).
@@ -361,9 +671,39 @@ class S3Walker:
 # ----------------------------------------------------------------------------------------------
 
 
+async def _all(tasks: list[asyncio.Future[_Range]]) -> None:
+    """Wait for every range; if one fails, cancel the others (nothing keeps listing after an error)."""
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _common_prefix(a: str, b: str) -> str:
+    """The longest string both start with (character by character: S3 prefixes are not path components)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _loop_running() -> bool:
+    """Whether this thread runs an event loop (then a blocking ``asyncio.run`` is not allowed here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def info_of(obj: dict[str, Any]) -> dict[str, Any]:
     """The parts of a ``ListObjectsV2`` entry a fingerprint uses, named like s3fs's info dicts."""
     return {"ETag": obj.get("ETag", ""), "size": obj.get("Size"), "LastModified": obj.get("LastModified")}
 
 
-__all__ = ["LEVEL_LIST_KEYS", "S3Root", "S3Walker"]
+__all__ = ["FAST_READ_CONCURRENCY", "LEVEL_LIST_KEYS", "S3Root", "S3Walker"]
