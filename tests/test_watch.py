@@ -854,7 +854,9 @@ def test_lost_events_and_a_dead_reader_fall_back_to_full_rescans(sample: SampleS
             assert w._watches is not None
             flood = ov / "ExperimentRuns" / "TS_0011" / "Picks"
             with w._watches._lock:  # the reader thread blocks on it, so the kernel queue fills up
-                for i in range(queued // 2 + 200):  # created + closed: two events each
+                # created + closed: two events each, twice what the queue holds: the reader may still take one
+                # read (at most a full queue) before it blocks, and the rest must still overflow
+                for i in range(queued + 200):
                     (flood / f"junk{i}.txt").write_bytes(b"")
                 new_dir = ov / "ExperimentRuns" / "TS_0011" / "Meshes"
                 new_dir.mkdir()  # its creation event is lost with the rest
