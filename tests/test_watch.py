@@ -62,8 +62,8 @@ def wait_for(
 class Daemon:
     """``copick-catalog watch`` as a subprocess, with its log in a file."""
 
-    def __init__(self, config: Path, db_url: str, workdir: Path, *args: str) -> None:
-        self.config, self.db_url, self.args = config, db_url, args
+    def __init__(self, config: Path, db_url: str, workdir: Path, *args: str, prelude: str = "") -> None:
+        self.config, self.db_url, self.args, self.prelude = config, db_url, args, prelude
         self.log_path = workdir / f"watch-{time.monotonic_ns()}.log"
         self.env = {**os.environ, "COPICK_CATALOG_STATE_DIR": str(workdir / "state")}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,10 +72,13 @@ class Daemon:
             self.state_file = state_path(cat.engine, cat.db_url, cat.project_id)  # where the daemon writes
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> Daemon:
+        # ``prelude``: Python run in the daemon's process before the CLI (to put it in another situation)
+        start = ["-m", "copick_catalog.cli"]
+        if self.prelude:
+            start = ["-c", f"{self.prelude}\nimport runpy\nrunpy.run_module('copick_catalog.cli', run_name='__main__')"]
         cmd = [
             sys.executable,
-            "-m",
-            "copick_catalog.cli",
+            *start,
             "watch",
             str(self.config),
             "--db",
@@ -132,8 +135,8 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start daemons; any still running at the end of the test are killed."""
     started: list[Daemon] = []
 
-    def start(config: Path, db_url: str, *args: str, wait_ready: bool = True) -> Daemon:
-        d = Daemon(config, db_url, tmp_path, *args)
+    def start(config: Path, db_url: str, *args: str, wait_ready: bool = True, prelude: str = "") -> Daemon:
+        d = Daemon(config, db_url, tmp_path, *args, prelude=prelude)
         started.append(d)
         return d.start(wait_ready=wait_ready)
 
@@ -851,7 +854,9 @@ def test_lost_events_and_a_dead_reader_fall_back_to_full_rescans(sample: SampleS
             assert w._watches is not None
             flood = ov / "ExperimentRuns" / "TS_0011" / "Picks"
             with w._watches._lock:  # the reader thread blocks on it, so the kernel queue fills up
-                for i in range(queued // 2 + 200):  # created + closed: two events each
+                # created + closed: two events each, twice what the queue holds: the reader may still take one
+                # read (at most a full queue) before it blocks, and the rest must still overflow
+                for i in range(queued + 200):
                     (flood / f"junk{i}.txt").write_bytes(b"")
                 new_dir = ov / "ExperimentRuns" / "TS_0011" / "Meshes"
                 new_dir.mkdir()  # its creation event is lost with the rest

@@ -4,6 +4,7 @@ and a root with no file events at all (S3, followed by polling)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -297,3 +298,48 @@ def test_s3_root_is_polled(
         (overlay_of(sample) / p).write_text(pick_text("TS_0001", "lee", "1", "ribosome", 2))
         wait_for(lambda: p in paths(cat, Pick, "overlay"), 10, "a local pick next to an S3 static root", d)
     assert d.stop()[0] == 0
+
+
+NO_INOTIFY = {
+    # Windows: inotify_simple's own imports (termios, fcntl) fail, so the package cannot be imported
+    "import-fails": "import sys\nsys.modules['inotify_simple'] = None",
+    # macOS and the BSDs: the package imports, the platform check says no
+    "not-linux": "import copick_catalog.daemon.inotify as m\nm.PLATFORM = 'darwin'",
+}
+
+
+@pytest.mark.parametrize("situation", sorted(NO_INOTIFY))
+def test_without_inotify_every_local_root_is_polled(
+    situation: str, sample: SampleSummary, db_url: str, tmp_path: Path, daemons: Callable[..., Daemon]
+) -> None:
+    """Where there is no inotify the daemon follows every local root by rescanning it, says so in one
+    line, and changes still reach the catalog; the process holds no inotify descriptor at all."""
+    from click.testing import CliRunner
+
+    from copick_catalog.cli import main
+
+    d = daemons(sample.config, db_url, "--poll", "0.5", prelude=NO_INOTIFY[situation])
+    assert d.state()["roots"] == {"static": "poll", "overlay": "poll"}
+    assert d.state()["watching"] is None
+    assert d.proc is not None
+    fds = Path(f"/proc/{d.proc.pid}/fd")
+    assert not [fd for fd in fds.iterdir() if os.readlink(fd) == "anon_inode:inotify"]
+    said = [line for line in d.log().splitlines() if "no file events here" in line]
+    assert len(said) == 1, d.log()
+    why = "inotify exists only on Linux (this is darwin)" if situation == "not-linux" else "inotify_simple"
+    assert why in said[0] and "overlay" in said[0] and "static" in said[0] and "every 0.5 s" in said[0], said
+    assert "Traceback" not in d.log()
+
+    ov = overlay_of(sample)
+    p = layout.path_of(layout.PickKey("TS_0001", "nora", "0", "ribosome"))
+    with Catalog.open(sample.config, db=db_url) as cat:
+        (ov / p).write_text(pick_text("TS_0001", "nora", "0", "ribosome", 3))
+        wait_for(lambda: p in paths(cat, Pick), 10, "a pick found by polling", d)
+        (ov / p).unlink()
+        wait_for(lambda: p not in paths(cat, Pick), 10, "a deleted pick found by polling", d)
+    out = CliRunner().invoke(main, ["status", str(sample.config), "--db", db_url], env={**d.env})
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0, out.output
+    assert "overlay: poll (the whole root rescanned" in text and "static: poll" in text, text
+    assert d.stop()[0] == 0
+    assert len([line for line in d.log().splitlines() if "no file events here" in line]) == 1

@@ -11,7 +11,8 @@ decides.
 * Local roots are watched with inotify (:mod:`.watches`, one instance, one watch per directory the
   index reads) within a budget under the kernel's per-user limit; runs past the budget are polled
   (:mod:`.poller`: listed in turn, indexed only when their listing changed), with one warning.
-* Roots without file events (S3 and other object stores, local paths on NFS/SMB/FUSE) are rescanned
+* Roots without file events (S3 and other object stores, local paths on NFS/SMB/FUSE, and every
+  local root where there is no inotify, i.e. off Linux: one warning says so) are rescanned
   incrementally every ``poll`` seconds.
 * Anything that means events may have been lost (a queue overflow, a dead reader thread, a root that
   vanished or was re-created) marks the whole layer dirty: a full incremental index.
@@ -46,6 +47,7 @@ from ..errors import CatalogError, IndexCancelled, LockBusyError
 from ..index.indexer import IndexReport
 from ..index.roots import Root
 from ..index.scopes import MAX_SCOPES_PER_LAYER, entity_scope, minimal
+from . import inotify
 from .claim import DaemonClaim
 from .events import Change, DirtySet
 from .poller import Poller
@@ -370,13 +372,23 @@ class Watcher:
     # ------------------------------------------------------------------ roots, watches and polling
 
     def _start_watching(self) -> None:
+        no_inotify = inotify.unavailable()
+        unwatchable: list[str] = []  # local roots that would be watched where inotify exists
         for layer, root in self.catalog.roots.items():
-            mode = "poll"
-            if root.local_path is not None and not _on_network_fs(root.local_path):
-                mode = "inotify"
+            local = root.local_path is not None and not _on_network_fs(root.local_path)
+            mode = "inotify" if local and no_inotify is None else "poll"
             self._roots[layer] = _RootWatch(layer, root, mode)
-            if mode == "poll":
+            if local and no_inotify is not None:
+                unwatchable.append(f"{layer} {root.url}")
+            elif mode == "poll":
                 log.info("%s root %s: no file events there; rescanning every %.0f s", layer, root.url, self.opts.poll)
+        if unwatchable:
+            log.warning(
+                "no file events here: %s; rescanning the local roots (%s) every %g s instead (--poll)",
+                no_inotify,
+                ", ".join(unwatchable),
+                self.opts.poll,
+            )
         if any(rw.mode == "inotify" for rw in self._roots.values()):
             self._watches = self._new_watches()
         self._poller.start()

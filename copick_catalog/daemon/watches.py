@@ -22,7 +22,6 @@ mapped to entity scopes (:func:`copick_catalog.index.scopes.entity_scope`) and h
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import threading
@@ -365,10 +364,10 @@ class Watches:
         path = os.path.join(lay.base, rel) if rel else lay.base
         try:
             wd = self.ino.add_watch(path)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                self._hard_cap = self.used
-                raise _NoRoom(rel) from None
+        except ino.LimitReached:
+            self._hard_cap = self.used
+            raise _NoRoom(rel) from None
+        except OSError:
             return False
         other = self._by_wd.get(wd)
         if other is not None and (other[0] is not lay or other[1] != rel):
@@ -494,7 +493,7 @@ class Watches:
                     self.sink.events_lost("an inotify event could not be handled")
 
     def _one(self, ev: ino.RawEvent) -> None:
-        if ev.mask & ino.IN_Q_OVERFLOW:
+        if ev.mask & ino.flags.Q_OVERFLOW:
             self.overflows += 1
             self._reconcile()
             self.sink.events_lost("the inotify event queue overflowed")
@@ -503,24 +502,24 @@ class Watches:
         if known is None:
             return
         lay, dir_rel, run = known
-        if ev.mask & ino.IN_IGNORED:  # the directory is gone, or we removed the watch
+        if ev.mask & ino.flags.IGNORED:  # the directory is gone, or we removed the watch
             del self._by_wd[ev.wd]
             dirs = lay.struct if run is None else lay.runs.get(run, {})
             if dirs.get(dir_rel) == ev.wd:
                 del dirs[dir_rel]
             return
-        if ev.mask & (ino.IN_DELETE_SELF | ino.IN_MOVE_SELF | ino.IN_UNMOUNT):
+        if ev.mask & (ino.flags.DELETE_SELF | ino.flags.MOVE_SELF | ino.flags.UNMOUNT):
             if not dir_rel:  # a root: stop at once (events from a moved tree would name the wrong paths)
                 self.disarm(lay.name)
                 self.sink.root_moved(lay.name)
             return  # any other directory: its parent reports it
         rel = f"{dir_rel}/{ev.name}" if dir_rel else ev.name
-        is_dir = bool(ev.mask & ino.IN_ISDIR)
-        if ev.mask & (ino.IN_DELETE | ino.IN_MOVED_FROM):
+        is_dir = bool(ev.mask & ino.flags.ISDIR)
+        if ev.mask & (ino.flags.DELETE | ino.flags.MOVED_FROM):
             self._dir_gone(lay, rel)  # a directory, or a symlink to one that was watched
-        if is_dir and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO | ino.IN_ATTRIB):
+        if is_dir and ev.mask & (ino.flags.CREATE | ino.flags.MOVED_TO | ino.flags.ATTRIB):
             self._dir_appeared(lay, rel)  # watched (or its run placed) before the scan looks at it
-        elif not is_dir and ev.mask & (ino.IN_CREATE | ino.IN_MOVED_TO):
+        elif not is_dir and ev.mask & (ino.flags.CREATE | ino.flags.MOVED_TO):
             parts = tuple(rel.split("/"))
             if should_watch(parts) and os.path.isdir(os.path.join(lay.base, rel)):
                 self._dir_appeared(lay, rel)  # a symlink to a directory
@@ -529,7 +528,7 @@ class Watches:
             return
         if grammar.group_depth(tuple(rel.split("/"))) is not None:
             change = Change.GROUP
-        elif not is_dir and ev.mask & (ino.IN_CREATE | ino.IN_MODIFY):
+        elif not is_dir and ev.mask & (ino.flags.CREATE | ino.flags.MODIFY):
             change = Change.WRITING
         else:
             change = Change.DONE
