@@ -8,6 +8,7 @@ writer (the copick object API) plug in through :data:`WRITERS`: add a class with
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -797,18 +798,22 @@ def test_bursts_are_batched(sample: SampleSummary, tmp_path: Path, daemons: Call
         time.sleep(0.5)
         before = d.state()["updates"]
         t0 = time.monotonic()
-        written = []
+        written, stamps = [], []
         for i in range(150):
             run = f"TS_{1 + i % 12:04d}"
             p = layout.path_of(layout.PickKey(run, "tool", str(i), "ribosome"))
             (ov / p).write_text(pick_text(run, "tool", str(i), "ribosome", 2))
+            stamps.append(time.monotonic())
             written.append(p)
             time.sleep(0.03)  # a tool computing between files: each file alone would look like a lone save
         took = time.monotonic() - t0
+        # on a busy machine the writer itself stalls now and then: a pause longer than the debounce ends a
+        # burst, so it may cost one more run (a property of the writer, not of the batching)
+        stalls = sum(1 for a, b in itertools.pairwise(stamps) if b - a > 0.25)
         wait_for(lambda: set(written) <= paths(cat, Pick), 20, "150 picks written by a tool", d)
         time.sleep(0.5)
         runs = d.state()["updates"] - before
-        assert 1 <= runs <= 3 + took // max_delay, (runs, took)  # +1: a hiccup of the writer past the debounce
+        assert 1 <= runs <= 3 + took // max_delay + stalls, (runs, took, stalls)
 
         before = d.state()["updates"]
         seg = layout.path_of(layout.SegmentationKey("TS_0003", VS, "tool", "1", "membrane"))
