@@ -349,8 +349,14 @@ class Pick(FileBacked, _Annotation, Base):
             "ix_picks_listing", "project_id", "object_name", "user_id", "run_name", "session_id", "layer", "n_points"
         ),
         sa.Index(None, "project_id", "session_id", "n_points"),
-        # "the week's work": files saved since a time are one range (pick_timeline's since=, migration 0010)
-        sa.Index(None, "project_id", "mtime"),
+        # "the week's work": files saved since a time are one range (pick_timeline's since=, migration 0010),
+        # on PostgreSQL read from the index alone
+        sa.Index(
+            None,
+            "project_id",
+            "mtime",
+            postgresql_include=["object_name", "user_id", "session_id", "layer", "n_points"],
+        ),
     )
 
     n_points: Mapped[int] = mapped_column(default=0)

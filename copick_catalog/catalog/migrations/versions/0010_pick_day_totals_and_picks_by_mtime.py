@@ -6,7 +6,8 @@ saved: at 100,000 runs (1.1 M pick files) that read every ``picks`` row (0.6 s w
 holds pick files and points per (project, UTC day, object, user, session, layer): the keys of
 ``pick_totals`` and the day, a few thousand rows for a project annotated over months. Buckets of whole
 days are sums of its rows; ``ix_picks_project_id_mtime`` makes the rest of a partial day (``since=``
-is rarely midnight) and any timeline the table cannot answer a range of ``picks``.
+is rarely midnight) and any timeline the table cannot answer a range of ``picks`` (on PostgreSQL an
+index-only range: it carries the table's keys and ``n_points``).
 
 ``day_start`` is the start of the file's UTC day in seconds since the epoch, the value
 ``pick_timeline`` reports as its bucket, computed with the same floating-point steps as its SQL
@@ -39,6 +40,9 @@ depends_on: str | Sequence[str] | None = None
 # The SQL is spelled out here, not imported, so this revision keeps meaning what it meant.
 
 KEY = ("project_id", "day_start", "object_name", "user_id", "session_id", "layer")
+#: what the rest of a partial day reads besides the mtime: on PostgreSQL the index carries it, so that range is
+#: read from the index alone (cold at 100,000 runs: 19 ms instead of 530 ms of random heap reads)
+COVERED = ["object_name", "user_id", "session_id", "layer", "n_points"]
 TRIGGERS = ("pick_day_totals_after_insert", "pick_day_totals_after_update", "pick_day_totals_after_delete")
 DAY_S = "86400"
 
@@ -73,7 +77,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint(*KEY, name=op.f("pk_pick_day_totals")),
     )
-    op.create_index(op.f("ix_picks_project_id_mtime"), "picks", ["project_id", "mtime"], unique=False)
+    op.create_index(
+        op.f("ix_picks_project_id_mtime"), "picks", ["project_id", "mtime"], unique=False, postgresql_include=COVERED
+    )
     values = ", ".join(_key_values("", postgres))
     op.execute(
         f"INSERT INTO pick_day_totals ({', '.join(KEY)}, n_picks, n_points) "
