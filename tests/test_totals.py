@@ -203,6 +203,11 @@ def test_totals_follow_the_object_api(sample: SampleSummary, db_url: str) -> Non
         totals = assert_totals_exact(engine)
         proteasome = next(t for t in totals["objects"] if t[1] == "proteasome")
         assert proteasome[2] == sample.runs + 1
+        run_object_counts(engine)  # run_objects too (the per-run summaries read it)
+        cat, hour_ago = root.catalog, time.time() - 3600
+        recent = cat.pick_timeline(by=("user_id",), since=hour_ago)  # the files just written, from the day totals
+        assert recent == cat.pick_timeline(by=("user_id",), since=hour_ago, run=None)
+        assert [(r["user_id"], r["picks"], r["points"]) for r in recent if r["user_id"] == "erin"] == [("erin", 1, 2)]
 
 
 #: (by, filters) asked of both paths: every one of these is answered from pick_totals
