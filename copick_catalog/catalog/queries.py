@@ -593,7 +593,7 @@ class QueryMixin:
             # object, user, run_name) instead of a visit to every pick row of the object (3,000 pages instead of
             # 31,000 at 100,000 runs). Asked as the run names that have picks, DISTINCT, PostgreSQL sees that
             # the range comes in run-name order for one user and merges it with the runs in name order: no hash
-            # of 171,000 names and no sort (about 25 % less time than NOT EXISTS at 100,000 runs)
+            # of 171,000 names and no sort (at 100,000 runs, warm: 48 ms of SQL instead of NOT EXISTS's 55)
             picked = _where(
                 sa.select(Pick.run_name).where(Pick.project_id == self.project_id, Pick.object_name == object_name),
                 [(Pick.user_id, user_id)],

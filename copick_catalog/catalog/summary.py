@@ -8,9 +8,10 @@ the whole of a 5,000-run project takes about 0.1 s.
 
 Coarser summaries are not refreshed here but kept by triggers inside the database (migrations 0009 and
 0010): ``pick_totals`` (pick files and points per object, user, session and layer), ``pick_day_totals``
-(the same per UTC day of the files' mtime) and ``object_totals`` (``run_objects`` per object). They have to follow every write to ``picks`` whoever makes it (the indexer, a
-run's cascade, the object API, plain SQL), and a trigger is the one place every write passes; their keys
-are few, so a trigger's work is a grouped upsert of a few rows per statement. ``run_objects`` stays here:
+(the same per UTC day of the files' mtime) and ``object_totals`` (``run_objects`` per object). They have
+to follow every write to ``picks`` whoever makes it (the indexer, a run's cascade, the object API, plain
+SQL), and a trigger is the one place every write passes; their keys are few, so a trigger's work is a
+grouped upsert of a few rows per statement. ``run_objects`` stays here:
 its rows are per run, zeros included, and it needs the configured objects, which only a refresh knows.
 """
 
