@@ -7,12 +7,14 @@ database. Without a reachable server the PostgreSQL half skips with a loud reaso
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -139,7 +141,77 @@ def run_object_counts(engine: sa.Engine) -> set[tuple[str, str, int, int]]:
     assert table == expected, (
         f"run_objects drifted from picks: extra {sorted(table - expected)[:5]}, missing {sorted(expected - table)[:5]}"
     )
+    assert_totals_exact(engine)
     return table
+
+
+PICK_KEY = ("project_id", "object_name", "user_id", "session_id", "layer")
+
+
+def assert_totals_exact(engine: sa.Engine) -> dict[str, set[tuple[Any, ...]]]:
+    """The trigger-kept totals tables, after checking each against a GROUP BY over its source table.
+
+    ``pick_totals``, ``object_totals`` and ``tomogram_totals`` against the same grouping in SQL;
+    ``pick_day_totals`` against the pick rows grouped here in Python, by the start of each mtime's UTC day
+    (files without an mtime left out), so a trigger whose day arithmetic drifted from Python's fails too.
+    """
+    keys = ", ".join(PICK_KEY)
+    with engine.connect() as conn:
+        picks = set(conn.execute(sa.text(f"SELECT {keys}, n_picks, n_points FROM pick_totals")).all())
+        expect_picks = set(
+            conn.execute(sa.text(f"SELECT {keys}, count(*), sum(n_points) FROM picks GROUP BY {keys}")).all()
+        )
+        days = set(
+            conn.execute(
+                sa.text(
+                    "SELECT project_id, day_start, object_name, user_id, session_id, layer, n_picks, n_points "
+                    "FROM pick_day_totals"
+                )
+            ).all()
+        )
+        rows = conn.execute(sa.text(f"SELECT {keys}, mtime, n_points FROM picks WHERE mtime IS NOT NULL")).all()
+        objects = set(
+            conn.execute(
+                sa.text(
+                    "SELECT project_id, object_name, n_runs, n_runs_with_picks, n_picks, n_points FROM object_totals"
+                )
+            ).all()
+        )
+        expect_objects = set(
+            conn.execute(
+                sa.text(
+                    "SELECT project_id, object_name, count(*), sum(CASE WHEN n_picks > 0 THEN 1 ELSE 0 END), "
+                    "sum(n_picks), sum(n_points) FROM run_objects GROUP BY project_id, object_name"
+                )
+            ).all()
+        )
+        tomograms = set(conn.execute(sa.text("SELECT project_id, voxel_size, tomo_type, n_runs FROM tomogram_totals")))
+        expect_tomograms = set(
+            conn.execute(
+                sa.text(
+                    "SELECT v.project_id, v.voxel_size, t.tomo_type, count(DISTINCT t.run_id) FROM tomograms t "
+                    "JOIN voxel_spacings v ON v.id = t.voxel_spacing_id "
+                    "GROUP BY v.project_id, v.voxel_size, t.tomo_type"
+                )
+            )
+        )
+    per_day: dict[tuple[Any, ...], list[int]] = {}
+    for project_id, obj, user, session, layer, mtime, n in rows:
+        acc = per_day.setdefault((project_id, math.floor(mtime / 86400.0) * 86400.0, obj, user, session, layer), [0, 0])
+        acc[0] += 1
+        acc[1] += n
+    expect_days = {(*k, n, p) for k, (n, p) in per_day.items()}
+    assert picks == expect_picks, f"pick_totals drifted: extra {picks - expect_picks}, missing {expect_picks - picks}"
+    assert days == expect_days, (
+        f"pick_day_totals drifted: extra {sorted(days - expect_days)[:5]}, missing {sorted(expect_days - days)[:5]}"
+    )
+    assert tomograms == expect_tomograms, (
+        f"tomogram_totals drifted: extra {tomograms - expect_tomograms}, missing {expect_tomograms - tomograms}"
+    )
+    assert objects == expect_objects, (
+        f"object_totals drifted: extra {objects - expect_objects}, missing {expect_objects - objects}"
+    )
+    return {"picks": picks, "days": days, "objects": objects, "tomograms": tomograms}
 
 
 def packed_points_match(engine: sa.Engine) -> int:

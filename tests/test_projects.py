@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from copick_catalog import Catalog
+from copick_catalog.catalog.db import create_engine
 from copick_catalog.errors import CatalogError
 from copick_catalog.report import write_reports
 from copick_catalog.sample import make_sample_project
@@ -69,6 +71,19 @@ def test_projects_lists_each_with_its_numbers(two_projects: tuple[list[Path], st
         assert p.last_indexed_at is not None and p.open_errors == 0
         assert p.config_path == str(configs[0 if name == "alpha" else 1])
         assert p.overlay_url.endswith("overlay")
+    # the sizes follow picks written by anyone (they are sums of the trigger-kept pick_totals), zero when none is left
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM picks WHERE project_id = :p"), {"p": listed["beta"].id})
+        more = sa.text("UPDATE picks SET n_points = n_points + 1 WHERE project_id = :p")
+        conn.execute(more, {"p": listed["alpha"].id})
+    engine.dispose()
+    after = {p.name: p for p in Catalog.projects(db)}
+    assert (after["beta"].pick_files, after["beta"].points) == (0, 0)
+    assert (after["alpha"].pick_files, after["alpha"].points) == (
+        len(own["alpha"]["picks"]),
+        own["alpha"]["points"] + len(own["alpha"]["picks"]),
+    )
 
 
 def test_open_db_needs_no_config_file(two_projects: tuple[list[Path], str]) -> None:

@@ -1,16 +1,22 @@
-"""``pick_totals`` and ``object_totals`` stay equal to ``picks`` and ``run_objects`` whoever writes.
+"""The totals tables stay equal to their sources whoever writes: ``pick_totals`` and ``pick_day_totals`` to
+``picks``, ``object_totals`` to ``run_objects``, ``tomogram_totals`` to ``tomograms``.
 
-The two tables are kept by database triggers (migration 0009), so every test here writes through a
+They are kept by database triggers (migrations 0009 and 0010), so every test here writes through a
 different path (the indexer's upserts and deletes, a run's cascade, a config change, the copick object
 API, plain SQL, a project deleted, a downgrade and upgrade) and then compares the totals with a GROUP BY
-over their source computed here. The helpers that read the totals must answer exactly as the SQL over
-``picks`` they replace: both paths are asked the same questions.
+over their source computed here (:func:`tests.conftest.assert_totals_exact`). The helpers that read the
+totals must answer exactly as the SQL over ``picks`` they replace: both paths are asked the same questions.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,60 +27,16 @@ import sqlalchemy as sa
 from copick_catalog import Catalog
 from copick_catalog.catalog.db import alembic_config, create_engine
 from copick_catalog.sample import SampleSummary, pick_json
-from tests.conftest import run_object_counts
+from tests.conftest import assert_totals_exact, run_object_counts
 
-PICK_KEY = ("project_id", "object_name", "user_id", "session_id", "layer")
 TRIGGERS = {
     *(
         f"{t}_after_{ev}"
-        for t in ("pick_totals", "object_totals", "tomogram_totals")
+        for t in ("pick_totals", "pick_day_totals", "object_totals", "tomogram_totals")
         for ev in ("insert", "update", "delete")
     ),
     "tomogram_totals_before_voxel_spacing_delete",
 }
-
-
-def assert_totals_exact(engine: sa.Engine) -> dict[str, set[tuple[Any, ...]]]:
-    """Both totals tables, after checking each against a GROUP BY over its source table."""
-    keys = ", ".join(PICK_KEY)
-    with engine.connect() as conn:
-        picks = set(conn.execute(sa.text(f"SELECT {keys}, n_picks, n_points FROM pick_totals")).all())
-        expect_picks = set(
-            conn.execute(sa.text(f"SELECT {keys}, count(*), sum(n_points) FROM picks GROUP BY {keys}")).all()
-        )
-        objects = set(
-            conn.execute(
-                sa.text(
-                    "SELECT project_id, object_name, n_runs, n_runs_with_picks, n_picks, n_points FROM object_totals"
-                )
-            ).all()
-        )
-        expect_objects = set(
-            conn.execute(
-                sa.text(
-                    "SELECT project_id, object_name, count(*), sum(CASE WHEN n_picks > 0 THEN 1 ELSE 0 END), "
-                    "sum(n_picks), sum(n_points) FROM run_objects GROUP BY project_id, object_name"
-                )
-            ).all()
-        )
-        tomograms = set(conn.execute(sa.text("SELECT project_id, voxel_size, tomo_type, n_runs FROM tomogram_totals")))
-        expect_tomograms = set(
-            conn.execute(
-                sa.text(
-                    "SELECT v.project_id, v.voxel_size, t.tomo_type, count(DISTINCT t.run_id) FROM tomograms t "
-                    "JOIN voxel_spacings v ON v.id = t.voxel_spacing_id "
-                    "GROUP BY v.project_id, v.voxel_size, t.tomo_type"
-                )
-            )
-        )
-    assert picks == expect_picks, f"pick_totals drifted: extra {picks - expect_picks}, missing {expect_picks - picks}"
-    assert tomograms == expect_tomograms, (
-        f"tomogram_totals drifted: extra {tomograms - expect_tomograms}, missing {expect_tomograms - tomograms}"
-    )
-    assert objects == expect_objects, (
-        f"object_totals drifted: extra {objects - expect_objects}, missing {expect_objects - objects}"
-    )
-    return {"picks": picks, "objects": objects, "tomograms": tomograms}
 
 
 def _write_pick(path: Path, obj: str, user: str, session: str, run: str, n: int) -> None:
@@ -106,6 +68,8 @@ def test_totals_follow_the_indexer_runs_and_config(sample: SampleSummary, db_url
         # a changed file, a vanished one, a new key, a new run: one reindex
         changed = overlay / "TS_0001" / "Picks" / "alice_1_ribosome.json"
         _write_pick(changed, "ribosome", "alice", "1", "TS_0001", 2)
+        older = time.time() - 5 * 86400  # same content, saved five days earlier: its day moves
+        os.utime(overlay / "TS_0003" / "Picks" / "bob_2_ribosome.json", (older, older))
         (overlay / "TS_0002" / "Picks" / "bob_2_ribosome.json").unlink()
         _write_pick(overlay / "TS_0003" / "Picks" / "dave_7_proteasome.json", "proteasome", "dave", "7", "TS_0003", 5)
         _write_pick(overlay / "TS_0999" / "Picks" / "dave_7_ribosome.json", "ribosome", "dave", "7", "TS_0999", 4)
@@ -113,6 +77,7 @@ def test_totals_follow_the_indexer_runs_and_config(sample: SampleSummary, db_url
         assert report.removed >= 1 and report.added >= 2
         totals = assert_totals_exact(cat.engine)
         assert (cat.project_id, "proteasome", "dave", "7", "overlay", 1, 5) in totals["picks"]
+        assert [t for t in totals["days"] if t[1] == math.floor(older / 86400) * 86400 and t[3] == "bob"]
         run_object_counts(cat.engine)
 
         # every file of a key gone: its row goes (no zero rows)
@@ -163,6 +128,17 @@ def test_totals_follow_plain_sql_and_a_deleted_project(sample: SampleSummary, db
         engine = cat.engine
         statements = [
             "UPDATE picks SET stale = NOT stale",  # no counted column: nothing moves
+            # days: files spread over two weeks, moved within their day, undated and dated again, copied
+            "UPDATE picks SET mtime = mtime - 86400 * (id % 14) - 3600 * (id % 5)",
+            "UPDATE picks SET mtime = mtime + 1 WHERE user_id = 'bob'",
+            "UPDATE picks SET mtime = NULL WHERE run_name = 'TS_0003'",
+            "UPDATE picks SET mtime = 86400 * 20000 WHERE run_name = 'TS_0003' AND user_id = 'alice'",
+            "UPDATE picks SET mtime = 86400 * 20000 - 1e-6, n_points = n_points + 2 WHERE run_name = 'TS_0004'",
+            "INSERT INTO picks (project_id, run_id, run_name, layer, path, object_name, user_id, session_id, n_points, "
+            "fingerprint, mtime, indexed_at, stale, racy) SELECT project_id, run_id, run_name, layer, path || '.copy', "
+            "object_name, 'copy_' || user_id, session_id, n_points, fingerprint, mtime, indexed_at, stale, racy "
+            "FROM picks WHERE run_name IN ('TS_0003', 'TS_0005')",
+            "DELETE FROM picks WHERE user_id LIKE 'copy_%' AND mtime IS NULL",
             "UPDATE picks SET user_id = 'zed' WHERE run_name IN ('TS_0001', 'TS_0002') AND user_id = 'alice'",
             "UPDATE picks SET n_points = n_points + 1 WHERE object_name = 'ribosome'",
             "UPDATE picks SET layer = 'static' WHERE run_name = 'TS_0005' AND layer = 'overlay'",
@@ -193,7 +169,7 @@ def test_totals_follow_plain_sql_and_a_deleted_project(sample: SampleSummary, db
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM projects WHERE id = :p"), {"p": pid})
         totals = assert_totals_exact(engine)
-        assert totals == {"picks": set(), "objects": set(), "tomograms": set()}
+        assert totals == {"picks": set(), "days": set(), "objects": set(), "tomograms": set()}
 
 
 def test_totals_follow_the_object_api(sample: SampleSummary, db_url: str) -> None:
@@ -227,6 +203,11 @@ def test_totals_follow_the_object_api(sample: SampleSummary, db_url: str) -> Non
         totals = assert_totals_exact(engine)
         proteasome = next(t for t in totals["objects"] if t[1] == "proteasome")
         assert proteasome[2] == sample.runs + 1
+        run_object_counts(engine)  # run_objects too (the per-run summaries read it)
+        cat, hour_ago = root.catalog, time.time() - 3600
+        recent = cat.pick_timeline(by=("user_id",), since=hour_ago)  # the files just written, from the day totals
+        assert recent == cat.pick_timeline(by=("user_id",), since=hour_ago, run=None)
+        assert [(r["user_id"], r["picks"], r["points"]) for r in recent if r["user_id"] == "erin"] == [("erin", 1, 2)]
 
 
 #: (by, filters) asked of both paths: every one of these is answered from pick_totals
@@ -333,3 +314,97 @@ def test_downgrade_and_upgrade_refill_the_totals(sample: SampleSummary, tmp_path
     after = assert_totals_exact(engine)
     assert after["picks"] == {t for t in before["picks"] if t[2] != "bob"}
     engine.dispose()
+
+
+@contextmanager
+def _sql_sent(engine: sa.Engine) -> Iterator[list[str]]:
+    """The statements ``engine`` sends meanwhile (to tell which table answered a helper)."""
+    sent: list[str] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", grab)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", grab)
+
+
+#: (by, filters) of the timeline questions pick_day_totals answers for buckets of whole days
+TIMELINE_QUESTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    ((), {}),
+    (("user_id",), {}),
+    (("user_id", "object_name"), {}),
+    (("layer", "session_id"), {"object_name": ["ribosome", "proteasome"]}),
+    (("object_name",), {"user_id": "alice", "uri": "ribo*:*/*"}),
+    ((), {"user_id": "nobody"}),
+]
+
+
+def test_timeline_answers_as_the_picks_do(sample: SampleSummary, db_url: str) -> None:
+    """pick_timeline from pick_day_totals (plus the partial day of since= and the undated files) equals the GROUP BY
+    over picks, bucket for bucket, for days and multiples of days, since= anywhere in a day or on its edges."""
+    day = 86400.0
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        edge = 86400 * 20400  # a midnight (2025-11-08), and files on it, just before it and just after it
+        with cat.engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE picks SET mtime = {edge} - 86400 * (id % 17) - 1000.5 * (id % 7)"))
+            conn.execute(sa.text(f"UPDATE picks SET mtime = {edge} WHERE run_name = 'TS_0001'"))
+            conn.execute(sa.text(f"UPDATE picks SET mtime = {math.nextafter(edge, 0)} WHERE run_name = 'TS_0002'"))
+            conn.execute(sa.text(f"UPDATE picks SET mtime = {edge + 0.25} WHERE run_name = 'TS_0003'"))
+            conn.execute(sa.text("UPDATE picks SET mtime = NULL WHERE run_name = 'TS_0004' AND user_id = 'alice'"))
+        assert_totals_exact(cat.engine)
+        sinces = [None, edge, math.nextafter(edge, 0), edge + 0.25, edge - 3 * day + 4321.0, edge - 40 * day, 4e9]
+        for bucket_s in (day, 2 * day, 7 * day, 3600.0, 1.5 * day):
+            for since in sinces:
+                for by, filters in TIMELINE_QUESTIONS:
+                    with _sql_sent(cat.engine) as sent:
+                        fast = cat.pick_timeline(by, bucket_s=bucket_s, since=since, **filters)
+                    # run=None filters nothing but is a column the day totals lack: the SQL over picks answers it
+                    slow = cat.pick_timeline(by, bucket_s=bucket_s, since=since, run=None, **filters)
+                    assert fast == slow, (bucket_s, since, by, filters)
+                    assert any("pick_day_totals" in s for s in sent) is (bucket_s % day == 0), sent
+                    assert [list(r) for r in fast] == [["bucket", *by, "picks", "points"]] * len(fast)
+                    assert all(isinstance(r["bucket"], float | None) and isinstance(r["picks"], int) for r in fast)
+        whole = cat.pick_timeline(("user_id",))
+        assert {r["bucket"] for r in whole if r["user_id"] == "alice"} >= {None, edge - day, edge}
+        assert sum(r["picks"] for r in whole) == sample.pick_files
+        assert sum(r["picks"] for r in cat.pick_timeline(since=edge)) == len(
+            [p for p in cat.picks() if p.mtime is not None and p.mtime >= edge]
+        )
+        assert cat.pick_timeline(since=4e9) == [] and cat.pick_timeline(user_id="nobody") == []
+
+
+#: (by, filters) of the per-run questions run_objects answers
+RUN_QUESTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("run_name", "object_name"), {}),
+    (("object_name", "run_name"), {}),
+    (("run_name",), {}),
+    (("run_name", "object_name"), {"object_name": "ribosome"}),
+    (("run_name", "object_name"), {"object_name": ["actin", "proteasome"]}),
+    (("run_name",), {"run_name": ["TS_0001", "TS_0003"], "object_name": "actin"}),
+    (("run_name", "object_name"), {"run_name": "TS_0099"}),
+]
+
+
+def test_per_run_summaries_answer_as_the_picks_do(sample: SampleSummary, db_url: str) -> None:
+    """pick_summary per run and object from run_objects, with the picks of an object the config does not list."""
+    overlay = sample.config.parent / "overlay" / "ExperimentRuns"
+    for run in ("TS_0001", "TS_0003"):
+        _write_pick(overlay / run / "Picks" / "dave_7_actin.json", "actin", "dave", "7", run, 3)
+    with Catalog.open(sample.config, db=db_url) as cat:
+        cat.index()
+        assert "actin" not in cat.config.object_names
+        for by, filters in RUN_QUESTIONS:
+            with _sql_sent(cat.engine) as sent:
+                fast = cat.pick_summary(by=by, **filters)
+            slow = cat.pick_summary(by=by, layer=None, **filters)  # layer: a column run_objects lacks
+            assert fast == slow, (by, filters)
+            assert any("run_objects" in s for s in sent)
+            assert all(isinstance(r["picks"], int) and isinstance(r["points"], int) for r in fast)
+        actin = cat.pick_summary(by=("run_name", "object_name"), object_name="actin")
+        assert actin == [
+            {"run_name": r, "object_name": "actin", "picks": 1, "points": 3} for r in ("TS_0001", "TS_0003")
+        ]

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..errors import CatalogError
-from .schema import IndexErrorRow, Pick, Project, Run
+from .schema import IndexErrorRow, PickTotal, Project, Run
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,13 @@ class ProjectInfo:
 
 
 def list_projects(engine: Engine) -> list[ProjectInfo]:
-    """Every project of the catalog with its roots, last index and sizes, in one query (by name, then id)."""
+    """Every project of the catalog with its roots, last index and sizes, in one query (by name, then id).
+
+    Pick files and points are sums of ``pick_totals`` (a few dozen rows a project, kept equal to ``picks``
+    by triggers), not a count over every pick row: a lab's catalog holds millions of them."""
     runs = sa.select(sa.func.count()).where(Run.project_id == Project.id).scalar_subquery()
-    picks = sa.select(sa.func.count()).where(Pick.project_id == Project.id).scalar_subquery()
-    points = sa.select(sa.func.coalesce(sa.func.sum(Pick.n_points), 0)).where(Pick.project_id == Project.id)
+    picks = sa.select(sa.func.coalesce(sa.func.sum(PickTotal.n_picks), 0)).where(PickTotal.project_id == Project.id)
+    points = sa.select(sa.func.coalesce(sa.func.sum(PickTotal.n_points), 0)).where(PickTotal.project_id == Project.id)
     errors = (
         sa.select(sa.func.count())
         .where(IndexErrorRow.project_id == Project.id, IndexErrorRow.severity == "error")
@@ -55,7 +58,7 @@ def list_projects(engine: Engine) -> list[ProjectInfo]:
         Project.overlay_url,
         Project.last_indexed_at,
         runs,
-        picks,
+        picks.scalar_subquery(),
         points.scalar_subquery(),
         errors,
     ).order_by(Project.name, Project.id)

@@ -349,6 +349,14 @@ class Pick(FileBacked, _Annotation, Base):
             "ix_picks_listing", "project_id", "object_name", "user_id", "run_name", "session_id", "layer", "n_points"
         ),
         sa.Index(None, "project_id", "session_id", "n_points"),
+        # "the week's work": files saved since a time are one range (pick_timeline's since=, migration 0010),
+        # on PostgreSQL read from the index alone
+        sa.Index(
+            None,
+            "project_id",
+            "mtime",
+            postgresql_include=["object_name", "user_id", "session_id", "layer", "n_points"],
+        ),
     )
 
     n_points: Mapped[int] = mapped_column(default=0)
@@ -517,6 +525,32 @@ class PickTotal(Base):
 
     def __repr__(self) -> str:
         return f"<PickTotal {self.user_id}/{self.session_id}/{self.object_name} {self.layer} picks={self.n_picks}>"
+
+
+class PickDayTotal(Base):
+    """Pick files and points per project, UTC day of the file's mtime, object, user, session and layer.
+
+    ``picks`` grouped by :class:`PickTotal`'s keys and the day, kept by triggers the same way (migration
+    0010), so "progress over time" in buckets of whole days reads a few thousand rows instead of every pick
+    file's row. ``day_start`` is the day's start in seconds since the epoch, the bucket
+    :meth:`~copick_catalog.catalog.queries.QueryMixin.pick_timeline` reports. Files with no mtime are not
+    counted (they are :class:`PickTotal` minus these rows).
+    """
+
+    __tablename__ = "pick_day_totals"
+
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    day_start: Mapped[float] = mapped_column(sa.Float, primary_key=True)
+    object_name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    session_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    layer: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    n_picks: Mapped[int] = mapped_column(sa.BigInteger)
+    n_points: Mapped[int] = mapped_column(sa.BigInteger)
+
+    def __repr__(self) -> str:
+        who = f"{self.user_id}/{self.session_id}/{self.object_name}"
+        return f"<PickDayTotal {self.day_start:.0f} {who} {self.layer} picks={self.n_picks}>"
 
 
 class ObjectTotal(Base):

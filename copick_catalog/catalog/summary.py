@@ -6,11 +6,12 @@ commit then leaves it consistent, whatever crashes later, and there is no "summa
 state for a reader to trip over. Recomputing a handful of runs is one ``INSERT … SELECT``;
 the whole of a 5,000-run project takes about 0.1 s.
 
-Two coarser summaries are not refreshed here but kept by triggers inside the database (migration 0009):
-``pick_totals`` (pick files and points per object, user, session and layer) and ``object_totals``
-(``run_objects`` per object). They have to follow every write to ``picks`` whoever makes it (the indexer, a
-run's cascade, the object API, plain SQL), and a trigger is the one place every write passes; their keys
-are few, so a trigger's work is a grouped upsert of a few rows per statement. ``run_objects`` stays here:
+Coarser summaries are not refreshed here but kept by triggers inside the database (migrations 0009 and
+0010): ``pick_totals`` (pick files and points per object, user, session and layer), ``pick_day_totals``
+(the same per UTC day of the files' mtime) and ``object_totals`` (``run_objects`` per object). They have
+to follow every write to ``picks`` whoever makes it (the indexer, a run's cascade, the object API, plain
+SQL), and a trigger is the one place every write passes; their keys are few, so a trigger's work is a
+grouped upsert of a few rows per statement. ``run_objects`` stays here:
 its rows are per run, zeros included, and it needs the configured objects, which only a refresh knows.
 """
 
@@ -111,12 +112,31 @@ def count_new_picks(conn: Connection, project_id: int, picks: Iterable[tuple[int
     if not is_sqlite(conn):  # take turns with refreshes, as refresh_run_objects does (see there)
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, :pid)"), {"ns": SUMMARY_NAMESPACE, "pid": project_id})
     ro = table_of(RunObject)
-    conn.execute(
-        sa.update(ro)
-        .where(ro.c.run_id == sa.bindparam("r"), ro.c.object_name == sa.bindparam("o"))
-        .values(n_picks=ro.c.n_picks + sa.bindparam("dp"), n_points=ro.c.n_points + sa.bindparam("dn")),
-        [{"r": r, "o": o, "dp": dp, "dn": dn} for (r, o), (dp, dn) in sorted(totals.items())],
-    )
+    deltas = [(r, o, dp, dn) for (r, o), (dp, dn) in sorted(totals.items())]
+    if is_sqlite(conn):  # row triggers there: one executemany costs what one statement would
+        conn.execute(
+            sa.update(ro)
+            .where(ro.c.run_id == sa.bindparam("r"), ro.c.object_name == sa.bindparam("o"))
+            .values(n_picks=ro.c.n_picks + sa.bindparam("dp"), n_points=ro.c.n_points + sa.bindparam("dn")),
+            [{"r": r, "o": o, "dp": dp, "dn": dn} for r, o, dp, dn in deltas],
+        )
+        return
+    # PostgreSQL: one UPDATE ... FROM (VALUES ...) per chunk, so object_totals' statement trigger runs once per
+    # chunk, not once per (run, object): an executemany fired it 11,460 times in a 2,000-run full index (6 % of
+    # the index's time). The advisory lock above keeps writers of one project from updating rows in two orders.
+    for chunk in chunks(deltas, 4000):
+        v = sa.values(
+            sa.column("r", sa.Integer),
+            sa.column("o", sa.String),
+            sa.column("dp", sa.Integer),
+            sa.column("dn", sa.Integer),
+            name="delta",
+        ).data(list(chunk))
+        conn.execute(
+            sa.update(ro)
+            .where(ro.c.run_id == v.c.r, ro.c.object_name == v.c.o)
+            .values(n_picks=ro.c.n_picks + v.c.dp, n_points=ro.c.n_points + v.c.dn)
+        )
 
 
 def runs_with_picks(conn: Connection, pick_ids: Iterable[int]) -> set[int]:
