@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 INDEX_CHILD = r"""
 import json, resource, sys, time
 from copick_catalog import Catalog
+import copick_catalog.index.indexer  # loaded on first use; its import is the CLI's cost (cli figures), not the index's
 cat = Catalog.open(sys.argv[1], db=sys.argv[2])
 t = time.perf_counter()
 r = cat.index(trigger="cli")

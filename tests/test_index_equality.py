@@ -226,7 +226,9 @@ def test_shared_listing_equals_one_walk(sample: SampleSummary, tmp_path: Path, m
                 one = Lister(layer, root.url_of, snapshot, cat.config.object_names)
                 one.feed(root.walk(ListingStats()))
                 shared = Lister(layer, root.url_of, snapshot, cat.config.object_names)
-                fanout.list_shares(root, "", shared, ListingStats(), 3)
+                with fanout.SharedListing([(root, layer, "")], snapshot, cat.config.object_names) as listing:
+                    assert listing.covers(layer, "")
+                    listing.feed(root, "", shared, ListingStats())
                 assert (shared.listed, shared.found_runs_dir) == (one.listed, one.found_runs_dir)
                 for name in ("seen", "unchanged", "runs", "vss", "problems"):
                     assert getattr(shared.scan, name) == getattr(one.scan, name), (when, layer, name)
@@ -235,7 +237,7 @@ def test_shared_listing_equals_one_walk(sample: SampleSummary, tmp_path: Path, m
             assert report.errors == 4 if when == "first index" else report.nothing_changed
 
 
-def dying_share(index: int) -> Any:
+def dying_share(*task: Any) -> Any:
     """A listing worker that dies (module level: tasks are pickled by name)."""
     os.kill(os.getpid(), signal.SIGKILL)
 

@@ -244,9 +244,12 @@ class Indexer:
     def _index(self, scopes: list[Scope], t0: float, report: IndexReport) -> None:
         snapshot = load_snapshot(self.engine, self.project_id, scopes)  # before listing: see module docstring
         scan = Scan()
-        # local roots first: a big one forks listing workers, best before an object store's client threads exist
-        for layer, prefix in sorted(scopes, key=lambda sc: not self.roots[sc[0]].shareable):
-            self._list(layer, prefix, snapshot, scan, report)
+        # big local roots are listed on every core; their workers fork first, before an object store's
+        # client threads exist
+        jobs = [(self.roots[layer], layer, prefix) for layer, prefix in scopes]
+        with fanout.SharedListing(jobs, snapshot, self.objects) as shared:
+            for layer, prefix in scopes:
+                self._list(layer, prefix, snapshot, scan, report, shared)
 
         for by_path in scan.unchanged.values():
             for kind_name, n in Counter(by_path.values()).items():
@@ -323,7 +326,9 @@ class Indexer:
         except sa.exc.SQLAlchemyError as exc:  # statistics are an optimisation: never fail a finished index
             log.warning("could not refresh the planner's statistics (%s); autovacuum will", exc)
 
-    def _list(self, layer: str, prefix: str, snapshot: Snapshot, scan: Scan, report: IndexReport) -> None:
+    def _list(
+        self, layer: str, prefix: str, snapshot: Snapshot, scan: Scan, report: IndexReport, shared: fanout.SharedListing
+    ) -> None:
         """Walk one scope, collecting entities, the runs and voxel spacings they imply, and problems."""
         root = self.roots[layer]
         stats = ListingStats()
@@ -337,9 +342,8 @@ class Indexer:
                 )
             return  # a fresh project whose overlay nobody has written to yet
         lister = Lister(layer, root.url_of, snapshot, self.objects, scan, self._checkpoint)
-        shares = fanout.shares_for(root, prefix)
-        if shares > 1:
-            fanout.list_shares(root, prefix, lister, stats, shares)
+        if shared.covers(layer, prefix):
+            shared.feed(root, prefix, lister, stats)
         else:
             lister.feed(root.walk(stats, under=prefix))
         listed, found_runs_dir = lister.listed, lister.found_runs_dir

@@ -101,41 +101,50 @@ class Lister:
         self._undecodable: list[str] = []
 
     def feed(self, entries: Iterable[Entry]) -> None:
-        scan, snapshot, layer = self.scan, self.snapshot, self.layer
+        # The loop a reindex spends its time in (90,000 entries at 5,000 runs): locals, not attributes.
+        scan, snapshot, layer, checkpoint = self.scan, self.snapshot, self.layer, self.checkpoint
         confirm = snapshot.clean(layer)
         unchanged = scan.unchanged[layer]
         runs, vss = scan.runs[layer], scan.vss[layer]
-        for entry in entries:
-            self.listed += 1
-            if self.checkpoint is not None and self.listed % 1000 == 0:
-                self.checkpoint()
-            self.found_runs_dir = self.found_runs_dir or entry.path.split("/", 1)[0] == grammar.RUNS_DIR
-            # The common case of a reindex: a file the catalog holds, with the same fingerprint, is not
-            # parsed again (see Snapshot.clean); only the run and voxel spacing it proves are noted.
-            row = confirm(entry.path, entry.fingerprint)
-            if row is not None:
-                unchanged[entry.path] = row[Snapshot.KIND]
-                run, vs = snapshot.ancestors(row)
-                if run is not None:
-                    runs.add(run)
-                if vs is not None:
-                    vss.add(vs)
-                continue
-            shown = printable(entry.path)
-            if shown is not None:  # a name that is not UTF-8 cannot be stored, compared or shown as it is
-                if not any(covers(p, shown) for p in self._undecodable):
-                    self._undecodable.append(shown)
-                    scan.problems[(layer, shown)] = Problem(
-                        "name",
-                        "error",
-                        f"{self.url_of(shown)}: this name is not valid UTF-8, so it cannot be catalogued; rename it",
-                    )
-                continue
-            if entry.error is not None:
-                scan.problems[(layer, entry.path)] = Problem("io", "error", entry.error)
-                scan.unknown.append((layer, entry.path))
-                continue
-            self._note(entry)
+        run_names, vs_keys = snapshot.run_names, snapshot.vs_keys
+        kind_at, run_at, vs_at = Snapshot.KIND, Snapshot.RUN_ID, Snapshot.VS_ID
+        listed, found_runs_dir = self.listed, self.found_runs_dir
+        try:
+            for entry in entries:
+                listed += 1
+                if checkpoint is not None and listed % 1000 == 0:
+                    checkpoint()
+                path = entry.path
+                if not found_runs_dir:
+                    found_runs_dir = path.split("/", 1)[0] == grammar.RUNS_DIR
+                # The common case of a reindex: a file the catalog holds, with the same fingerprint, is not
+                # parsed again (see Snapshot.clean); only the run and voxel spacing it proves are noted.
+                row = confirm(path, entry.fingerprint)
+                if row is not None:
+                    unchanged[path] = row[kind_at]
+                    if row[run_at] is not None:
+                        runs.add(run_names[row[run_at]])
+                    if row[vs_at] is not None:
+                        vss.add(vs_keys[row[vs_at]])
+                    continue
+                shown = printable(path)
+                if shown is not None:  # a name that is not UTF-8 cannot be stored, compared or shown as it is
+                    if not any(covers(p, shown) for p in self._undecodable):
+                        self._undecodable.append(shown)
+                        scan.problems[(layer, shown)] = Problem(
+                            "name",
+                            "error",
+                            f"{self.url_of(shown)}: this name is not valid UTF-8, so it cannot be catalogued; "
+                            "rename it",
+                        )
+                    continue
+                if entry.error is not None:
+                    scan.problems[(layer, path)] = Problem("io", "error", entry.error)
+                    scan.unknown.append((layer, path))
+                    continue
+                self._note(entry)
+        finally:
+            self.listed, self.found_runs_dir = listed, found_runs_dir
 
     def _note(self, entry: Entry) -> None:
         layer, scan = self.layer, self.scan

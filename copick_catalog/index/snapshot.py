@@ -133,14 +133,6 @@ class Snapshot:
                 row = rows[path]
                 yield kinds[row[self.KIND]], layer, path, self._file_row(row)
 
-    def ancestors(self, row: Any) -> tuple[str | None, tuple[str, float] | None]:
-        """The run and voxel spacing a confirmed file implies (None where it implies none)."""
-        run_id, vs_id = row[self.RUN_ID], row[self.VS_ID]
-        return (
-            self.run_names.get(run_id) if run_id is not None else None,
-            self.vs_keys.get(vs_id) if vs_id is not None else None,
-        )
-
     def parked(self, layer: str, path: str, fingerprint: str) -> ErrorRow | None:
         """The parse error of a file whose content has not changed since it failed (so it is not read again)."""
         err = self.errors.get((layer, path))
@@ -275,7 +267,10 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
         }
         # one statement for all seven tables: a write-through on PostgreSQL pays one round trip, not seven.
         # The rows are kept as they come: this is a no-op reindex's largest read (one row per catalogued file).
-        for row in conn.execute(sa.union_all(*parts)):
+        result = conn.execute(sa.union_all(*parts))
+        rows = result.cursor.fetchall() if result.cursor is not None else []  # driver tuples: no Row per file
+        result.close()
+        for row in rows:
             if by_layer is not None and not wanted(row[2], row[3]):
                 continue
             by_path = files.get(row[2])
