@@ -19,6 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..gcpause import gc_paused
 from . import grammar
 from .pool import default_workers, quiet_worker
 from .roots import ListingStats, Root
@@ -109,8 +110,9 @@ def _list_share(layer: str, prefix: str, index: int, shares: int) -> Share:
     root = roots[(layer, prefix)]
     stats = ListingStats()
     lister = Lister(layer, root.url_of, snapshot, objects)
-    lister.feed(root.walk_share(stats, prefix, (index, shares)))
-    return Share.pack(lister, stats)
+    with gc_paused():  # as in the parent: objects made per entry, none of them garbage
+        lister.feed(root.walk_share(stats, prefix, (index, shares)))
+        return Share.pack(lister, stats)
 
 
 __all__ = ["PARALLEL_MIN_RUNS", "SharedListing", "shares_for"]

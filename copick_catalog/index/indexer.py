@@ -19,6 +19,7 @@ unmounted, and the run refuses to empty it unless told to.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -46,6 +47,7 @@ from ..catalog.schema import (
 )
 from ..catalog.summary import count_new_picks, refresh_run_objects, runs_with_picks
 from ..errors import IndexCancelled, RootError
+from ..gcpause import gc_paused
 from . import fanout, grammar
 from .grammar import Kind
 from .kinds import SPECS, Header, Limits
@@ -247,10 +249,20 @@ class Indexer:
         # big local roots are listed on every core; their workers fork first, before an object store's
         # client threads exist
         jobs = [(self.roots[layer], layer, prefix) for layer, prefix in scopes]
-        with fanout.SharedListing(jobs, snapshot, self.objects) as shared:
+        # a first index creates an entity object or three per file: no cyclic collection can free any of them
+        with fanout.SharedListing(jobs, snapshot, self.objects) as shared, gc_paused():
             for layer, prefix in scopes:
                 self._list(layer, prefix, snapshot, scan, report, shared)
+        # The snapshot and the listing live until the run ends: move them out of the collector's sight, so
+        # the collections the batches set off do not walk 100,000s of objects that cannot be garbage.
+        gc.freeze()
+        try:
+            self._apply(scopes, snapshot, scan, t0, report)
+        finally:
+            gc.unfreeze()
 
+    def _apply(self, scopes: list[Scope], snapshot: Snapshot, scan: Scan, t0: float, report: IndexReport) -> None:
+        """Read what changed, write it in batches, remove what vanished, and record the problems."""
         for by_path in scan.unchanged.values():
             for kind_name, n in Counter(by_path.values()).items():
                 report.count(kind_name, "unchanged", n)
