@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from copick_catalog.daemon.state import read_state, state_path  # noqa: E402
 from copick_catalog.daemon.watches import RESERVE_FRACTION, WatchBudget  # noqa: E402
 from copick_catalog.index import grammar as layout  # noqa: E402
 from copick_catalog.sample import make_sample_project, pick_json  # noqa: E402
+from tests.inotify_probe import watched_inodes  # noqa: E402
 
 BENCH_USERS = (("alice", "1"), ("alice", "4"), ("bob", "2"), ("pytom", "0"))  # 12 pick files a run
 
@@ -74,21 +74,6 @@ def _rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
-
-
-def watched_inodes(pid: int) -> set[int]:
-    """Inodes of every directory a process watches with inotify, as the kernel lists them."""
-    out: set[int] = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        try:
-            if os.readlink(fd) != "anon_inode:inotify":
-                continue
-            text = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-        except OSError:
-            continue
-        out.update(int(m, 16) for m in re.findall(r"^inotify wd:\S+ ino:([0-9a-f]+)", text, re.M))
-    return out
 
 
 def _pcts(values: list[float]) -> dict[str, float]:

@@ -10,7 +10,6 @@ arrived by polling.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -23,25 +22,12 @@ from copick_catalog.catalog.schema import Pick, Run, VoxelSpacing
 from copick_catalog.index import grammar as layout
 from copick_catalog.sample import SampleSummary
 
+from .inotify_probe import watched_inodes
 from .test_watch import Daemon, daemons, overlay_of, paths, pick_text, run_names, wait_for
 
 __all__ = ["daemons"]  # the fixture, re-exported for pytest
 
 BUDGET_WARNING = "inotify watch budget reached"
-
-
-def watched_inodes(pid: int) -> set[int]:
-    """Inodes of every directory a process watches with inotify, as the kernel lists them."""
-    out: set[int] = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd) != "anon_inode:inotify":
-                continue
-            text = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-        except OSError:
-            continue
-        out.update(int(m, 16) for m in re.findall(r"^inotify wd:\S+ ino:([0-9a-f]+)", text, re.M))
-    return out
 
 
 def run_dirs(root: Path) -> dict[str, Path]:
