@@ -102,7 +102,7 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str, interval: flo
 
 
 class _Daemon:
-    def __init__(self, config: Path, db: Path, log_path: Path, *args: str) -> None:
+    def __init__(self, config: Path, db: Path | str, log_path: Path, *args: str) -> None:
         with Catalog.open(config, db=str(db)) as cat:
             self.state_file = state_path(cat.engine, cat.db_url, cat.project_id)
         self.log_path = log_path
@@ -152,11 +152,11 @@ class _Daemon:
 class _Writer:
     """Writes new pick files into the overlay and waits until the catalog lists them."""
 
-    def __init__(self, overlay: Path, db: Path, n_runs: int) -> None:
+    def __init__(self, overlay: Path, db: Path | str, n_runs: int) -> None:
         self.overlay, self.n_runs = overlay, n_runs
         self.rng = np.random.default_rng(0)
         self.width = max(4, len(str(n_runs)))
-        self.engine = sa.create_engine(f"sqlite:///{db}")
+        self.engine = sa.create_engine(str(db) if "://" in str(db) else f"sqlite:///{db}")
         self.conn = self.engine.connect()
         self.i = 0
 
@@ -364,12 +364,24 @@ def bench_watch(
 
 
 def _bench_mixed(
-    config: Path, db: Path, overlay: Path, w: _Writer, n_runs: int, writes: int, poll: float, idle: float, tmp: str
+    config: Path,
+    db: Path | str,
+    overlay: Path,
+    w: _Writer,
+    n_runs: int,
+    writes: int,
+    poll: float,
+    idle: float,
+    tmp: str,
+    budget: int | None = -1,
 ) -> dict[str, Any]:
-    # overlay runs have 2 watched directories here (the run, Picks); a budget of about one per run
-    # watches about half of the overlay runs, no static run
-    budget = n_runs + 8
-    d = _Daemon(config, db, Path(tmp) / "watch-mixed.log", "--max-watches", str(budget), "--poll", str(poll))
+    """``budget``: the daemon's --max-watches; -1 (default) for about one watch a run, which watches about
+    half of the overlay runs (2 watched directories each: the run, Picks) and no static run; None for the
+    machine's own limit (a project past it, as 100,000 runs are)."""
+    if budget == -1:
+        budget = n_runs + 8
+    args = ("--max-watches", str(budget)) if budget is not None else ()
+    d = _Daemon(config, db, Path(tmp) / "watch-mixed.log", *args, "--poll", str(poll))
     m: dict[str, Any] = {"max_watches": budget, "poll_s": poll, "startup_to_ready_s": round(d.startup_s, 1)}
     try:
         inodes = watched_inodes(d.proc.pid)
@@ -413,6 +425,22 @@ def _bench_mixed(
         cat.index(trigger="api", scopes=scopes)
         m["index_ms_per_run_both_layers"] = round(1000 * (time.perf_counter() - t) / len(batch), 2)
     return m
+
+
+def bench_watch_existing(config: Path, db: str, writes: int, poll: float, idle: float) -> dict[str, Any]:
+    """The daemon on an existing project under this machine's own inotify budget: what it watches (from the
+    kernel), lone saves in watched runs, freshness of polled runs, polling CPU, startup time."""
+    overlay = config.parent / "overlay"
+    n_runs = sum(1 for _ in os.scandir(config.parent / "static" / "ExperimentRuns"))
+    with tempfile.TemporaryDirectory(prefix="bench-watch-") as tmp:
+        w = _Writer(overlay, db, n_runs)
+        try:
+            return {
+                "n_runs": n_runs,
+                "mixed": _bench_mixed(config, db, overlay, w, n_runs, writes, poll, idle, tmp, None),
+            }
+        finally:
+            w.close()
 
 
 def _estimate(m: dict[str, Any], per_run: dict[str, float], runs: int) -> dict[str, Any]:
@@ -460,7 +488,18 @@ def main() -> None:
     ap.add_argument("--picks-per-run", type=int, default=12)
     ap.add_argument("--no-mixed", action="store_true", help="skip the past-the-budget part")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="an existing, indexed project (e.g. scripts/bench.py --keep's 100,000 runs): measure the daemon on it "
+        "with this machine's own watch budget (no --max-watches), nothing generated",
+    )
+    ap.add_argument("--db", default=None, help="with --config: its catalog URL")
     args = ap.parse_args()
+    if args.config is not None:
+        print(json.dumps(bench_watch_existing(args.config, args.db, args.writes, args.poll, args.idle), indent=2))
+        return
     out = bench_watch(
         args.runs,
         args.writes,
