@@ -494,6 +494,9 @@ def test_a_big_index_refreshes_postgresqls_statistics(
         cat.index()
         stats = analyzed(cat)
         assert all(stats[t] is not None for t in ("picks", "points", "runs")), stats
+        with cat.engine.connect() as conn:  # and the tables the next snapshot reads are vacuumed
+            q = "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"
+            assert {"picks", "runs", "tomograms"} <= set(conn.exec_driver_sql(q).scalars())
         with cat.engine.connect() as conn:
             planned = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'picks'").scalar_one()
         assert planned == sample.pick_files
