@@ -387,7 +387,8 @@ def _bench_mixed(
         inodes = watched_inodes(d.proc.pid)
         runs = [w.run_name(k) for k in range(1, n_runs + 1)]
         watched = [r for r in runs if os.stat(overlay / "ExperimentRuns" / r).st_ino in inodes]
-        polled = [r for r in runs if r not in set(watched)]
+        watched_set = set(watched)
+        polled = [r for r in runs if r not in watched_set]
         st = d.state()
         m["watching"] = st.get("watching")
         m["overlay_runs_watched"], m["overlay_runs_polled"] = len(watched), len(polled)
