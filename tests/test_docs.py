@@ -166,3 +166,15 @@ def test_a_query_imports_only_what_it_uses(sample: SampleSummary, tmp_path: Path
     loaded = out.stdout.strip().splitlines()[-1]
     for name in ("numpy", "zarr", "msgspec", "fsspec", "alembic", "pyarrow", "trimesh", "s3fs"):
         assert f"'{name}'" not in loaded, f"`copick-catalog query picks` imports {name}"
+
+    # and a reindex that finds nothing to read (cron's nightly run) loads none of the payload readers either
+    noop = (
+        "import sys\nfrom copick_catalog import Catalog\n"
+        f"r = Catalog.open({str(sample.config)!r}, db={db!r}).index()\n"
+        "assert r.files_read == 0 and r.unchanged > 0, r\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", noop], capture_output=True, text=True, timeout=120, check=True)
+    loaded = out.stdout.strip().splitlines()[-1]
+    for name in ("numpy", "zarr", "msgspec", "pyarrow", "trimesh", "s3fs", "alembic"):
+        assert f"'{name}'" not in loaded, f"a no-op index imports {name}"

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PayloadError
-from ..formats import glb, mrc, pickrows, picks, pickstream, zarrio
-from ..formats import zarr as zarr_meta
 from . import grammar
 from .grammar import Kind
 from .limits import Limits
 from .roots import Entry, Root
 
-IDENTITY = [list(r) for r in picks.IDENTITY]
+if TYPE_CHECKING:  # the format modules (numpy, msgspec, pydantic) load when a payload is read or opened
+    from ..formats import pickrows, picks, pickstream
+    from ..formats import zarr as zarr_meta
 
 
 @dataclass(slots=True)
@@ -62,6 +60,10 @@ class KindSpec:
 
 
 def _read_picks(root: Root, entry: Entry, limits: Limits) -> Header:
+    import msgspec
+
+    from ..formats import pickrows, pickstream
+
     if entry.size is not None and entry.size >= pickstream.STREAM_BYTES:
         return _stream_picks(root, entry, limits)
     data = root.read_bytes(entry.path, limits.pick)
@@ -85,6 +87,8 @@ def _read_picks(root: Root, entry: Entry, limits: Limits) -> Header:
 
 def _stream_picks(root: Root, entry: Entry, limits: Limits) -> Header:
     """A very large pick file: validated and counted in one streaming pass, its points read again on write."""
+    from ..formats import pickstream
+
     url = root.url_of(entry.path)
     if entry.size is not None and entry.size > limits.pick:
         raise PayloadError(
@@ -106,17 +110,23 @@ def _stream_picks(root: Root, entry: Entry, limits: Limits) -> Header:
 
 
 def _read_filaments(root: Root, entry: Entry, limits: Limits) -> Header:
+    from ..formats import picks
+
     ff = picks.parse_filaments(root.read_bytes(entry.path, limits.filament), root.url_of(entry.path))
     return Header({"n_filaments": len(ff.filaments or []), "n_points": ff.n_points})
 
 
 def _read_mesh(root: Root, entry: Entry, limits: Limits) -> Header:
+    from ..formats import glb
+
     nv, nf = glb.read_glb_counts(root.read_bytes(entry.path, limits.mesh), root.url_of(entry.path))
     return Header({"n_vertices": nv, "n_faces": nf})
 
 
 def _zarr_info(root: Root, entry: Entry, limits: Limits) -> zarr_meta.ArrayInfo:
     """Summarise a group from just its metadata files."""
+    from ..formats import zarr as zarr_meta
+
     path = entry.path
     files = root.read_many([f"{path}/{m}" for m in entry.meta], limits.zarr_meta)
     raw: dict[str, bytes] = {}
@@ -142,6 +152,8 @@ def _read_density_map(root: Root, entry: Entry, limits: Limits) -> Header:
     if entry.is_dir:
         info = _zarr_info(root, entry, limits)
     else:
+        from ..formats import mrc
+
         info = mrc.read_mrc_info(root.read_head(entry.path, limits.mrc_header), root.url_of(entry.path))
     return Header({"shape": info.shape, "dtype": info.dtype, "voxel_size": info.voxel_size})
 
@@ -151,23 +163,33 @@ def _read_density_map(root: Root, entry: Entry, limits: Limits) -> Header:
 
 
 def _open_picks(root: Root, path: str, read_only: bool) -> picks.PickFile:
+    from ..formats import picks
+
     return picks.parse_picks(root.read_bytes(path), root.url_of(path))
 
 
 def _open_filaments(root: Root, path: str, read_only: bool) -> picks.FilamentFile:
+    from ..formats import picks
+
     return picks.parse_filaments(root.read_bytes(path), root.url_of(path))
 
 
 def _open_mesh(root: Root, path: str, read_only: bool) -> Any:
+    from ..formats import glb
+
     return glb.load_scene(root.read_bytes(path))
 
 
 def _open_group(root: Root, path: str, read_only: bool) -> Any:
+    from ..formats import zarrio
+
     return zarrio.open_group(root.zarr_store(path, read_only=read_only), read_only=read_only)
 
 
 def _open_density_map(root: Root, path: str, read_only: bool) -> Any:
     if path.endswith(".mrc"):
+        from ..formats import mrc
+
         return mrc.read_mrc_array(root.read_bytes(path), root.url_of(path))
     return _open_group(root, path, read_only)
 
@@ -237,4 +259,4 @@ def spec_of(kind: Kind | str) -> KindSpec:
     return SPECS[Kind(kind)]
 
 
-__all__ = ["IDENTITY", "SPECS", "Header", "KindSpec", "Limits", "spec_of"]
+__all__ = ["SPECS", "Header", "KindSpec", "Limits", "spec_of"]

@@ -101,6 +101,8 @@ class ReadPool:
 
     def __init__(self, roots: dict[str, Root], limits: Limits, workers: int) -> None:
         global _STATE
+        from ..formats import pickrows, pickstream  # noqa: F401  (loaded once here; the forked workers inherit them)
+
         _STATE = (roots, limits)
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..catalog.db import chunks, is_sqlite, upsert_insert
 from ..catalog.schema import IndexRun, PackedPoints, Point, table_of
-from ..formats.pickrows import PointBlock
-from ..formats.picks import pack_points
-from ..formats.pickstream import PointStream
-from . import pgcopy
 
-PointSource = PointBlock | PointStream
+if TYPE_CHECKING:  # numpy and the pick readers load with the first batch that writes points
+    from ..formats.pickrows import PointBlock
+    from ..formats.pickstream import PointStream
+
+PointSource: TypeAlias = "PointBlock | PointStream"
 
 #: index_runs rows kept per project (plus the newest finished run of each trigger); see prune_index_runs.
 KEEP_INDEX_RUNS = 1000
@@ -99,6 +99,8 @@ def insert_fresh(
         returning = (table.c.id, table.c.layer, table.c.path)
         return [tuple(r) for r in upsert(conn, table, rows, key, update, guard=guard, returning=returning)]
     if not is_sqlite(conn):
+        from . import pgcopy
+
         return pgcopy.insert_fresh_rows(conn, table, rows, key)
     cols = list(rows[0])
     dbapi: Any = conn.connection.driver_connection
@@ -141,6 +143,10 @@ def replace_points(
     million-point file costs one batch of rows in memory (plus its packed copy, 40 bytes a point).
     ``new`` names the picks the catalog did not hold before this run: they have no points to delete.
     """
+    from ..formats.pickrows import PointBlock
+    from ..formats.pickstream import PointStream
+    from . import pgcopy
+
     if not ids:
         return
     pick_ids = [pid for where, pid in ids.items() if where not in new]
@@ -174,6 +180,8 @@ def replace_points(
 
 def _insert_stream(conn: Connection, pick_id: int, stream: PointStream) -> bytes:
     """Insert a streamed file's points batch by batch; return their packed copy."""
+    from ..formats.picks import pack_points
+
     blobs: list[bytes] = []
     n = 0
     for batch in stream.batches():
