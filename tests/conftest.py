@@ -215,7 +215,8 @@ def assert_totals_exact(engine: sa.Engine) -> dict[str, set[tuple[Any, ...]]]:
 
 
 def packed_points_match(engine: sa.Engine) -> int:
-    """Check every pick's ``packed_points`` blob against its ``points`` rows; return the picks checked.
+    """Check every pick's ``packed_points`` blob against its ``points`` rows, and that no point outlives its
+    pick; return the picks checked.
 
     The blob is a second copy written in the same transaction as the rows, so any drift between the
     two (a missed rewrite, a leftover after a delete) fails every test that snapshots the catalog.
@@ -234,6 +235,8 @@ def packed_points_match(engine: sa.Engine) -> int:
         f"picks without a packed copy: {sorted(set(picks) - set(blobs))[:5]}, "
         f"packed copies without a pick: {sorted(set(blobs) - set(picks))[:5]}"
     )
+    orphans = sorted(set(rows) - set(picks))
+    assert not orphans, f"points rows of picks that no longer exist: pick ids {orphans[:5]}"
     for pid in picks:
         packed = np.frombuffer(bytes(blobs[pid]), dtype="<f8").reshape(-1, 5)
         expected = np.array(rows.get(pid, []), dtype=np.float64).reshape(-1, 5)
