@@ -59,6 +59,23 @@ def age(root: Path, seconds: float = 3600) -> None:
             os.utime(os.path.join(d, f), (past, past))
 
 
+def cpu_probe() -> float:
+    """Seconds one core takes for a fixed pure-Python loop (best of three): how fast this machine is right now.
+
+    A shared VM's core can run at half speed for minutes while a neighbour is busy (seen here: the same
+    5,000-run full index took 7.6 s, then 17 s an hour later, with this loop at 0.5 s, then 1.2 s), so every
+    figure is only comparable with others measured at a similar probe. Measured at the start and the end.
+    """
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        s = 0
+        for i in range(10_000_000):
+            s += i
+        best = min(best, time.perf_counter() - t)
+    return round(best, 3)
+
+
 def run_index_child(config: Path, db: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", INDEX_CHILD, str(config), db], capture_output=True, text=True, check=True, cwd=ROOT
@@ -378,7 +395,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         "runs": args.runs,
         "backend": args.backend,
         "root": args.root,
-        "machine": {"cpus": os.cpu_count()},
+        "machine": {"cpus": os.cpu_count(), "cpu_probe_s": cpu_probe()},
     }
     if args.root == "s3":
         sys.path.insert(0, str(ROOT / "scripts"))
@@ -392,6 +409,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             from bench_copick import bench_copick_s3  # type: ignore[import-not-found]
 
             result["copick_backend"] = bench_copick_s3(min(args.runs, 2000), reps=3)
+        result["machine"]["cpu_probe_end_s"] = cpu_probe()
         print(json.dumps(result, indent=2))
         return
     work = args.workdir
@@ -469,6 +487,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         from bench_watch import bench_watch  # type: ignore[import-not-found]
 
         result["watch"] = bench_watch(n_runs=args.runs)
+    result["machine"]["cpu_probe_end_s"] = cpu_probe()
     print(json.dumps(result, indent=2))
 
 

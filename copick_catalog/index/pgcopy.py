@@ -12,6 +12,7 @@ keeps the guarded upsert's meaning for a path another writer took meanwhile.
 from __future__ import annotations
 
 import itertools
+import struct
 from operator import itemgetter
 from typing import Any
 
@@ -85,6 +86,22 @@ def copy_rows(conn: Connection, table: str, columns: list[str], rows: list[tuple
             copy.write_row(row)
 
 
+#: A (pick_id, data) row of binary COPY up to the blob: two fields, the id (4 bytes), then the blob's length.
+_PACKED_ROW = struct.Struct(">hiii")
+
+
+def copy_packed(conn: Connection, rows: list[tuple[int, bytes]]) -> None:
+    """``COPY`` packed point blobs into ``packed_points`` in the binary format: as text each blob would be
+    hex-encoded by the client and decoded by the server (1.6 s of server time for a 5,000-run full index)."""
+    if not rows:
+        return
+    pack = _PACKED_ROW.pack
+    body = b"".join(pack(2, 4, pick_id, len(data)) + data for pick_id, data in rows)
+    dbapi: Any = conn.connection.driver_connection
+    with dbapi.cursor() as cur, cur.copy("COPY packed_points (pick_id, data) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(_HEADER + body + _TRAILER)
+
+
 def insert_fresh_rows(
     conn: Connection, table: sa.Table, rows: list[dict[str, Any]], key: list[str]
 ) -> list[tuple[int, str, str]]:
@@ -108,4 +125,4 @@ def insert_fresh_rows(
     return inserted
 
 
-__all__ = ["POINTS_COPY_COLUMNS", "copy_points", "copy_rows", "insert_fresh_rows"]
+__all__ = ["POINTS_COPY_COLUMNS", "copy_packed", "copy_points", "copy_rows", "insert_fresh_rows"]

@@ -168,7 +168,7 @@ def replace_points(
         columns = PointBlock.columns(blocks)
         if columns is not None:
             pgcopy.copy_points(conn, columns)
-        pgcopy.copy_rows(conn, "packed_points", ["pick_id", "data"], packed)
+        pgcopy.copy_packed(conn, packed)
         return
     if blocks:
         bulk_insert_points(conn, PointBlock.insert_rows(blocks))
