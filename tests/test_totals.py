@@ -408,3 +408,83 @@ def test_per_run_summaries_answer_as_the_picks_do(sample: SampleSummary, db_url:
         assert actin == [
             {"run_name": r, "object_name": "actin", "picks": 1, "points": 3} for r in ("TS_0001", "TS_0003")
         ]
+
+
+def _trigger_names(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.scalars(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")))
+
+
+def test_bulk_batches_keep_the_totals_exact_on_sqlite(tmp_path: Path) -> None:
+    """A full index inserts picks in batches big enough that SQLite's insert triggers are set aside for grouped
+    statements (summary.sqlite_totals_per_batch): the totals must be what the triggers would have made, the
+    triggers back afterwards, and later writes (an update, a small batch) still counted by them."""
+    from copick_catalog.catalog.summary import BULK_TOTALS_MIN_ROWS
+    from copick_catalog.index import indexer
+    from copick_catalog.sample import make_sample_project
+
+    s = make_sample_project(tmp_path / "p", runs=40, picks_per_run=12, points=(1, 4), tomogram_runs=0, size=16)
+    assert s.pick_files >= 2 * BULK_TOTALS_MIN_ROWS
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    statements: list[str] = []
+    with Catalog.open(s.config, db=db) as cat:
+        sa.event.listen(cat.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        cat.index()
+        assert any("INSERT INTO pick_day_totals" in q and "GROUP BY" in q for q in statements), "bulk path not taken"
+        assert _trigger_names(cat.engine) >= TRIGGERS
+        totals = assert_totals_exact(cat.engine)
+        assert sum(t[-2] for t in totals["picks"]) == s.pick_files
+        # the update trigger is back: a row losing its mtime leaves its day
+        with cat.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE picks SET mtime = NULL WHERE id = (SELECT min(id) FROM picks)"))
+        assert_totals_exact(cat.engine)
+        # one more file, through the triggers
+        overlay = s.config.parent / "overlay" / "ExperimentRuns"
+        _write_pick(overlay / "TS_0003" / "Picks" / "zoe_9_ribosome.json", "ribosome", "zoe", "9", "TS_0003", 3)
+        statements.clear()
+        cat.index()
+        assert not any("GROUP BY" in q and "pick_day_totals" in q for q in statements)
+        assert (cat.project_id, "ribosome", "zoe", "9", "overlay", 1, 3) in assert_totals_exact(cat.engine)["picks"]
+
+    # a second project's first index into the same catalog adds to keys of its own, in batches smaller than
+    # the run (BATCH_FILES), each with its own grouped statements
+    t = make_sample_project(tmp_path / "q", runs=30, picks_per_run=12, points=(1, 3), tomogram_runs=0, size=16)
+    batch = indexer.BATCH_FILES
+    indexer.BATCH_FILES = 250
+    try:
+        with Catalog.open(t.config, db=db) as cat:
+            cat.index()
+            assert_totals_exact(cat.engine)
+    finally:
+        indexer.BATCH_FILES = batch
+
+
+def test_a_failed_bulk_batch_leaves_the_triggers_in_place(tmp_path: Path, sample: SampleSummary) -> None:
+    from copick_catalog.catalog.db import write_tx
+    from copick_catalog.catalog.summary import BULK_TOTALS_MIN_ROWS, sqlite_totals_per_batch
+
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    with Catalog.open(sample.config, db=db) as cat:
+        cat.index()
+        engine = cat.engine
+        with (
+            pytest.raises(RuntimeError, match="disk full"),
+            write_tx(engine) as conn,
+            sqlite_totals_per_batch(conn, BULK_TOTALS_MIN_ROWS),
+        ):
+            inside = set(conn.scalars(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")))
+            assert not inside & {"pick_totals_after_insert", "pick_day_totals_after_insert"}
+            assert _trigger_names(engine) >= TRIGGERS  # another connection never sees them gone
+            raise RuntimeError("disk full")
+        assert _trigger_names(engine) >= TRIGGERS
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM picks WHERE user_id = 'bob'"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO picks (project_id, run_id, run_name, layer, path, fingerprint, indexed_at, stale, "
+                    "racy, object_name, user_id, session_id, n_points, mtime) SELECT project_id, run_id, run_name, "
+                    "layer, path || '.x', fingerprint, indexed_at, stale, racy, object_name, 'eve', session_id, "
+                    "n_points, mtime FROM picks"
+                )
+            )
+        assert {t[2] for t in assert_totals_exact(engine)["picks"]} >= {"eve"}

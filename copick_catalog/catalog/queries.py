@@ -41,6 +41,7 @@ from .schema import (
     VoxelSpacing,
     table_of,
 )
+from .summary import DAY_S, floor_to
 from .uri_sql import URIColumns, columns_for, uri_conditions
 from .uris import InvalidURIError, copick_kind, parse_uri
 
@@ -116,20 +117,6 @@ def _require(format: str) -> None:
 
 #: The pick columns ``run_objects`` is keyed by (per configured object): summaries per run by these alone read it.
 RUN_OBJECT_KEYS = ("run_name", "object_name")
-
-#: A UTC day in seconds: the default bucket of :meth:`QueryMixin.pick_timeline` and the grain of ``pick_day_totals``.
-DAY_S = 86400.0
-
-
-def _floor_to(value: Any, step: float, dialect: str) -> Any:
-    """``floor(value / step) * step`` in SQL, as migration 0010's triggers compute ``pick_day_totals.day_start``:
-    PostgreSQL's ``floor``; on SQLite (whose ``floor`` is optional) a cast that rounds toward zero, stepped down
-    when it lands above. The same floating-point steps on the same values give the same bucket on both paths."""
-    ratio = value / step
-    if dialect == "postgresql":
-        return sa.func.floor(ratio, type_=sa.Float) * step
-    whole = sa.cast(ratio, sa.BigInteger)
-    return (whole - sa.cast(ratio < whole, sa.Integer)) * step
 
 
 class QueryMixin:
@@ -678,8 +665,8 @@ class QueryMixin:
         where ``pick_day_totals`` counts the file (the same floating-point steps as its triggers)."""
         dialect = self.engine.dialect.name
         if bucket_s % DAY_S == 0:
-            return self._bucket_of_day(_floor_to(mtime, DAY_S, dialect), bucket_s)
-        return _floor_to(mtime, bucket_s, dialect)
+            return self._bucket_of_day(floor_to(mtime, DAY_S, dialect), bucket_s)
+        return floor_to(mtime, bucket_s, dialect)
 
     def _timeline_from_picks(
         self, by: Sequence[str], bucket_s: float, since: float | None, filters: dict[str, Filter]
@@ -729,7 +716,7 @@ class QueryMixin:
             ]
         else:
             first = math.floor(since / DAY_S) * DAY_S  # the start of since's UTC day, as the SQL computes it
-            day = _floor_to(Pick.mtime, DAY_S, self.engine.dialect.name)
+            day = floor_to(Pick.mtime, DAY_S, self.engine.dialect.name)
             rest = sa.select(
                 self._bucket_of_day(day, bucket_s), *(Pick.__table__.c[c] for c in by), sa.literal(1), Pick.n_points
             ).where(Pick.project_id == self.project_id, Pick.mtime >= float(since), Pick.mtime < first + DAY_S)
@@ -748,7 +735,7 @@ class QueryMixin:
 
     def _bucket_of_day(self, day_start: Any, bucket_s: float) -> Any:
         """The start of the bucket of whole days that holds the UTC day starting at ``day_start``."""
-        return day_start if bucket_s == DAY_S else _floor_to(day_start, bucket_s, self.engine.dialect.name)
+        return day_start if bucket_s == DAY_S else floor_to(day_start, bucket_s, self.engine.dialect.name)
 
     def _filters(self, stmt: Any, model: Any, filters: dict[str, Filter]) -> Any:
         for name, value in filters.items():

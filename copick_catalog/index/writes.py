@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from ..catalog.db import chunks, is_sqlite, upsert_insert
 from ..catalog.schema import IndexRun, PackedPoints, Point, table_of
+from ..catalog.summary import sqlite_totals_per_batch
 
 if TYPE_CHECKING:  # numpy and the pick readers load with the first batch that writes points
     from ..formats.pickrows import PointBlock
@@ -108,10 +109,12 @@ def insert_fresh(
     values = itemgetter(*cols)
     params = [(first + i, *values(r)) for i, r in enumerate(rows)]
     marks = ", ".join("?" * (len(cols) + 1))
-    dbapi.executemany(
-        f"INSERT INTO {table.name} (id, {', '.join(cols)}) VALUES ({marks}) ON CONFLICT DO NOTHING", params
-    )
     last = first + len(rows) - 1
+    with sqlite_totals_per_batch(conn, len(rows) if table.name == "picks" else 0) as inserted:
+        dbapi.executemany(
+            f"INSERT INTO {table.name} (id, {', '.join(cols)}) VALUES ({marks}) ON CONFLICT DO NOTHING", params
+        )
+        inserted(first, last)  # ids first..last: this batch's rows, those another writer's path kept out aside
     stored = {i for (i,) in dbapi.execute(f"SELECT id FROM {table.name} WHERE id BETWEEN ? AND ?", (first, last))}
     skipped = [r for i, r in enumerate(rows) if first + i not in stored]
     if skipped:  # rare: tell a path another writer took from a clash with another file's key
