@@ -716,9 +716,8 @@ class QueryMixin:
             ]
         else:
             first = math.floor(since / DAY_S) * DAY_S  # the start of since's UTC day, as the SQL computes it
-            day = floor_to(Pick.mtime, DAY_S, self.engine.dialect.name)
             rest = sa.select(
-                self._bucket_of_day(day, bucket_s), *(Pick.__table__.c[c] for c in by), sa.literal(1), Pick.n_points
+                self._bucket(Pick.mtime, bucket_s), *(Pick.__table__.c[c] for c in by), sa.literal(1), Pick.n_points
             ).where(Pick.project_id == self.project_id, Pick.mtime >= float(since), Pick.mtime < first + DAY_S)
             parts = [
                 share(days, self._bucket_of_day(days.c.day_start, bucket_s), days.c.day_start > first),

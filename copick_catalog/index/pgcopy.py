@@ -65,17 +65,21 @@ def copy_points(conn: Connection, cols: PointColumns) -> None:
     rows["x"], rows["y"], rows["z"], rows["score"] = values[:, 0], values[:, 1], values[:, 2], values[:, 4]
     rows["instance_id"] = values[:, 3].astype(np.int64)
     rows["transform_len"] = -1
-    names = ", ".join(POINTS_COPY_COLUMNS)
+    if len(rows):
+        _copy_binary(conn, f"points ({', '.join(POINTS_COPY_COLUMNS)})", rows.tobytes())
+    if cols.transforms:
+        turned = []
+        for i, text in cols.transforms.items():
+            x, y, z, iid, score = cols.values[i].tolist()
+            turned.append((int(cols.pick_ids[i]), int(cols.idx[i]), x, y, z, int(iid), score, text))
+        copy_rows(conn, "points", list(POINTS_COPY_COLUMNS), turned)
+
+
+def _copy_binary(conn: Connection, target: str, body: bytes) -> None:
+    """``COPY target FROM STDIN`` in PostgreSQL's binary format: ``body`` is the rows, already encoded."""
     dbapi: Any = conn.connection.driver_connection
-    with dbapi.cursor() as cur:
-        if len(rows):
-            with cur.copy(f"COPY points ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.write(_HEADER + rows.tobytes() + _TRAILER)
-        if cols.transforms:
-            with cur.copy(f"COPY points ({names}) FROM STDIN") as copy:
-                for i, text in cols.transforms.items():
-                    x, y, z, iid, score = cols.values[i].tolist()
-                    copy.write_row((int(cols.pick_ids[i]), int(cols.idx[i]), x, y, z, int(iid), score, text))
+    with dbapi.cursor() as cur, cur.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(_HEADER + body + _TRAILER)
 
 
 def copy_rows(conn: Connection, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -97,9 +101,7 @@ def copy_packed(conn: Connection, rows: list[tuple[int, bytes]]) -> None:
         return
     pack = _PACKED_ROW.pack
     body = b"".join(pack(2, 4, pick_id, len(data)) + data for pick_id, data in rows)
-    dbapi: Any = conn.connection.driver_connection
-    with dbapi.cursor() as cur, cur.copy("COPY packed_points (pick_id, data) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.write(_HEADER + body + _TRAILER)
+    _copy_binary(conn, "packed_points (pick_id, data)", body)
 
 
 def insert_fresh_rows(
