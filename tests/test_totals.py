@@ -470,7 +470,7 @@ def test_a_failed_bulk_batch_leaves_the_triggers_in_place(tmp_path: Path, sample
         with (
             pytest.raises(RuntimeError, match="disk full"),
             write_tx(engine) as conn,
-            sqlite_totals_per_batch(conn, BULK_TOTALS_MIN_ROWS),
+            sqlite_totals_per_batch(conn, 10**9, 10**9 + BULK_TOTALS_MIN_ROWS),
         ):
             inside = set(conn.scalars(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")))
             assert not inside & {"pick_totals_after_insert", "pick_day_totals_after_insert"}

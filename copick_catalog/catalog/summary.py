@@ -49,21 +49,21 @@ def floor_to(value: Any, step: float, dialect: str) -> Any:
 
 
 @contextmanager
-def sqlite_totals_per_batch(conn: Connection, n_rows: int) -> Iterator[Any]:
-    """SQLite, inside a write transaction about to insert ``n_rows`` picks: their totals added by two grouped
-    statements at the end instead of two row triggers per pick. Yields a function to call with the id range
-    ``(first, last)`` the inserted picks hold (every row in it must be one of them).
+def sqlite_totals_per_batch(conn: Connection, first: int, last: int) -> Iterator[None]:
+    """SQLite, inside a write transaction about to insert picks under ids ``first..last`` (every row that range
+    will hold is one of them): their totals added by two grouped statements at the end instead of two row
+    triggers per pick.
 
     SQLite has no statement triggers, and a row trigger costs ~10 µs a row whatever its body: in a full index
     the two insert triggers were over half the cost of inserting the pick rows (1.0-1.1 s of a 5,000-run
     index). The triggers are dropped and created again from their own stored SQL inside the caller's
     transaction; DDL is transactional there, so no other connection ever sees the schema without them, and
     an error or a crash rolls the drop back with the rows. Small batches (a write-through, a daemon event)
-    keep the triggers: ``n_rows`` below :data:`BULK_TOTALS_MIN_ROWS`, and on PostgreSQL (statement triggers
+    keep the triggers: fewer than :data:`BULK_TOTALS_MIN_ROWS` ids, and on PostgreSQL (statement triggers
     already), this does nothing.
     """
-    if not is_sqlite(conn) or n_rows < BULK_TOTALS_MIN_ROWS:
-        yield lambda first, last: None
+    if not is_sqlite(conn) or last - first + 1 < BULK_TOTALS_MIN_ROWS:
+        yield
         return
     dbapi: Any = conn.connection.driver_connection
     marks = ", ".join("?" * len(PICK_INSERT_TRIGGERS))
@@ -71,42 +71,35 @@ def sqlite_totals_per_batch(conn: Connection, n_rows: int) -> Iterator[Any]:
         f"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'picks' AND name IN ({marks})",
         PICK_INSERT_TRIGGERS,
     ).fetchall()
-    ranges: list[tuple[int, int]] = []
     for name, _sql in saved:
         dbapi.execute(f"DROP TRIGGER {name}")
     try:
-        yield lambda first, last: ranges.append((first, last))
-        dropped = {name for name, _sql in saved}
-        for first, last in ranges:
-            _add_pick_totals(conn, first, last, dropped)
+        yield
+        _add_pick_totals(conn, first, last, {name for name, _sql in saved})
     finally:
         for _name, sql in saved:
             dbapi.execute(sql)
 
 
 def _add_pick_totals(conn: Connection, first: int, last: int, which: set[str]) -> None:
-    """What the insert triggers named in ``which`` would have added for the picks with ids ``first..last``."""
+    """What the insert triggers named in ``which`` would have added for the picks with ids ``first..last``:
+    the rows grouped by each totals table's key (its primary key; ``day_start`` computed from the mtime)."""
     from sqlalchemy.dialects.sqlite import insert
 
-    key = [Pick.project_id, Pick.object_name, Pick.user_id, Pick.session_id, Pick.layer]
-    counts = [sa.func.count(), sa.func.sum(Pick.n_points)]
-    batch = Pick.id.between(first, last)
-    if "pick_totals_after_insert" in which:
-        t = table_of(PickTotal)
-        ins = insert(t).from_select(
-            [*(c.key for c in key), "n_picks", "n_points"], sa.select(*key, *counts).where(batch).group_by(*key)
-        )
-        conn.execute(ins.on_conflict_do_update(index_elements=[c.key for c in key], set_=_plus(t, ins)))
-    if "pick_day_totals_after_insert" in which:
-        t = table_of(PickDayTotal)
-        day = floor_to(Pick.mtime, DAY_S, "sqlite").label("day_start")
-        names = ["project_id", "day_start", *(c.key for c in key[1:])]
-        ins = insert(t).from_select(
-            [*names, "n_picks", "n_points"],
-            sa.select(key[0], day, *key[1:], *counts)
-            .where(batch, Pick.mtime.is_not(None))
-            .group_by(key[0], day, *key[1:]),
-        )
+    picks = table_of(Pick)
+    counts = [sa.func.count(), sa.func.sum(picks.c.n_points)]
+    day = floor_to(picks.c.mtime, DAY_S, "sqlite").label("day_start")
+    for trigger, model, where in (
+        ("pick_totals_after_insert", PickTotal, []),
+        ("pick_day_totals_after_insert", PickDayTotal, [picks.c.mtime.is_not(None)]),  # no mtime, no day
+    ):
+        if trigger not in which:
+            continue
+        t = table_of(model)
+        names = [c.name for c in t.primary_key]
+        key = [day if n == "day_start" else picks.c[n] for n in names]
+        grouped = sa.select(*key, *counts).where(picks.c.id.between(first, last), *where).group_by(*key)
+        ins = insert(t).from_select([*names, "n_picks", "n_points"], grouped)
         conn.execute(ins.on_conflict_do_update(index_elements=names, set_=_plus(t, ins)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -110,11 +111,12 @@ def insert_fresh(
     params = [(first + i, *values(r)) for i, r in enumerate(rows)]
     marks = ", ".join("?" * (len(cols) + 1))
     last = first + len(rows) - 1
-    with sqlite_totals_per_batch(conn, len(rows) if table.name == "picks" else 0) as inserted:
+    # ids first..last are this batch's alone (the write lock is held): new picks count in the totals by batch
+    totals = sqlite_totals_per_batch(conn, first, last) if table.name == "picks" else contextlib.nullcontext()
+    with totals:
         dbapi.executemany(
             f"INSERT INTO {table.name} (id, {', '.join(cols)}) VALUES ({marks}) ON CONFLICT DO NOTHING", params
         )
-        inserted(first, last)  # ids first..last: this batch's rows, those another writer's path kept out aside
     stored = {i for (i,) in dbapi.execute(f"SELECT id FROM {table.name} WHERE id BETWEEN ? AND ?", (first, last))}
     skipped = [r for i, r in enumerate(rows) if first + i not in stored]
     if skipped:  # rare: tell a path another writer took from a clash with another file's key
