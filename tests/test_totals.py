@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -476,6 +477,16 @@ def test_a_failed_bulk_batch_leaves_the_triggers_in_place(tmp_path: Path, sample
             assert not inside & {"pick_totals_after_insert", "pick_day_totals_after_insert"}
             assert _trigger_names(engine) >= TRIGGERS  # another connection never sees them gone
             raise RuntimeError("disk full")
+        assert _trigger_names(engine) >= TRIGGERS
+        # SQLite answers some errors (a full disk, an I/O error) by rolling the whole transaction back itself:
+        # the drop is undone already, and that error, not a failed re-creation, is what the caller must see
+        with (
+            pytest.raises(sqlite3.OperationalError, match="database or disk is full"),
+            write_tx(engine) as conn,
+            sqlite_totals_per_batch(conn, 10**9, 10**9 + BULK_TOTALS_MIN_ROWS),
+        ):
+            conn.connection.driver_connection.execute("ROLLBACK")  # what SQLite did on SQLITE_FULL
+            raise sqlite3.OperationalError("database or disk is full")
         assert _trigger_names(engine) >= TRIGGERS
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM picks WHERE user_id = 'bob'"))

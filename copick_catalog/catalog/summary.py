@@ -77,8 +77,11 @@ def sqlite_totals_per_batch(conn: Connection, first: int, last: int) -> Iterator
         yield
         _add_pick_totals(conn, first, last, {name for name, _sql in saved})
     finally:
-        for _name, sql in saved:
-            dbapi.execute(sql)
+        # An error SQLite answers by rolling the whole transaction back (a full disk, an I/O error) has undone
+        # the drop already: creating the triggers again would fail and hide that error behind its own.
+        if dbapi.in_transaction:
+            for _name, sql in saved:
+                dbapi.execute(sql)
 
 
 def _add_pick_totals(conn: Connection, first: int, last: int, which: set[str]) -> None:
