@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,23 +125,28 @@ def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert os.path.exists(summary.config)
 
 
+def _loaded_by(code: str) -> tuple[str, str]:
+    """Run ``code`` in a new interpreter: what it printed, and the modules it had loaded by then (top-level
+    names, and this package's modules in full), as the printed list."""
+    probe = (
+        f"import sys\n{code}\n"
+        "print(sorted({m.split('.')[0] if not m.startswith('copick_catalog') else m for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout, out.stdout.strip().splitlines()[-1]
+
+
 def test_help_imports_nothing_heavy() -> None:
     """``--help`` (and each command's) stays instant: no SQLAlchemy, numpy, zarr, pyarrow or copick at import time.
 
     An import of the catalog from a command module once cost every ``--help`` 0.6 s; this catches the next one.
     """
-    import subprocess
-    import sys
-
     heavy = ("sqlalchemy", "numpy", "zarr", "pyarrow", "copick", "s3fs", "trimesh", "copick_catalog.catalog")
-    probe = (
-        "import sys\nfrom copick_catalog.cli import main\n"
+    _, loaded = _loaded_by(
+        "from copick_catalog.cli import main\n"
         "for argv in (['--help'], ['query', 'picks', '--help'], ['export', 'points', '--help'], ['index', '--help']):\n"
-        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "print(sorted({m.split('.')[0] if not m.startswith('copick_catalog') else m for m in sys.modules}))\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-    loaded = out.stdout.strip().splitlines()[-1]
     for name in heavy:
         assert f"'{name}'" not in loaded, f"`copick-catalog --help` imports {name}"
 
@@ -147,34 +154,26 @@ def test_help_imports_nothing_heavy() -> None:
 def test_a_query_imports_only_what_it_uses(sample: SampleSummary, tmp_path: Path) -> None:
     """``query picks`` answers from SQL: it loads no numpy, zarr, msgspec, fsspec or alembic (the indexer's
     and the payload readers' imports), which would cost every query command a few hundred milliseconds."""
-    import subprocess
-    import sys
-
     db = f"sqlite:///{tmp_path / 'c.sqlite'}"
     from copick_catalog import Catalog
 
     with Catalog.open(sample.config, db=db) as cat:
         cat.index()
-    probe = (
-        "import sys\nfrom copick_catalog.cli import main\n"
+
+    printed, loaded = _loaded_by(
+        "from copick_catalog.cli import main\n"
         f"argv = ['query', 'picks', {str(sample.config)!r}, '--db', {db!r}, '--user', 'alice']\n"
-        "try:\n    main(argv)\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "try:\n    main(argv)\nexcept SystemExit as e:\n    assert not e.code, e.code"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
-    assert "alice" in out.stdout  # it did answer
-    loaded = out.stdout.strip().splitlines()[-1]
+    assert "alice" in printed  # it did answer
     for name in ("numpy", "zarr", "msgspec", "fsspec", "alembic", "pyarrow", "trimesh", "s3fs"):
         assert f"'{name}'" not in loaded, f"`copick-catalog query picks` imports {name}"
 
     # and a reindex that finds nothing to read (cron's nightly run) loads none of the payload readers either
-    noop = (
-        "import sys\nfrom copick_catalog import Catalog\n"
+    _, loaded = _loaded_by(
+        "from copick_catalog import Catalog\n"
         f"r = Catalog.open({str(sample.config)!r}, db={db!r}).index()\n"
-        "assert r.files_read == 0 and r.unchanged > 0, r\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "assert r.files_read == 0 and r.unchanged > 0, r"
     )
-    out = subprocess.run([sys.executable, "-c", noop], capture_output=True, text=True, timeout=120, check=True)
-    loaded = out.stdout.strip().splitlines()[-1]
     for name in ("numpy", "zarr", "msgspec", "pyarrow", "trimesh", "s3fs", "alembic"):
         assert f"'{name}'" not in loaded, f"a no-op index imports {name}"
