@@ -416,7 +416,7 @@ def _trigger_names(engine: sa.Engine) -> set[str]:
         return set(conn.scalars(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")))
 
 
-def test_bulk_batches_keep_the_totals_exact_on_sqlite(tmp_path: Path) -> None:
+def test_bulk_batches_keep_the_totals_exact_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full index inserts picks in batches big enough that SQLite's insert triggers are set aside for grouped
     statements (summary.sqlite_totals_per_batch): the totals must be what the triggers would have made, the
     triggers back afterwards, and later writes (an update, a small batch) still counted by them."""
@@ -450,14 +450,10 @@ def test_bulk_batches_keep_the_totals_exact_on_sqlite(tmp_path: Path) -> None:
     # a second project's first index into the same catalog adds to keys of its own, in batches smaller than
     # the run (BATCH_FILES), each with its own grouped statements
     t = make_sample_project(tmp_path / "q", runs=30, picks_per_run=12, points=(1, 3), tomogram_runs=0, size=16)
-    batch = indexer.BATCH_FILES
-    indexer.BATCH_FILES = 250
-    try:
-        with Catalog.open(t.config, db=db) as cat:
-            cat.index()
-            assert_totals_exact(cat.engine)
-    finally:
-        indexer.BATCH_FILES = batch
+    monkeypatch.setattr(indexer, "BATCH_FILES", 250)
+    with Catalog.open(t.config, db=db) as cat:
+        cat.index()
+        assert_totals_exact(cat.engine)
 
 
 def test_a_failed_bulk_batch_leaves_the_triggers_in_place(tmp_path: Path, sample: SampleSummary) -> None:
