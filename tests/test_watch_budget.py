@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,17 +35,28 @@ def run_dirs(root: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted((root / "ExperimentRuns").iterdir()) if p.is_dir()}
 
 
-def split_runs(d: Daemon, root: Path) -> tuple[list[str], list[str]]:
+def split_runs(d: Daemon, root: Path, settle_s: float = 2.0) -> tuple[list[str], list[str]]:
     """(watched, unwatched) runs of a root, by the kernel's list of watches; a watched run must have
-    every directory the index reads watched (never half of a run)."""
-    inodes = watched_inodes(d.proc.pid)
-    watched, unwatched = [], []
-    for name, path in run_dirs(root).items():
-        dirs = [path, *(c for c in path.iterdir() if c.is_dir() and c.name in ("Picks", "Meshes", "Segmentations"))]
-        seen = [os.stat(p).st_ino in inodes for p in dirs]
-        assert all(seen) or not any(seen), f"run {name} is half watched: {dict(zip(dirs, seen, strict=True))}"
-        (watched if seen[0] else unwatched).append(name)
-    return watched, unwatched
+    every directory the index reads watched (never half of a run).
+
+    The kernel's list and the tree are read one after the other while the daemon may be moving a run between
+    watched and polled (its watches go or come one call at a time): a half-watched run is looked at again
+    until ``settle_s`` has passed, and only one still half watched then fails.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        inodes = watched_inodes(d.proc.pid)
+        watched, unwatched, half = [], [], {}
+        for name, path in run_dirs(root).items():
+            dirs = [path, *(c for c in path.iterdir() if c.is_dir() and c.name in ("Picks", "Meshes", "Segmentations"))]
+            seen = [os.stat(p).st_ino in inodes for p in dirs]
+            if any(seen) and not all(seen):
+                half[name] = dict(zip(dirs, seen, strict=True))
+            (watched if seen[0] else unwatched).append(name)
+        if not half:
+            return watched, unwatched
+        assert time.monotonic() < deadline, f"runs half watched for {settle_s} s: {half}"
+        time.sleep(0.05)
 
 
 def layer_info(d: Daemon, layer: str) -> dict[str, int]:
