@@ -24,6 +24,7 @@ from . import grammar
 from .pool import default_workers, quiet_worker
 from .roots import ListingStats, Root
 from .scan import Lister, Share
+from .scopes import RunSlice
 from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,15 @@ log = logging.getLogger(__name__)
 #: A root with fewer run directories is listed in this process: a fork costs more than it saves.
 PARALLEL_MIN_RUNS = 1000
 
-#: What the workers inherit from the run that forked them: the roots by (layer, prefix), and the
-#: snapshot and object names every share compares against.
-_STATE: tuple[dict[tuple[str, str], Root], Snapshot, list[str]] | None = None
+#: What the workers inherit from the run that forked them: the roots by (layer, prefix), the snapshot
+#: and object names every share compares against, and the slice of runs of this pass (if any).
+_STATE: tuple[dict[tuple[str, str], Root], Snapshot, list[str], RunSlice | None] | None = None
 
 
-def shares_for(root: Root, prefix: str) -> int:
+def shares_for(root: Root, prefix: str, runs: RunSlice | None = None) -> int:
     """How many shares to list ``prefix`` of ``root`` in: the worker count for a whole local root with
-    many runs, else 1 (scoped listings, object stores, small projects, one core)."""
+    many runs (in the slice ``runs``, if given), else 1 (scoped listings, object stores, small projects,
+    one core)."""
     workers = default_workers()
     if (
         workers < 2
@@ -47,7 +49,8 @@ def shares_for(root: Root, prefix: str) -> int:
         or "fork" not in multiprocessing.get_all_start_methods()
     ):
         return 1
-    return workers if root.count_runs() >= PARALLEL_MIN_RUNS else 1
+    count = runs.size if runs is not None else root.count_runs()
+    return workers if count >= PARALLEL_MIN_RUNS else 1
 
 
 class SharedListing:
@@ -58,15 +61,22 @@ class SharedListing:
     workers (or walked here if a worker died).
     """
 
-    def __init__(self, jobs: Sequence[tuple[Root, str, str]], snapshot: Snapshot, objects: list[str]) -> None:
+    def __init__(
+        self,
+        jobs: Sequence[tuple[Root, str, str]],
+        snapshot: Snapshot,
+        objects: list[str],
+        runs: RunSlice | None = None,
+    ) -> None:
         global _STATE
-        self.shares = {(layer, prefix): shares_for(root, prefix) for root, layer, prefix in jobs}
+        self.runs = runs
+        self.shares = {(layer, prefix): shares_for(root, prefix, runs) for root, layer, prefix in jobs}
         self.shares = {k: n for k, n in self.shares.items() if n > 1}
         self._futures: dict[tuple[str, str], list[Future[Share]]] = {}
         self._pool: ProcessPoolExecutor | None = None
         if not self.shares:
             return
-        _STATE = ({(layer, prefix): root for root, layer, prefix in jobs}, snapshot, objects)
+        _STATE = ({(layer, prefix): root for root, layer, prefix in jobs}, snapshot, objects, runs)
         self._pool = ProcessPoolExecutor(
             max_workers=max(self.shares.values()) - 1,
             mp_context=multiprocessing.get_context("fork"),
@@ -76,19 +86,19 @@ class SharedListing:
             self._futures[(layer, prefix)] = [self._pool.submit(_list_share, layer, prefix, i, n) for i in range(1, n)]
 
     def covers(self, layer: str, prefix: str) -> bool:
-        """Whether this listing is shared (else the caller walks it in one piece)."""
-        return (layer, prefix) in self.shares
+        """Whether this listing is shared or sliced (else the caller walks it in one piece)."""
+        return (layer, prefix) in self.shares or self.runs is not None
 
     def feed(self, root: Root, prefix: str, lister: Lister, stats: ListingStats) -> None:
         """Fill ``lister`` (and ``stats``) with the listing of ``prefix``: share 0 here, the others from the workers."""
-        n = self.shares[(lister.layer, prefix)]
-        lister.feed(root.walk_share(stats, prefix, (0, n)))
-        for i, future in enumerate(self._futures[(lister.layer, prefix)], start=1):
+        n = self.shares.get((lister.layer, prefix), 1)
+        lister.feed(root.walk_share(stats, prefix, (0, n), self.runs))
+        for i, future in enumerate(self._futures.get((lister.layer, prefix), ()), start=1):
             try:
                 share = future.result()
             except BrokenProcessPool:
                 log.warning("a listing worker process died; listing its share of %s here", root.url)
-                lister.feed(root.walk_share(stats, prefix, (i, n)))
+                lister.feed(root.walk_share(stats, prefix, (i, n), self.runs))
                 continue
             share.unpack_into(lister, stats)
 
@@ -106,12 +116,12 @@ class SharedListing:
 def _list_share(layer: str, prefix: str, index: int, shares: int) -> Share:
     """A worker's task: walk share ``index`` of ``prefix`` in ``layer`` with the inherited root and snapshot."""
     assert _STATE is not None, "listing workers are forked from an index run"
-    roots, snapshot, objects = _STATE
+    roots, snapshot, objects, runs = _STATE
     root = roots[(layer, prefix)]
     stats = ListingStats()
     lister = Lister(layer, root.url_of, snapshot, objects)
     with gc_paused():  # as in the parent: objects made per entry, none of them garbage
-        lister.feed(root.walk_share(stats, prefix, (index, shares)))
+        lister.feed(root.walk_share(stats, prefix, (index, shares), runs))
         return Share.pack(lister, stats)
 
 

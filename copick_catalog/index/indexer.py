@@ -18,7 +18,9 @@ unmounted, and the run refuses to empty it unless told to.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -54,7 +56,7 @@ from .kinds import SPECS, Header, Limits
 from .pool import ReadPool, default_workers, read_entity
 from .roots import ListingStats, Root
 from .scan import Lister, Problem, Scan, Seen
-from .scopes import Scope, covers, minimal_scopes
+from .scopes import RunSlice, Scope, covers, minimal_scopes, plan_slices
 from .snapshot import DirRow, ErrorRow, FileRow, Snapshot, load_snapshot, runs_clause
 from .writes import PointSource, insert_fresh, prune_index_runs, replace_points, upsert
 
@@ -67,6 +69,9 @@ RETRY_DELAY_S = 0.3
 BATCH_FILES = 1000
 #: A run that adds, changes or removes this many rows refreshes PostgreSQL's planner statistics.
 ANALYZE_AFTER_ROWS = 10_000
+#: A whole local project with more runs than this is indexed in passes over slices of this many runs
+#: (memory: a pass holds the listing and snapshot of its slice; 5,000 runs peak near 250 MB).
+RUNS_PER_PASS = 5000
 #: Batches the read workers may run ahead of the writer (memory: a batch of parsed files each).
 PREFETCH_BATCHES = 3
 #: What a database says when it refuses a value (not when it is unreachable): one file's fault, not the run's.
@@ -156,6 +161,10 @@ class Indexer:
         self.read_counter = 0  # payload reads, for tests and the benchmark
         self._remote: ThreadPoolExecutor | None = None  # reader threads of remote roots, during a run
         self._ahead: dict[int, Future[_Read]] = {}  # id(Seen) -> its read, started by _submit
+        self._slice: RunSlice | None = None  # the slice of runs the current pass covers (None: all)
+        self._mounted_checked = False  # set when the passes over slices checked the roots up front
+        self._volumes_changed = False  # a pass wrote or removed a tomogram or feature: link features after
+        self._progress_base = 0  # files done by earlier passes
 
     def _checkpoint(self) -> None:
         """Stop here if the caller asked to. Called only between transactions: a stop asked for by
@@ -244,16 +253,98 @@ class Indexer:
     # ------------------------------------------------------------------ the pass
 
     def _index(self, scopes: list[Scope], t0: float, report: IndexReport) -> None:
-        snapshot = load_snapshot(self.engine, self.project_id, scopes)  # before listing: see module docstring
+        slices = self._plan(scopes)
+        self._volumes_changed = False
+        for runs in slices:
+            self._checkpoint()
+            self._pass(scopes, runs, t0, report)
+        if self._volumes_changed or self._dangling_features(scopes):
+            self._link_features(scopes)
+        if report.added + report.changed + report.removed >= ANALYZE_AFTER_ROWS:
+            self._refresh_statistics()
+
+    def _plan(self, scopes: list[Scope]) -> list[RunSlice | None]:
+        """The passes of this run: one, or (a whole local project with many runs) one per slice of runs.
+
+        A pass holds its listing and snapshot until it ends, so a project of 100,000 runs in one pass
+        needs gigabytes; in slices of :data:`RUNS_PER_PASS` runs it needs what a project of that size
+        needs. Object stores are listed in one pass (listing a slice costs as much as listing all).
+        """
+        if any(prefix for _, prefix in scopes):
+            return [None]
+        listed: dict[str, list[Any]] = {}
+        for layer, _ in scopes:
+            found = self.roots[layer].run_entries()
+            if found is None:
+                return [None]
+            listed[layer] = sorted(found, key=_name)
+        names = {e.name for entries in listed.values() for e in entries}
+        if len(names) <= RUNS_PER_PASS:
+            # as many runs as one slice: said so, which spares the listing fan-out a second count
+            return [RunSlice(size=len(names))] if len(names) >= fanout.PARALLEL_MIN_RUNS else [None]
+        with self.engine.connect() as conn:
+            names.update(conn.execute(sa.select(Run.name).where(Run.project_id == self.project_id)).scalars())
+        for layer, _ in scopes:  # a pass sees a slice: whether a root looks unmounted is decided here, for all
+            self._check_mounted(layer, len(listed[layer]))
+        self._mounted_checked = True
+        slices: list[RunSlice | None] = []
+        for cut in plan_slices(names, RUNS_PER_PASS):
+            mine = {}
+            for layer, entries in listed.items():
+                lo = 0 if cut.after is None else bisect.bisect_right(entries, cut.after, key=_name)
+                hi = len(entries) if cut.upto is None else bisect.bisect_right(entries, cut.upto, key=_name)
+                mine[layer] = entries[lo:hi]
+            slices.append(dataclasses.replace(cut, listed=mine))
+        log.info("indexing %d runs in %d passes of up to %d runs", len(names), len(slices), RUNS_PER_PASS)
+        return slices
+
+    def _check_mounted(self, layer: str, runs_listed: int) -> None:
+        """Before passes over slices: refuse a root that is missing or lists no runs while the catalog
+        holds rows for it (the check a single pass makes on its whole listing, in :meth:`_list`)."""
+        if not self.roots[layer].exists():
+            if layer == "static" or self._has_rows(layer):
+                raise self._missing_root(layer)
+        elif not runs_listed and not self.allow_empty_root and self._has_rows(layer):
+            raise self._unmounted_root(layer, "lists no runs")
+
+    def _missing_root(self, layer: str) -> RootError:
+        root = self.roots[layer]
+        return RootError(
+            f"{layer} root {root.scrub(root.url)} does not exist or is not reachable (unmounted?); the "
+            "catalog was left as it was. Fix the path in the config or mount the root, then index again"
+        )
+
+    def _unmounted_root(self, layer: str, what: str) -> RootError:
+        root = self.roots[layer]
+        return RootError(
+            f"{layer} root {root.scrub(root.url)} {what}, but the catalog holds rows for it: it looks unmounted. "
+            "Nothing was removed. Mount it and index again, or, if the data really is gone, index with "
+            "--allow-empty-root (Catalog.index(allow_empty_root=True)) to remove its rows"
+        )
+
+    def _has_rows(self, layer: str) -> bool:
+        """Whether the catalog holds anything in ``layer`` (a run present there, or a file row)."""
+        flag = Run.in_static if layer == "static" else Run.in_overlay
+        checks = [sa.exists().where(Run.project_id == self.project_id, flag.is_(True))]
+        for model in FILE_MODELS.values():
+            m: Any = model
+            checks.append(sa.exists().where(m.project_id == self.project_id, m.layer == layer))
+        with self.engine.connect() as conn:
+            return any(conn.execute(sa.select(check)).scalar() for check in checks)
+
+    def _pass(self, scopes: list[Scope], runs: RunSlice | None, t0: float, report: IndexReport) -> None:
+        """List the scopes (within the slice ``runs``), diff against the catalog and apply the difference."""
+        self._slice = runs
+        snapshot = load_snapshot(self.engine, self.project_id, scopes, runs)  # before listing: see module docstring
         scan = Scan()
         # big local roots are listed on every core; their workers fork first, before an object store's
         # client threads exist
         jobs = [(self.roots[layer], layer, prefix) for layer, prefix in scopes]
         # a first index creates an entity object or three per file: no cyclic collection can free any of them
-        with fanout.SharedListing(jobs, snapshot, self.objects) as shared, gc_paused():
+        with fanout.SharedListing(jobs, snapshot, self.objects, runs) as shared, gc_paused():
             for layer, prefix in scopes:
                 self._list(layer, prefix, snapshot, scan, report, shared)
-        # The snapshot and the listing live until the run ends: move them out of the collector's sight, so
+        # The snapshot and the listing live until the pass ends: move them out of the collector's sight, so
         # the collections the batches set off do not walk 100,000s of objects that cannot be garbage.
         gc.freeze()
         try:
@@ -297,7 +388,8 @@ class Indexer:
                 self._write_batch(batch, reads, run_ids, vs_ids, t0, report, scan.problems)
                 done += len(batch)
                 if self.progress:
-                    self.progress("index", done, total)
+                    self.progress("index", self._progress_base + done, self._progress_base + total)
+        self._progress_base += total
 
         self._checkpoint()
         vanished = [
@@ -310,16 +402,10 @@ class Indexer:
         self._delete_vanished([v for v in vanished if not scan.is_unknown(v[1], v[2])], t0, report)
         self._drop_empty_runs(scopes, snapshot, scan, t0, report)
         volumes = (Kind.TOMOGRAM, Kind.FEATURE)
-        if (
-            any(k in volumes for k, *_ in vanished)
-            or any(s.key.kind in volumes for s, _ in todo)
-            or self._dangling_features(scopes)
-        ):
-            self._link_features(scopes)
+        if any(k in volumes for k, *_ in vanished) or any(s.key.kind in volumes for s, _ in todo):
+            self._volumes_changed = True  # features are linked to tomograms once, after the last pass
         self._sync_errors(snapshot.errors, scan, report)
-        report.runs = len(set().union(*scan.runs.values())) if scan.runs else 0
-        if report.added + report.changed + report.removed >= ANALYZE_AFTER_ROWS:
-            self._refresh_statistics()
+        report.runs += len(set().union(*scan.runs.values())) if scan.runs else 0
 
     def _refresh_statistics(self) -> None:
         """Let PostgreSQL see the catalog as it now is, after a run that changed much of it.
@@ -352,10 +438,7 @@ class Indexer:
         root.expect(lambda: iter(snapshot.files.get(layer, {})))  # where to split a listing
         if not prefix and not root.exists():
             if layer == "static" or snapshot.has_rows(layer):
-                raise RootError(
-                    f"{layer} root {root.scrub(root.url)} does not exist or is not reachable (unmounted?); the "
-                    "catalog was left as it was. Fix the path in the config or mount the root, then index again"
-                )
+                raise self._missing_root(layer)
             return  # a fresh project whose overlay nobody has written to yet
         lister = Lister(layer, root.url_of, snapshot, self.objects, scan, self._checkpoint)
         if shared.covers(layer, prefix):
@@ -368,15 +451,12 @@ class Indexer:
         if (
             not prefix
             and not self.allow_empty_root
+            and not self._mounted_checked
             and snapshot.has_rows(layer)
             and (listed == 0 or (not found_runs_dir and any(r.present(layer) for r in snapshot.runs.values())))
         ):
             what = "lists as empty" if listed == 0 else f"has no {grammar.RUNS_DIR} directory any more"
-            raise RootError(
-                f"{layer} root {root.scrub(root.url)} {what}, but the catalog holds rows for it: it looks unmounted. "
-                "Nothing was removed. Mount it and index again, or, if the data really is gone, index with "
-                "--allow-empty-root (Catalog.index(allow_empty_root=True)) to remove its rows"
-            )
+            raise self._unmounted_root(layer, what)
 
     # ------------------------------------------------------------------ runs and voxel spacings
 
@@ -389,7 +469,8 @@ class Indexer:
         the maps come from it and a no-op reindex opens no write transaction here.
         """
         now = time.time()
-        in_scope = runs_clause(scopes)  # entities seen in the scopes belong to these runs only
+        # entities seen in the scopes (and the slice) belong to these runs only
+        in_scope = runs_clause(scopes, self._slice, bytewise=is_sqlite(self.engine))
         run_rows = [
             {"project_id": self.project_id, "name": name, **flags, "indexed_at": now}
             for name, flags in _changed_presence(scopes, snap.runs, scan.runs, _run_rel, scan)
@@ -831,6 +912,10 @@ class Indexer:
 
 # ------------------------------------------------------------------------------------------
 # presence of runs and voxel spacings after a scan
+
+
+def _name(entry: Any) -> str:
+    return str(entry.name)
 
 
 def _run_rel(name: str) -> str:

@@ -8,7 +8,9 @@ which subtree a change to one path dirties (:func:`entity_scope`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from . import grammar
 
@@ -66,6 +68,76 @@ def scope_runs(scopes: Iterable[Scope]) -> set[str] | None:
     return names
 
 
+@dataclass(frozen=True, slots=True)
+class RunSlice:
+    """A contiguous range of run names, for indexing a big project a few thousand runs at a time.
+
+    Holding the listing and the snapshot of 100,000 runs at once costs gigabytes; a pass over one slice
+    holds only its own. The range is half-open, ``after < name <= upto`` in code-point order (Python's
+    ``str`` order, SQLite's BINARY collation and PostgreSQL's ``"C"``, so the walk and the SQL agree),
+    and open at the ends, so the slices of a plan cover every name, including a run created while the
+    passes go on. The first slice also takes what lies outside the run directories (``Objects``).
+    """
+
+    after: str | None = None
+    upto: str | None = None
+    #: how many runs the plan counted in it (sizes the listing fan-out without listing again)
+    size: int = 0
+    #: layer -> the entries of ``ExperimentRuns`` in this slice, as the plan listed them (``os.DirEntry``
+    #: of a local root): each pass walks its own runs without listing all 100,000 names again
+    listed: Mapping[str, Sequence[Any]] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def whole(self) -> bool:
+        """Whether this slice is every run (a plan of one slice)."""
+        return self.after is None and self.upto is None
+
+    @property
+    def outside(self) -> bool:
+        """Whether this slice takes the paths outside ``ExperimentRuns/<run>`` (the first slice does)."""
+        return self.after is None
+
+    def __contains__(self, name: object) -> bool:
+        return (
+            isinstance(name, str)
+            and (self.after is None or name > self.after)
+            and (self.upto is None or name <= self.upto)
+        )
+
+    def keeps(self, path: str) -> bool:
+        """Whether a relative path belongs to this slice: under one of its runs, or outside every run."""
+        parts = path.split("/", 2)
+        if len(parts) > 1 and parts[0] == grammar.RUNS_DIR:
+            return parts[1] in self
+        return self.outside
+
+
+def plan_slices(names: Iterable[str], per_slice: int) -> list[RunSlice]:
+    """Cut the run ``names`` into slices of about ``per_slice`` runs (one slice if fewer).
+
+    The bounds are names the catalog can store (a directory name that is not UTF-8 cannot be bound to
+    SQL); such a name still falls in one slice by comparison, where the walk reports it.
+    """
+    ordered = sorted({n for n in names if _storable(n)})
+    groups = [ordered[i : i + per_slice] for i in range(0, len(ordered), per_slice)] or [[]]
+    return [
+        RunSlice(
+            after=groups[i - 1][-1] if i else None,
+            upto=group[-1] if i < len(groups) - 1 else None,
+            size=len(group),
+        )
+        for i, group in enumerate(groups)
+    ]
+
+
+def _storable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def entity_scope(rel: str, is_dir: bool) -> str | None:
     """The smallest subtree whose rescan captures a change at ``rel``, or None if the grammar ignores it.
 
@@ -90,4 +162,14 @@ def entity_scope(rel: str, is_dir: bool) -> str | None:
     return "/".join(parts[:-1])
 
 
-__all__ = ["MAX_SCOPES_PER_LAYER", "Scope", "covers", "entity_scope", "minimal", "minimal_scopes", "scope_runs"]
+__all__ = [
+    "MAX_SCOPES_PER_LAYER",
+    "RunSlice",
+    "Scope",
+    "covers",
+    "entity_scope",
+    "minimal",
+    "minimal_scopes",
+    "plan_slices",
+    "scope_runs",
+]

@@ -18,7 +18,7 @@ from ..catalog.db import is_sqlite
 from ..catalog.schema import FILE_MODELS, IndexErrorRow, Run, VoxelSpacing
 from ..gcpause import gc_paused
 from .grammar import IN_VOXEL_SPACING, Kind
-from .scopes import Scope, covers, scope_runs
+from .scopes import RunSlice, Scope, covers, scope_runs
 
 
 @dataclass(slots=True)
@@ -143,12 +143,26 @@ class Snapshot:
         return bool(self.files.get(layer)) or any(r.present(layer) for r in self.runs.values())
 
 
-def runs_clause(scopes: Sequence[Scope]) -> Any:
-    """SQL for the runs a scan of ``scopes`` can touch: all of them, or just the named ones."""
+def runs_clause(scopes: Sequence[Scope], runs: RunSlice | None = None, *, bytewise: bool = True) -> Any:
+    """SQL for the runs a scan of ``scopes`` (within the slice ``runs``, if given) can touch."""
     names = scope_runs(scopes)
-    if names is None:
-        return sa.true()
-    return Run.name.in_(sorted(names)) if names else sa.false()
+    clause: Any = sa.true() if names is None else Run.name.in_(sorted(names)) if names else sa.false()
+    return clause if runs is None else sa.and_(clause, slice_clause(Run.name, runs, bytewise=bytewise))
+
+
+def slice_clause(name: Any, runs: RunSlice, *, bytewise: bool) -> Any:
+    """SQL for "the run name in ``name`` lies in the slice ``runs``".
+
+    ``bytewise`` says the database compares names by code point (SQLite); otherwise the bounds compare
+    under ``COLLATE "C"``, since PostgreSQL's default collation orders names as no walk does.
+    """
+    col = name if bytewise else name.collate("C")
+    parts = []
+    if runs.after is not None:
+        parts.append(col > runs.after)
+    if runs.upto is not None:
+        parts.append(col <= runs.upto)
+    return sa.and_(sa.true(), *parts)
 
 
 def scope_clause(model: Any, scopes: Sequence[Scope], bytewise: bool) -> Any:
@@ -182,11 +196,12 @@ def scope_clause(model: Any, scopes: Sequence[Scope], bytewise: bool) -> Any:
     return sa.or_(*parts) if parts else sa.false()
 
 
-def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> Snapshot:
-    """Every row the scan of ``scopes`` may add, change or remove, in one read transaction."""
-    in_scope = runs_clause(scopes)
-    every_run = scope_runs(scopes) is None
+def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope], runs: RunSlice | None = None) -> Snapshot:
+    """Every row the scan of ``scopes`` (within the slice ``runs``, if given) may add, change or remove,
+    in one read transaction."""
     bytewise = is_sqlite(engine)
+    in_scope = runs_clause(scopes, runs, bytewise=bytewise)
+    every_run = scope_runs(scopes) is None and (runs is None or runs.whole)
     # Many scopes (a daemon burst touching hundreds of runs) make one OR branch each, and building,
     # hashing and planning that expression cost more than reading the rows: select by layer (and run)
     # instead, and keep the rows under a scope here.
@@ -202,6 +217,9 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
     def wanted(layer: str, path: str) -> bool:
         return by_layer is None or any(covers(prefix, path) for prefix in by_layer.get(layer, ()))
 
+    def in_slice(path: str) -> bool:
+        return runs is None or runs.keeps(path)
+
     # Rows under ExperimentRuns/<run>/ belong to that run: saying so lets the run_id index find a
     # write-through's handful of rows among 50,000 (PostgreSQL cannot use an index for the LIKE).
     scoped_runs = sa.select(Run.id).where(Run.project_id == project_id, in_scope)
@@ -209,9 +227,17 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
     for kind, model in FILE_MODELS.items():
         m: Any = model
         cols = m.__table__.c
+        if "run_id" not in cols and runs is not None and not runs.outside:
+            continue  # outside every run: the first slice's
         run_id = m.run_id if "run_id" in cols else sa.cast(sa.null(), sa.Integer)
         # the voxel spacing a file implies as an ancestor (tomograms and features live inside one)
         vs_id = m.voxel_spacing_id if kind in IN_VOXEL_SPACING else sa.cast(sa.null(), sa.Integer)
+        sliced = "run_name" in cols and runs is not None and not runs.whole and scope_runs(scopes) is None
+        where = [m.project_id == project_id, where_path(m)]
+        if sliced and bytewise:
+            # SQLite plans by rule, and an equality on project and layer beats the name range: wrapped in
+            # likely() they stop being index terms, so a slice reads its range of the run_name index
+            where = [sa.func.likely(w) for w in where]
         q = sa.select(
             sa.literal(kind.value).label("kind"),
             m.id,
@@ -223,13 +249,16 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
             m.indexed_at,
             run_id.label("run_id"),
             vs_id.label("vs_id"),
-        ).where(m.project_id == project_id, where_path(m))
-        if "run_id" in cols and not every_run:
+        ).where(*where)
+        if sliced and runs is not None:
+            # the big tables carry their run's name: a slice reads its range of the run_name index
+            q = q.where(slice_clause(m.run_name, runs, bytewise=bytewise))
+        elif "run_id" in cols and not every_run:
             q = q.where(m.run_id.in_(scoped_runs))
         parts.append(q)
     files: dict[str, dict[str, Any]] = {}
     with engine.connect() as conn, conn.begin(), gc_paused():
-        runs = {
+        dirs = {
             name: DirRow(rid, st, ov, at)
             for rid, name, st, ov, at in conn.execute(
                 sa.select(Run.id, Run.name, Run.in_static, Run.in_overlay, Run.indexed_at).where(
@@ -263,7 +292,7 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
                     IndexErrorRow.fingerprint,
                 ).where(IndexErrorRow.project_id == project_id, where_path(IndexErrorRow))
             )
-            if wanted(layer, path)
+            if wanted(layer, path) and in_slice(path)
         }
         # one statement for all seven tables: a write-through on PostgreSQL pays one round trip, not seven.
         # The rows are kept as they come: this is a no-op reindex's largest read (one row per catalogued file).
@@ -277,7 +306,7 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope]) -> S
             if by_path is None:
                 by_path = files[row[2]] = {}
             by_path[row[3]] = row
-    return Snapshot(files, runs, vss, errors)
+    return Snapshot(files, dirs, vss, errors)
 
 
-__all__ = ["DirRow", "ErrorRow", "FileRow", "Snapshot", "load_snapshot", "runs_clause", "scope_clause"]
+__all__ = ["DirRow", "ErrorRow", "FileRow", "Snapshot", "load_snapshot", "runs_clause", "scope_clause", "slice_clause"]

@@ -21,6 +21,7 @@ from typing import IO, Any
 from ...errors import PayloadError, RootError
 from ...secrets import LOG_SCRUBBER, scrub, secret_values
 from .. import grammar
+from ..scopes import RunSlice
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +189,23 @@ class Root(ABC):
         stats.entries += 1
         return [entry]
 
-    def walk_share(self, stats: ListingStats, under: str, share: tuple[int, int]) -> Iterator[Entry]:
+    def walk_share(
+        self, stats: ListingStats, under: str, share: tuple[int, int], runs: RunSlice | None = None
+    ) -> Iterator[Entry]:
         """Share ``share[0]`` of ``share[1]`` of a walk of ``under`` (the root or ``ExperimentRuns``): the
         run directories whose names hash to it and, for share 0, everything outside the runs. The shares
-        together list exactly what :meth:`walk` lists. Only roots that are :attr:`shareable` split."""
+        together list exactly what :meth:`walk` lists. With ``runs``, only that slice's run directories
+        (and what lies outside the runs only if the slice takes it). Only :attr:`shareable` roots split."""
         raise NotImplementedError(f"{type(self).__name__} lists in one piece")
 
     def count_runs(self) -> int:
         """How many entries ``ExperimentRuns`` holds (0 if it cannot be listed), to size a shared walk."""
-        return 0
+        return len(self.run_entries() or ())
+
+    def run_entries(self) -> list[Any] | None:
+        """The entries of ``ExperimentRuns`` (each with a ``name``; empty if it cannot be listed), or None
+        where listing them costs as much as the whole walk (object stores): such a root is walked in one pass."""
+        return None
 
     @abstractmethod
     def _walk(self, stats: ListingStats, under: str) -> Iterator[Entry]:

@@ -16,12 +16,13 @@ import shutil
 import stat as stat_mod
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from ...errors import PayloadError
 from .. import grammar
+from ..scopes import RunSlice
 from .base import ZARR_META_NAMES, Backup, Entry, ListingStats, Root, group_entry, hidden_sibling
 
 log = logging.getLogger(__name__)
@@ -130,20 +131,24 @@ class LocalRoot(Root):
 
     shareable = True
 
-    def count_runs(self) -> int:
+    def run_entries(self) -> list[os.DirEntry[str]]:
         try:
             with os.scandir(f"{self.base}/{grammar.RUNS_DIR}") as it:
-                return sum(1 for _ in it)
+                return list(it)
         except OSError:
-            return 0
+            return []
 
-    def walk_share(self, stats: ListingStats, under: str, share: tuple[int, int]) -> Iterator[Entry]:
+    def walk_share(
+        self, stats: ListingStats, under: str, share: tuple[int, int], runs: RunSlice | None = None
+    ) -> Iterator[Entry]:
         if under.strip("/") not in ("", grammar.RUNS_DIR):
             raise ValueError(f"only the root or {grammar.RUNS_DIR} is listed in shares, not {under!r}")
         self.last_stats = stats
-        return self._walk(stats, under.strip("/"), share)
+        return self._walk(stats, under.strip("/"), share, runs)
 
-    def _walk(self, stats: ListingStats, under: str, share: tuple[int, int] | None = None) -> Iterator[Entry]:
+    def _walk(
+        self, stats: ListingStats, under: str, share: tuple[int, int] | None = None, runs: RunSlice | None = None
+    ) -> Iterator[Entry]:
         stats.strategy = "scandir"
         start = tuple(p for p in under.split("/") if p)
         if not start and not os.path.isdir(self.base):
@@ -174,9 +179,14 @@ class LocalRoot(Root):
             listed = 0
             # The loop a reindex spends its time in: one stat per file, one Entry, nothing else.
             # A share keeps the run directories whose names hash to it; share 0 also keeps what is not a run.
-            keep = None if share is None else _share_filter(parts, share)
+            keep = None if share is None and runs is None else _share_filter(parts, share or (0, 1), runs)
+            # a pass over a slice of runs takes its run directories as the plan listed them (the directory
+            # was opened above all the same, so one that cannot be listed now is reported as always)
+            entries: Iterable[os.DirEntry[str]] = it
+            if runs is not None and parts == (grammar.RUNS_DIR,) and self.layer in runs.listed:
+                entries = runs.listed[self.layer]
             with it:
-                for de in it:
+                for de in entries:
                     if keep is not None and not keep(de.name):
                         continue
                     try:
@@ -321,13 +331,20 @@ class LocalRoot(Root):
         os.rename(self.full(src), self.full(dst))
 
 
-def _share_filter(parts: tuple[str, ...], share: tuple[int, int]) -> Callable[[str], bool] | None:
-    """Which children of the directory ``parts`` belong to ``share`` (None: all of them)."""
+def _share_filter(
+    parts: tuple[str, ...], share: tuple[int, int], runs: RunSlice | None = None
+) -> Callable[[str], bool] | None:
+    """Which children of the directory ``parts`` belong to ``share`` of the slice ``runs`` (None: all)."""
     index, shares = share
     if parts == (grammar.RUNS_DIR,):
-        return lambda name: zlib.crc32(os.fsencode(name)) % shares == index
-    if not parts:  # the root: ExperimentRuns is walked by every share, the rest by share 0
-        return lambda name: name == grammar.RUNS_DIR or index == 0
+        if runs is None:
+            return lambda name: zlib.crc32(os.fsencode(name)) % shares == index
+        if shares == 1:
+            return runs.__contains__
+        return lambda name: name in runs and zlib.crc32(os.fsencode(name)) % shares == index
+    if not parts:  # the root: ExperimentRuns is walked by every share, the rest by share 0 (of the first slice)
+        outside = index == 0 and (runs is None or runs.outside)
+        return lambda name: name == grammar.RUNS_DIR or outside
     return None
 
 
