@@ -232,11 +232,14 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope], runs
         run_id = m.run_id if "run_id" in cols else sa.cast(sa.null(), sa.Integer)
         # the voxel spacing a file implies as an ancestor (tomograms and features live inside one)
         vs_id = m.voxel_spacing_id if kind in IN_VOXEL_SPACING else sa.cast(sa.null(), sa.Integer)
-        sliced = "run_name" in cols and runs is not None and not runs.whole and scope_runs(scopes) is None
+        # A pass over a slice reads only its runs' rows, through an index: on SQLite the run_name range (an
+        # equality on project and layer would win SQLite's rule-based choice, so likely() hides those two
+        # from the planner); on PostgreSQL the run_id index, given the slice's ids as one array (a
+        # COLLATE "C" range cannot use the run_name index, and an IN subquery is planned as a scan).
+        sliced = runs is not None and not runs.whole and scope_runs(scopes) is None
+        by_name = sliced and bytewise and "run_name" in cols
         where = [m.project_id == project_id, where_path(m)]
-        if sliced and bytewise:
-            # SQLite plans by rule, and an equality on project and layer beats the name range: wrapped in
-            # likely() they stop being index terms, so a slice reads its range of the run_name index
+        if by_name:
             where = [sa.func.likely(w) for w in where]
         q = sa.select(
             sa.literal(kind.value).label("kind"),
@@ -250,9 +253,10 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope], runs
             run_id.label("run_id"),
             vs_id.label("vs_id"),
         ).where(*where)
-        if sliced and runs is not None:
-            # the big tables carry their run's name: a slice reads its range of the run_name index
+        if by_name and runs is not None:
             q = q.where(slice_clause(m.run_name, runs, bytewise=bytewise))
+        elif sliced and not bytewise and "run_id" in cols:
+            q = q.where(m.run_id == sa.any_(sa.func.array(scoped_runs.scalar_subquery())))
         elif "run_id" in cols and not every_run:
             q = q.where(m.run_id.in_(scoped_runs))
         parts.append(q)
