@@ -221,7 +221,7 @@ def nobody() -> tuple[tuple[str, ...], str]:
 
 
 def _as_nobody(
-    how: tuple[tuple[str, ...], str], code: str, *args: str, cwd: Path, timeout: float = 120
+    how: tuple[tuple[str, ...], str], code: str, *args: str, cwd: Path, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess[str]:
     argv, pre = how
     return subprocess.run(
@@ -230,14 +230,15 @@ def _as_nobody(
         text=True,
         timeout=timeout,
         cwd=cwd,
-        env=_clean_env(HOME=str(cwd)),
+        env=_clean_env(HOME=str(cwd), **env),
     )
 
 
 _CLI_CODE = "import sys\nfrom copick_catalog.cli import main\nsys.argv[0] = 'copick-catalog'\nmain()\n"
 _INDEX_CODE = """
-import json, sys
+import json, logging, sys
 from copick_catalog import Catalog
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 with Catalog.open(sys.argv[1], db=sys.argv[2]) as cat:
     r = cat.index()
     print(json.dumps({"errors": r.errors, "files_read": r.files_read, "read_only": cat.read_only}))
@@ -577,6 +578,7 @@ UNREADABLE = {
 }
 
 
+@pytest.mark.parametrize("passes", ["one pass", "slices of 3 runs"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("target", list(UNREADABLE))
 def test_unreadable_directory_keeps_rows_stale(
@@ -586,7 +588,11 @@ def test_unreadable_directory_keeps_rows_stale(
     nobody: tuple[tuple[str, ...], str],
     target: str,
     backend: str,
+    passes: str,
 ) -> None:
+    """A directory the indexing user cannot list is an error row, and what the catalog holds below it is kept
+    (stale), whether the project is indexed in one pass or in passes over slices of runs."""
+    per_pass = {"one pass": "100000", "slices of 3 runs": "3"}[passes]
     config = _shared_project(sample, shared_dir)
     db_file = shared_dir / "catalog.sqlite"
     db = f"sqlite:///{db_file}" if backend == "sqlite" else request.getfixturevalue("pg_url")
@@ -606,10 +612,13 @@ def test_unreadable_directory_keeps_rows_stale(
     directory = config.parent / "overlay" / rel
     os.chmod(directory, 0)
     try:
-        out = _as_nobody(nobody, _INDEX_CODE, str(config), db, cwd=shared_dir)
+        out = _as_nobody(nobody, _INDEX_CODE, str(config), db, cwd=shared_dir, COPICK_CATALOG_RUNS_PER_PASS=per_pass)
     finally:
         os.chmod(directory, 0o755)
     assert out.returncode == 0, out.stderr
+    # an unreadable ExperimentRuns cannot be cut into slices: that index is one pass, which reports it
+    sliced = per_pass == "3" and target != "runs_dir"
+    assert ("runs in 4 passes of up to 3 runs" in out.stderr) == sliced, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) | {"files_read": 0} == {
         "errors": 1,
         "files_read": 0,
@@ -624,7 +633,7 @@ def test_unreadable_directory_keeps_rows_stale(
         assert set(cat.sql("SELECT name, in_static, in_overlay FROM runs").rows) == runs_before
 
     _share_sqlite(db_file)
-    out = _as_nobody(nobody, _INDEX_CODE, str(config), db, cwd=shared_dir)
+    out = _as_nobody(nobody, _INDEX_CODE, str(config), db, cwd=shared_dir, COPICK_CATALOG_RUNS_PER_PASS=per_pass)
     assert out.returncode == 0, out.stderr
     with Catalog.open(config, db=db) as cat:
         assert _errors(cat) == {}

@@ -72,6 +72,8 @@ ANALYZE_AFTER_ROWS = 10_000
 #: A whole local project with more runs than this is indexed in passes over slices of this many runs
 #: (memory: a pass holds the listing and snapshot of its slice; 5,000 runs peak near 250 MB).
 RUNS_PER_PASS = 5000
+#: Overrides :data:`RUNS_PER_PASS` (fewer runs a pass: less memory, a few more queries).
+RUNS_PER_PASS_ENV = "COPICK_CATALOG_RUNS_PER_PASS"
 #: Batches the read workers may run ahead of the writer (memory: a batch of parsed files each).
 PREFETCH_BATCHES = 3
 #: What a database says when it refuses a value (not when it is unreachable): one file's fault, not the run's.
@@ -279,7 +281,8 @@ class Indexer:
                 return [None]
             listed[layer] = sorted(found, key=_name)
         names = {e.name for entries in listed.values() for e in entries}
-        if len(names) <= RUNS_PER_PASS:
+        per_pass = runs_per_pass()
+        if len(names) <= per_pass:
             # as many runs as one slice: said so, which spares the listing fan-out a second count
             return [RunSlice(size=len(names))] if len(names) >= fanout.PARALLEL_MIN_RUNS else [None]
         with self.engine.connect() as conn:
@@ -288,14 +291,14 @@ class Indexer:
             self._check_mounted(layer, len(listed[layer]))
         self._mounted_checked = True
         slices: list[RunSlice | None] = []
-        for cut in plan_slices(names, RUNS_PER_PASS):
+        for cut in plan_slices(names, per_pass):
             mine = {}
             for layer, entries in listed.items():
                 lo = 0 if cut.after is None else bisect.bisect_right(entries, cut.after, key=_name)
                 hi = len(entries) if cut.upto is None else bisect.bisect_right(entries, cut.upto, key=_name)
                 mine[layer] = entries[lo:hi]
             slices.append(dataclasses.replace(cut, listed=mine))
-        log.info("indexing %d runs in %d passes of up to %d runs", len(names), len(slices), RUNS_PER_PASS)
+        log.info("indexing %d runs in %d passes of up to %d runs", len(names), len(slices), per_pass)
         return slices
 
     def _check_mounted(self, layer: str, runs_listed: int) -> None:
@@ -914,6 +917,17 @@ class Indexer:
 # presence of runs and voxel spacings after a scan
 
 
+def runs_per_pass() -> int:
+    """Runs a pass over a slice takes: ``$COPICK_CATALOG_RUNS_PER_PASS``, else :data:`RUNS_PER_PASS`."""
+    text = os.environ.get(RUNS_PER_PASS_ENV, "").strip()
+    if text:
+        try:
+            return max(1, int(text))
+        except ValueError:
+            log.warning("%s=%r is not a whole number; using %d", RUNS_PER_PASS_ENV, text, RUNS_PER_PASS)
+    return RUNS_PER_PASS
+
+
 def _name(entry: Any) -> str:
     return str(entry.name)
 
@@ -975,4 +989,12 @@ def _presence(scopes: list[Scope], layer: str, rel: str, seen: bool, before: boo
     return before
 
 
-__all__ = ["BATCH_FILES", "RACY_WINDOW_S", "IndexReport", "Indexer"]
+__all__ = [
+    "BATCH_FILES",
+    "RACY_WINDOW_S",
+    "RUNS_PER_PASS",
+    "RUNS_PER_PASS_ENV",
+    "IndexReport",
+    "Indexer",
+    "runs_per_pass",
+]

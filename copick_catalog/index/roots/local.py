@@ -131,12 +131,14 @@ class LocalRoot(Root):
 
     shareable = True
 
-    def run_entries(self) -> list[os.DirEntry[str]]:
+    def run_entries(self) -> list[os.DirEntry[str]] | None:
         try:
             with os.scandir(f"{self.base}/{grammar.RUNS_DIR}") as it:
                 return list(it)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError:  # unreadable: one pass lists it, reports it and keeps what lies below it
+            return None
 
     def walk_share(
         self, stats: ListingStats, under: str, share: tuple[int, int], runs: RunSlice | None = None
