@@ -153,6 +153,10 @@ def _sqlite_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engin
         if journal:  # a read-only connection keeps whatever mode the file has, and writes no pragma
             cur.execute(f"PRAGMA journal_mode = {journal}")
             cur.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoint the WAL every 64 MB rather than every 4 MB: a full index commits a batch of ~25,000
+            # points every ~0.1 s, and each checkpoint is an fsync of the database (0.5-1 s of a 5,000-run
+            # full index, measured). The WAL file keeps its high-water size, ~64 MB plus one batch.
+            cur.execute("PRAGMA wal_autocheckpoint = 16384")
         cur.execute("PRAGMA foreign_keys = ON")
         # A 64 MB page cache (grown only as used): a catalog of thousands of runs stays in memory
         # between queries instead of being re-read through the OS on every listing.
