@@ -7,6 +7,7 @@ database. Without a reachable server the PostgreSQL half skips with a loud reaso
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -57,19 +58,29 @@ def skip_or_fail_without_pg() -> None:
         pytest.skip(msg)
 
 
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "cc_test", options: str = "") -> Iterator[str]:
+    """A new, empty PostgreSQL database (``CREATE DATABASE … options``), dropped on exit; yields its URL.
+
+    The caller has made sure a server is reachable (:func:`skip_or_fail_without_pg`)."""
+    admin = _pg_admin()
+    assert admin is not None
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" {options}'.rstrip())
+    try:
+        yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     skip_or_fail_without_pg()
-    admin = _pg_admin()
-    assert admin is not None
-    name = f"cc_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

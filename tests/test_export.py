@@ -15,13 +15,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from copick_catalog import Catalog
@@ -29,7 +27,7 @@ from copick_catalog.catalog.export import COLUMNS, ExportError
 from copick_catalog.cli import main as cli_main
 from copick_catalog.errors import CatalogError
 from copick_catalog.sample import make_sample_project
-from tests.conftest import PG_URL, _pg_admin, age_tree, skip_or_fail_without_pg
+from tests.conftest import age_tree, fresh_pg_database, skip_or_fail_without_pg
 
 pa = pytest.importorskip("pyarrow", reason="Parquet export needs pyarrow (pip install 'copick-catalog[export]')")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -63,14 +61,8 @@ def reference(project: Path) -> Any:
 @pytest.fixture(scope="module")
 def _pg_module_db() -> Iterator[str]:
     skip_or_fail_without_pg()
-    admin = _pg_admin()
-    assert admin is not None
-    name = f"cc_export_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("cc_export") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from copick_catalog import Catalog
 from copick_catalog.index import pool
 from copick_catalog.sample import SampleSummary
 
-from .conftest import PG_URL, _pg_admin, age_tree, packed_points_match, run_object_counts
+from .conftest import age_tree, fresh_pg_database, packed_points_match, run_object_counts
 
 #: Columns that name a row's identity in one database or when it was written, not what it holds.
 VOLATILE = {"id", "indexed_at", "last_seen", "created_at", "first_seen", "last_indexed_at", "started_at"}
@@ -68,14 +67,8 @@ def reference_url(db_url: str, tmp_path: Path) -> Iterator[str]:
     if db_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'reference.sqlite'}"
         return
-    admin = _pg_admin()
-    assert admin is not None
-    name = f"cc_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database() as url:
+        yield url
 
 
 def _add_bad_files(project: Path) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,13 @@ from copick_catalog.index import snapshot as snapshot_mod
 from copick_catalog.index.scopes import RunSlice, plan_slices
 from copick_catalog.sample import SampleSummary
 
-from .conftest import PG_URL, _pg_admin, age_tree, packed_points_match, run_object_counts, skip_or_fail_without_pg
+from .conftest import (
+    age_tree,
+    fresh_pg_database,
+    packed_points_match,
+    run_object_counts,
+    skip_or_fail_without_pg,
+)
 from .test_index_equality import _add_bad_files, _dump, reference_url  # noqa: F401 - a fixture
 
 
@@ -169,16 +174,8 @@ def test_plan_slices_cover_every_name_once() -> None:
 def icu_pg_url() -> Iterator[str]:
     """A PostgreSQL database whose default collation is ICU's en-US (case-blind, punctuation-light)."""
     skip_or_fail_without_pg()
-    admin = _pg_admin()
-    assert admin is not None
-    name = f"cc_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
-        )
-    yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database(options="TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'") as url:
+        yield url
 
 
 def test_slices_follow_code_points_under_any_postgresql_collation(

@@ -37,7 +37,7 @@ from copick_catalog.formats import zarrio
 from copick_catalog.formats.zarr import write_ome_zarr
 from copick_catalog.index import grammar as layout
 from copick_catalog.sample import make_sample_project, pick_json
-from tests.conftest import PG_URL, _pg_admin, age_tree, skip_or_fail_without_pg
+from tests.conftest import age_tree, fresh_pg_database, skip_or_fail_without_pg
 
 # --------------------------------------------------------------------------------------------
 # The project: the sample, plus names that exercise every corner of the grammar
@@ -270,14 +270,8 @@ def reference(project: Path) -> Any:
 @pytest.fixture(scope="module")
 def _pg_module_db() -> Iterator[str]:
     skip_or_fail_without_pg()
-    admin = _pg_admin()
-    assert admin is not None
-    name = f"cc_uris_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("cc_uris") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
