@@ -201,7 +201,9 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope], runs
     in one read transaction."""
     bytewise = is_sqlite(engine)
     in_scope = runs_clause(scopes, runs, bytewise=bytewise)
-    every_run = scope_runs(scopes) is None and (runs is None or runs.whole)
+    whole_layers = scope_runs(scopes) is None
+    every_run = whole_layers and (runs is None or runs.whole)
+    sliced = whole_layers and runs is not None and not runs.whole
     # Many scopes (a daemon burst touching hundreds of runs) make one OR branch each, and building,
     # hashing and planning that expression cost more than reading the rows: select by layer (and run)
     # instead, and keep the rows under a scope here.
@@ -236,7 +238,6 @@ def load_snapshot(engine: Engine, project_id: int, scopes: Sequence[Scope], runs
         # equality on project and layer would win SQLite's rule-based choice, so likely() hides those two
         # from the planner); on PostgreSQL the run_id index, given the slice's ids as one array (a
         # COLLATE "C" range cannot use the run_name index, and an IN subquery is planned as a scan).
-        sliced = runs is not None and not runs.whole and scope_runs(scopes) is None
         by_name = sliced and bytewise and "run_name" in cols
         where = [m.project_id == project_id, where_path(m)]
         if by_name:
