@@ -53,7 +53,7 @@ from ..gcpause import gc_paused
 from . import fanout, grammar
 from .grammar import Kind
 from .kinds import SPECS, Header, Limits
-from .pool import ReadPool, default_workers, read_entity
+from .pool import ReadPool, default_workers, env_count, read_entity
 from .roots import ListingStats, Root
 from .scan import Lister, Problem, Scan, Seen
 from .scopes import RunSlice, Scope, covers, minimal_scopes, plan_slices
@@ -283,8 +283,8 @@ class Indexer:
         names = {e.name for entries in listed.values() for e in entries}
         per_pass = runs_per_pass()
         if len(names) <= per_pass:
-            # as many runs as one slice: said so, which spares the listing fan-out a second count
-            return [RunSlice(size=len(names))] if len(names) >= fanout.PARALLEL_MIN_RUNS else [None]
+            # one slice of every run: its size spares the listing fan-out a second listing to count them
+            return [RunSlice(size=len(names))]
         with self.engine.connect() as conn:
             names.update(conn.execute(sa.select(Run.name).where(Run.project_id == self.project_id)).scalars())
         for layer, _ in scopes:  # a pass sees a slice: whether a root looks unmounted is decided here, for all
@@ -919,13 +919,7 @@ class Indexer:
 
 def runs_per_pass() -> int:
     """Runs a pass over a slice takes: ``$COPICK_CATALOG_RUNS_PER_PASS``, else :data:`RUNS_PER_PASS`."""
-    text = os.environ.get(RUNS_PER_PASS_ENV, "").strip()
-    if text:
-        try:
-            return max(1, int(text))
-        except ValueError:
-            log.warning("%s=%r is not a whole number; using %d", RUNS_PER_PASS_ENV, text, RUNS_PER_PASS)
-    return RUNS_PER_PASS
+    return env_count(RUNS_PER_PASS_ENV, str(RUNS_PER_PASS)) or RUNS_PER_PASS
 
 
 def _name(entry: Any) -> str:

@@ -42,14 +42,23 @@ _STATE: tuple[dict[str, Root], Limits] | None = None
 Outcome = tuple[Header | None, str | None]
 
 
-def default_workers() -> int:
-    """Worker processes for a full index: ``$COPICK_CATALOG_WORKERS``, else the cores this process may use."""
-    text = os.environ.get(WORKERS_ENV, "").strip()
+def env_count(name: str, fallback: str) -> int | None:
+    """A count (at least 1) set by the environment variable ``name``, or None when it is unset or not a
+    whole number (then a warning says the ``fallback`` is used)."""
+    text = os.environ.get(name, "").strip()
     if text:
         try:
             return max(1, int(text))
         except ValueError:
-            log.warning("%s=%r is not a whole number; using the number of cores", WORKERS_ENV, text)
+            log.warning("%s=%r is not a whole number; using %s", name, text, fallback)
+    return None
+
+
+def default_workers() -> int:
+    """Worker processes for a full index: ``$COPICK_CATALOG_WORKERS``, else the cores this process may use."""
+    workers = env_count(WORKERS_ENV, "the number of cores")
+    if workers is not None:
+        return workers
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -170,4 +179,12 @@ class ReadPool:
         self.close()
 
 
-__all__ = ["POOL_MIN_FILES", "WORKERS_ENV", "ReadPool", "default_workers", "quiet_worker", "read_entity"]
+__all__ = [
+    "POOL_MIN_FILES",
+    "WORKERS_ENV",
+    "ReadPool",
+    "default_workers",
+    "env_count",
+    "quiet_worker",
+    "read_entity",
+]
